@@ -1,0 +1,3 @@
+from hubfuse.cli import main
+
+main()

@@ -1,0 +1,174 @@
+"""The `hubfuse` command line: thin click commands over the pipeline.
+
+Every expected failure is a `HubfuseError`: one line on stderr and its exit code (see
+`hubfuse.errors.ExitCode`). `--json` documents go to stdout, everything else to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hubfuse import __version__
+from hubfuse.errors import HubfuseError
+from hubfuse.log import log
+from hubfuse.options import CheckOptions, resolve_families
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HubfuseError as exc:
+            log.error(str(exc))
+            sys.exit(int(exc.exit_code))
+        except KeyboardInterrupt:
+            log.error("interrupted")
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:
+            if os.environ.get("HUBFUSE_DEBUG"):
+                raise
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            log.error(
+                f"internal error: {type(exc).__name__}: {first_line} (set HUBFUSE_DEBUG=1 for the traceback)"
+            )
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hubfuse")
+def main() -> None:
+    """Verify transformers fusion mappings and publish them to Hugging Face Hub repos.
+
+    \b
+    Exit codes:
+      0  every requested family is safe (or: nothing left to do)
+      2  bad input: usage, unreadable checkpoint, repo or revision not found
+      3  at least one family is unsafe or could not be checked
+      4  nothing to fuse in this model
+      5  authentication: no token, bad token, no write access, gated or private repo
+      6  the Hub kept failing after bounded retries
+      7  conflict: the repo moved and could not be re-verified, or a name is taken
+      8  a batch run stopped on its budget or the kill switch
+    """
+
+
+def _check_options(f: Any) -> Any:
+    f = click.option(
+        "--timeout",
+        "timeout_s",
+        type=float,
+        default=1800.0,
+        show_default=True,
+        help="Seconds allowed for each model load.",
+    )(f)
+    f = click.option(
+        "--trust-remote-code",
+        is_flag=True,
+        help="Allow a repo's own Python code (auto_map). Only for repos you trust.",
+    )(f)
+    f = click.option(
+        "--report-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Also write report.json, report.md and the worker logs here.",
+    )(f)
+    f = click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON document on stdout (logs stay on stderr)."
+    )(f)
+    f = click.option(
+        "--family",
+        "families",
+        multiple=True,
+        metavar="NAME",
+        help="Fusion family to check (repeatable). Default: every family transformers knows.",
+    )(f)
+    f = click.argument("source")(f)
+    return f
+
+
+def _run_check(options: CheckOptions) -> None:
+    from hubfuse.checkpoint import open_checkpoint
+    from hubfuse.fusion.check import check_checkpoint
+    from hubfuse.report import append_step_summary, render_markdown, render_text, to_json, write_report_dir
+
+    checkpoint = open_checkpoint(options.source, trust_remote_code=options.trust_remote_code)
+    report = check_checkpoint(
+        checkpoint,
+        list(options.families),
+        list_tensors=options.list_tensors,
+        logs_dir=options.report_dir / "logs" if options.report_dir else None,
+        timeout=options.timeout_s,
+    )
+    if options.report_dir:
+        write_report_dir(report, options.report_dir)
+    append_step_summary(render_markdown(report))
+    if options.as_json:
+        click.echo(to_json(report.to_dict()), nl=False)
+    else:
+        click.echo(render_text(report, list_tensors=options.list_tensors), nl=False, err=False)
+    sys.exit(int(report.exit_code))
+
+
+@main.command()
+@_check_options
+def check(
+    source: str,
+    families: tuple[str, ...],
+    as_json: bool,
+    report_dir: Path | None,
+    trust_remote_code: bool,
+    timeout_s: float,
+) -> None:
+    """Give a verdict per fusion family for the checkpoint folder SOURCE."""
+    _run_check(
+        CheckOptions(
+            source,
+            resolve_families(families),
+            as_json,
+            report_dir,
+            trust_remote_code,
+            timeout_s,
+            list_tensors=False,
+        )
+    )
+
+
+@main.command()
+@_check_options
+def verify(
+    source: str,
+    families: tuple[str, ...],
+    as_json: bool,
+    report_dir: Path | None,
+    trust_remote_code: bool,
+    timeout_s: float,
+) -> None:
+    """Like `check`, listing every tensor of the original-format re-save."""
+    _run_check(
+        CheckOptions(
+            source,
+            resolve_families(families),
+            as_json,
+            report_dir,
+            trust_remote_code,
+            timeout_s,
+            list_tensors=True,
+        )
+    )
+
+
+def _register_optional_commands() -> None:
+    try:
+        from hubfuse.localhub.cli import hub
+    except ImportError:  # pragma: no cover - the local hub is part of the package
+        return
+    main.add_command(hub)
+
+
+_register_optional_commands()

@@ -1,0 +1,1 @@
+"""Fusion families, the isolated worker processes that exercise them, and their verdicts."""

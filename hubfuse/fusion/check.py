@@ -1,0 +1,321 @@
+"""Check one fusion family against one checkpoint, each load in a fresh process.
+
+The steps, in order (each one's failure is a reason in the verdict):
+1. discovery on the meta device + a plain reference load        -> `probe_reference`
+2. fused load, weights arrive, original-format and fused saves  -> `probe_fused_load`
+3. the default re-save against the source, tensor by tensor     -> `verify.compare_checkpoints`
+4. downstream: config.json carries fusion_config, plain load    -> `probe_reload`
+5. the fused layout reloads to the same weights                  -> `probe_reload`
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hubfuse import __version__
+from hubfuse.checkpoint import Checkpoint
+from hubfuse.configedit import set_top_level_key
+from hubfuse.fusion import worker
+from hubfuse.fusion.verdict import CheckReport, FamilyResult, LoadCheck, Roundtrip, output_tolerance
+from hubfuse.log import log
+from hubfuse.verify import compare_checkpoints, config_changes, files_byte_identical, index_checkpoint
+
+DEFAULT_TIMEOUT_S = 1800.0
+_REPO_FILES_FOR_DOWNSTREAM = ("generation_config.json",)
+
+
+class _Unsafe(Exception):
+    """Stop checking a family: the reasons already recorded make it unsafe."""
+
+
+@contextmanager
+def _scratch_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="hubfuse-check-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def check_checkpoint(
+    checkpoint: Checkpoint,
+    families: list[str],
+    *,
+    list_tensors: bool = False,
+    logs_dir: Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> CheckReport:
+    """Check each family in its own scratch folder; keep the worker logs in `logs_dir` if given."""
+    import torch
+    import transformers
+
+    worker.preload(_modeling_modules(checkpoint.model_type))
+    results = []
+    dtype: str | None = None
+    for family in families:
+        with log.group(f"check {family} on {checkpoint.path}"), _scratch_dir() as work:
+            family_check = _FamilyCheck(checkpoint, family, work, timeout, list_tensors)
+            results.append(family_check.run())
+            dtype = dtype or family_check.dtype
+            if logs_dir is not None:
+                logs_dir.mkdir(parents=True, exist_ok=True)
+                for log_file in work.glob("*.log"):
+                    shutil.copyfile(log_file, logs_dir / f"{family}-{log_file.name}")
+    return CheckReport(
+        source=str(checkpoint.path),
+        model_type=checkpoint.model_type,
+        architecture=checkpoint.architecture,
+        transformers_version=transformers.__version__,
+        torch_version=torch.__version__,
+        hubfuse_version=__version__,
+        families=results,
+        dtype=dtype,
+    )
+
+
+def _modeling_modules(model_type: str) -> list[str]:
+    """The model's transformers modules, imported once in the forkserver instead of in every probe."""
+    import importlib.util
+
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+
+    package = f"transformers.models.{model_type_to_module_name(model_type)}"
+    candidates = [
+        f"{package}.configuration_{package.rpartition('.')[2]}",
+        f"{package}.modeling_{package.rpartition('.')[2]}",
+    ]
+    try:
+        return [name for name in candidates if importlib.util.find_spec(name) is not None]
+    except ModuleNotFoundError:
+        return []
+
+
+class _FamilyCheck:
+    def __init__(
+        self, checkpoint: Checkpoint, family: str, work: Path, timeout: float, list_tensors: bool
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.family = family
+        self.work = work
+        self.timeout = timeout
+        self.list_tensors = list_tensors
+        self.result = FamilyResult(name=family, verdict="safe")
+        self.dtype: str | None = None
+
+    def run(self) -> FamilyResult:
+        try:
+            self._check()
+        except _Unsafe:
+            self.result.verdict = "unsafe"
+        except worker.WorkerFailure as failure:
+            self.result.verdict = "error"
+            self.result.reasons.append(f"{failure} (--report-dir keeps the worker logs)")
+        if self.result.verdict == "safe" and self.result.reasons:
+            self.result.verdict = "unsafe"
+        return self.result
+
+    def _timed(self, stage: str, func: Callable[[], Any]) -> Any:
+        start = time.monotonic()
+        try:
+            return func()
+        finally:
+            self.result.timings[stage] = round(time.monotonic() - start, 3)
+
+    def _probe(self, stage: str, probe: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+        from hubfuse.fusion import probes
+
+        log.info(f"  {stage}")
+        func = getattr(probes, probe.__name__)
+        return self._timed(
+            stage,
+            lambda: worker.run_isolated(
+                func, *args, log_path=self.work / f"{stage}.log", timeout=self.timeout
+            ),
+        )
+
+    def _fail(self, reason: str) -> None:
+        self.result.reasons.append(reason)
+
+    def _check(self) -> None:
+        from hubfuse.fusion import probes
+
+        source = str(self.checkpoint.path)
+        trust = self.checkpoint.trust_remote_code
+        reference = self._probe(
+            "discover", probes.probe_reference, source, self.family, str(self.work), trust
+        )
+        if not reference["fusable"]:
+            self.result.verdict = "not_applicable"
+            self.result.reasons.append(self._not_applicable_reason(reference))
+            return
+        self.dtype = reference.get("dtype")
+        plain = reference["plain_load"]
+        if plain["missing_keys"] or plain["unexpected_keys"]:
+            self._fail(
+                "the plain load itself is not clean "
+                f"(missing {_keys(plain['missing_keys'])}; unexpected {_keys(plain['unexpected_keys'])})"
+            )
+        if reference["transforms_error"]:
+            self._fail(
+                f"transformers cannot build the {self.family} weight conversion for this config "
+                f"({reference['transforms_error']}), so every fused load fails"
+            )
+            raise _Unsafe
+
+        resave, fused = self.work / "resave", self.work / "fused"
+        try:
+            fused_load = self._probe(
+                "fused_load",
+                probes.probe_fused_load,
+                source,
+                self.family,
+                str(self.work),
+                trust,
+                str(resave),
+                str(fused),
+            )
+        except worker.WorkerFailure as failure:
+            if not failure.raised:
+                raise
+            self._fail(f"the fused load raises {failure}")
+            raise _Unsafe from None
+
+        self.result.fused_modules = fused_load["fused_modules"]
+        self._judge_load("fused load", fused_load, reference["reference_modules"], LoadCheck())
+        self._timed("roundtrip", lambda: self._judge_roundtrip(resave))
+
+        downstream = self._downstream_copy()
+        jobs = {"downstream": downstream, "fused_layout": fused}
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            futures = {
+                name: pool.submit(self._probe, name, probes.probe_reload, str(path), str(self.work), trust)
+                for name, path in jobs.items()
+            }
+            for name, future in futures.items():
+                label = (
+                    "downstream load (fusion_config in config.json)"
+                    if name == "downstream"
+                    else "fused-layout reload"
+                )
+                target = self.result.downstream if name == "downstream" else self.result.fused_layout
+                try:
+                    outcome = future.result()
+                except worker.WorkerFailure as failure:
+                    if not failure.raised:
+                        raise
+                    self._fail(f"the {label} raises {failure}")
+                    continue
+                self._judge_load(label, outcome, reference["reference_modules"], target)
+
+    def _not_applicable_reason(self, reference: dict[str, Any]) -> str:
+        unmatched = reference["unmatched"]
+        if not unmatched:
+            return f"{reference['model_class']} has no module the {self.family} family can fuse"
+        details = "; ".join(f"{u['path']}: {u['why']}" for u in unmatched[:3])
+        return f"{reference['model_class']} has Conv3d modules, none fusable by {self.family} ({details})"
+
+    def _judge_load(
+        self, label: str, outcome: dict[str, Any], expected_modules: list[str], target: LoadCheck
+    ) -> None:
+        load = outcome["load"]
+        fused_modules: dict[str, str] = outcome["fused_modules"]
+        target.fused_modules = fused_modules
+        if load["missing_keys"] or load["unexpected_keys"] or load["mismatched_keys"]:
+            self._fail(
+                f"{label} left weights unloaded: missing {_keys(load['missing_keys'])}; "
+                f"unexpected {_keys(load['unexpected_keys'])}"
+                + (f"; mismatched {_keys(load['mismatched_keys'])}" if load["mismatched_keys"] else "")
+            )
+        missing_modules = sorted(set(expected_modules) - set(fused_modules))
+        if missing_modules:
+            self._fail(f"{label}: modules not fused: {', '.join(missing_modules)}")
+        weight_problems = [f"{m}.{p}" for m, problems in outcome["weights"].items() for p in problems]
+        target.weights_match = not weight_problems
+        if weight_problems:
+            self._fail(
+                f"{label}: fused weights are not the converted source weights: {'; '.join(weight_problems[:3])}"
+            )
+        self._judge_outputs(label, outcome["outputs"], target)
+
+    def _judge_outputs(self, label: str, outputs: dict[str, Any], target: LoadCheck) -> None:
+        worst: float | None = None
+        for module, measured in outputs.items():
+            if isinstance(measured, str):
+                self._fail(f"{label}: {module}: {measured}")
+                continue
+            tolerance = output_tolerance(self.dtype, measured["scale"])
+            diff = measured["max_abs_diff"]
+            worst = diff if worst is None else max(worst, diff)
+            target.output_tolerance = (
+                tolerance if target.output_tolerance is None else min(target.output_tolerance, tolerance)
+            )
+            if diff > tolerance:
+                self._fail(
+                    f"{label}: {module} output differs from the plain model by {diff:.3g} (tolerance {tolerance:.3g})"
+                )
+        target.max_abs_output_diff = worst
+
+    def _judge_roundtrip(self, resave: Path) -> None:
+        comparison = compare_checkpoints(self.checkpoint.path, resave)
+        identity = files_byte_identical(self.checkpoint.path, resave)
+        resaved_config = json.loads((resave / "config.json").read_text())
+        roundtrip = Roundtrip(
+            tensors_bit_exact=comparison.tensors_bit_exact,
+            tensors_compared=comparison.tensors_compared,
+            bytes_compared=comparison.bytes_compared,
+            mismatches=[{"name": m.name, "kind": m.kind, "detail": m.detail} for m in comparison.mismatches],
+            files_byte_identical=identity.identical,
+            files=[{"name": f.name, "identical": f.identical, "detail": f.detail} for f in identity.files],
+            config_changes=config_changes(self.checkpoint.config, resaved_config),
+        )
+        if self.list_tensors:
+            bad = {m.name: m.kind for m in comparison.mismatches}
+            roundtrip.tensors = [
+                {
+                    "name": t.name,
+                    "dtype": t.dtype,
+                    "shape": list(t.shape),
+                    "status": bad.get(t.name, "bit-exact"),
+                }
+                for t in sorted(index_checkpoint(self.checkpoint.path).values(), key=lambda t: t.name)
+            ] + [{"name": name, "status": kind} for name, kind in sorted(bad.items()) if kind == "unexpected"]
+        self.result.roundtrip = roundtrip
+        if not comparison.tensors_bit_exact:
+            kinds = ", ".join(f"{m.name} ({m.kind})" for m in comparison.mismatches[:3])
+            more = len(comparison.mismatches) - 3
+            self._fail(
+                "the original-format re-save does not give back the source tensors: "
+                + kinds
+                + (f" and {more} more" if more > 0 else "")
+            )
+
+    def _downstream_copy(self) -> Path:
+        """The checkpoint as a downstream user sees it after the config PR: links plus the edited config."""
+        target = self.work / "downstream"
+        target.mkdir(exist_ok=True)
+        source = self.checkpoint.path
+        for path in source.iterdir():
+            if path.name != "config.json" and (
+                path.suffix == ".safetensors"
+                or path.name.endswith(".index.json")
+                or path.name in _REPO_FILES_FOR_DOWNSTREAM
+            ):
+                (target / path.name).symlink_to(path.resolve())
+        edited = set_top_level_key(self.checkpoint.config_text, "fusion_config", {self.family: True})
+        (target / "config.json").write_text(edited, encoding="utf-8")
+        return target
+
+
+def _keys(keys: list[str], limit: int = 4) -> str:
+    if not keys:
+        return "none"
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")

@@ -1,0 +1,102 @@
+"""Verdicts: the typed result of checking fusion families against one checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from hubfuse.errors import ExitCode
+
+Verdict = Literal["safe", "unsafe", "not_applicable", "error"]
+
+# Max |fused - plain| allowed on a module's output, relative to max(1, max |plain output|).
+# Linear and Conv3d accumulate in different orders: ~1e-7..1e-5 in fp32, exact or a few ulp in
+# half precision on a single module.
+OUTPUT_TOLERANCE: dict[str, float] = {
+    "float32": 1e-4,
+    "float64": 1e-10,
+    "bfloat16": 1.6e-2,
+    "float16": 2e-3,
+}
+
+
+def output_tolerance(dtype: str | None, scale: float) -> float:
+    return OUTPUT_TOLERANCE.get(dtype or "float32", 1e-2) * max(1.0, scale)
+
+
+@dataclass
+class Roundtrip:
+    """The default save of a fused model against the source checkpoint."""
+
+    tensors_bit_exact: bool | None = None
+    tensors_compared: int = 0
+    bytes_compared: int = 0
+    mismatches: list[dict[str, str]] = field(default_factory=list)
+    files_byte_identical: bool | None = None
+    files: list[dict[str, Any]] = field(default_factory=list)
+    config_changes: list[str] = field(default_factory=list)
+    tensors: list[dict[str, Any]] | None = None  # every tensor, for `hubfuse verify`
+
+
+@dataclass
+class LoadCheck:
+    """One load with fusion (explicit, through config.json, or from the fused layout)."""
+
+    weights_match: bool | None = None
+    max_abs_output_diff: float | None = None
+    output_tolerance: float | None = None
+    fused_modules: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FamilyResult:
+    name: str
+    verdict: Verdict
+    reasons: list[str] = field(default_factory=list)
+    fused_modules: dict[str, str] = field(default_factory=dict)
+    roundtrip: Roundtrip = field(default_factory=Roundtrip)
+    downstream: LoadCheck = field(default_factory=LoadCheck)
+    fused_layout: LoadCheck = field(default_factory=LoadCheck)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CheckReport:
+    source: str
+    model_type: str
+    architecture: str
+    transformers_version: str
+    torch_version: str
+    hubfuse_version: str
+    families: list[FamilyResult]
+    dtype: str | None = None
+    revision: str | None = None
+
+    @property
+    def verdict(self) -> Verdict:
+        verdicts = {f.verdict for f in self.families}
+        if "unsafe" in verdicts:
+            return "unsafe"
+        if "error" in verdicts:
+            return "error"
+        if "safe" in verdicts:
+            return "safe"
+        return "not_applicable"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return {
+            "safe": ExitCode.OK,
+            "unsafe": ExitCode.UNSAFE,
+            "error": ExitCode.UNSAFE,
+            "not_applicable": ExitCode.NOTHING_TO_FUSE,
+        }[self.verdict]
+
+    @property
+    def safe_families(self) -> list[str]:
+        return [f.name for f in self.families if f.verdict == "safe"]
+
+    def to_dict(self) -> dict[str, Any]:
+        document = asdict(self)
+        families = document.pop("families")
+        return {**document, "verdict": self.verdict, "families": families}

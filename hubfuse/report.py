@@ -1,0 +1,117 @@
+"""Render check reports: a terminal table, Markdown, JSON, and the report folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from hubfuse.fusion.verdict import CheckReport, FamilyResult
+from hubfuse.log import redact
+
+VERDICT_LABEL = {"safe": "SAFE", "unsafe": "UNSAFE", "not_applicable": "N/A", "error": "ERROR"}
+
+
+def to_json(document: dict[str, Any]) -> str:
+    return redact(json.dumps(document, indent=2, sort_keys=False)) + "\n"
+
+
+def _roundtrip_cell(family: FamilyResult) -> str:
+    roundtrip = family.roundtrip
+    if roundtrip.tensors_bit_exact is None:
+        return "-"
+    if roundtrip.tensors_bit_exact:
+        return f"{roundtrip.tensors_compared} bit-exact"
+    return f"{len(roundtrip.mismatches)} mismatch(es)"
+
+
+def _weights_cell(value: bool | None) -> str:
+    return {None: "-", True: "exact", False: "WRONG"}[value]
+
+
+def _diff_cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2g}"
+
+
+def family_rows(report: CheckReport) -> list[list[str]]:
+    return [
+        [
+            family.name,
+            VERDICT_LABEL[family.verdict],
+            str(len(family.fused_modules)),
+            _roundtrip_cell(family),
+            _weights_cell(family.downstream.weights_match),
+            _diff_cell(family.downstream.max_abs_output_diff),
+        ]
+        for family in report.families
+    ]
+
+
+FAMILY_HEADER = ["family", "verdict", "fused", "re-save tensors", "downstream weights", "max |Δ| output"]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def render_text(report: CheckReport, *, list_tensors: bool = False) -> str:
+    lines = [
+        f"{report.source}: {report.model_type} ({report.architecture}, {report.dtype or 'dtype unknown'})",
+        f"transformers {report.transformers_version}, torch {report.torch_version}, hubfuse {report.hubfuse_version}",
+        "",
+        *_table(FAMILY_HEADER, family_rows(report)),
+    ]
+    for family in report.families:
+        for reason in family.reasons:
+            lines.append(f"  {family.name}: {reason}")
+        if list_tensors and family.roundtrip.tensors:
+            lines += ["", f"{family.name}: original-format re-save, tensor by tensor"]
+            for tensor in family.roundtrip.tensors:
+                shape = "x".join(str(d) for d in tensor.get("shape", [])) or "-"
+                lines.append(
+                    f"  {tensor['status']:<10} {tensor.get('dtype', '-'):<5} {shape:<18} {tensor['name']}"
+                )
+            for change in family.roundtrip.config_changes:
+                lines.append(f"  config.json {change}")
+            identical = family.roundtrip.files_byte_identical
+            lines.append(f"  files byte-identical: {'yes' if identical else 'no'} (informational)")
+    lines += ["", f"verdict: {report.verdict} (exit {int(report.exit_code)})"]
+    return redact("\n".join(lines)) + "\n"
+
+
+def render_markdown(report: CheckReport) -> str:
+    lines = [
+        f"## hubfuse check: `{report.source}`",
+        "",
+        f"`{report.model_type}` / `{report.architecture}` / {report.dtype or '?'} — "
+        f"transformers {report.transformers_version}, torch {report.torch_version}, hubfuse {report.hubfuse_version}",
+        "",
+        "| " + " | ".join(FAMILY_HEADER) + " |",
+        "|" + "---|" * len(FAMILY_HEADER),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in family_rows(report)]
+    for family in report.families:
+        if family.reasons:
+            lines += ["", f"**{family.name}** ({VERDICT_LABEL[family.verdict]}):", ""]
+            lines += [f"- {reason}" for reason in family.reasons]
+    lines += ["", f"**Verdict: {report.verdict}**", ""]
+    return redact("\n".join(lines)) + "\n"
+
+
+def write_report_dir(report: CheckReport, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "report.json").write_text(to_json(report.to_dict()), encoding="utf-8")
+    (directory / "report.md").write_text(render_markdown(report), encoding="utf-8")
+
+
+def append_step_summary(markdown: str) -> None:
+    """Add to the GitHub Actions job summary when running there."""
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write(redact(markdown) + "\n")
