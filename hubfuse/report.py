@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hubfuse.fusion.verdict import CheckReport, FamilyResult
 from hubfuse.log import redact
+
+if TYPE_CHECKING:
+    from hubfuse.pipeline import PublishReport
 
 VERDICT_LABEL = {"safe": "SAFE", "unsafe": "UNSAFE", "not_applicable": "N/A", "error": "ERROR"}
 
@@ -115,3 +118,54 @@ def append_step_summary(markdown: str) -> None:
     if summary:
         with open(summary, "a", encoding="utf-8") as handle:
             handle.write(redact(markdown) + "\n")
+
+
+def render_publish_text(report: PublishReport) -> str:
+    lines = [
+        f"{report.repo_id}@{report.revision} -> {report.sha or '?'}"
+        + (" (dry run)" if report.dry_run else "")
+    ]
+    if report.check is not None:
+        lines += ["", *_table(FAMILY_HEADER, family_rows(report.check))]
+        for family in report.check.families:
+            lines += [f"  {family.name}: {reason}" for reason in family.reasons]
+    lines.append("")
+    for action in report.actions:
+        lines.append(
+            f"{action.step:<10} {action.status:<16} {action.detail}"
+            + (f"  {action.url}" if action.url else "")
+        )
+    if report.dry_run:
+        if report.config_diff:
+            lines += ["", "config.json diff:", report.config_diff.rstrip()]
+        if report.pr_title:
+            lines += ["", f"PR title: {report.pr_title}", "PR description:", report.pr_description or ""]
+        if report.variant_card:
+            lines += ["", "variant model card:", report.variant_card]
+    return redact("\n".join(lines)) + "\n"
+
+
+def render_publish_markdown(report: PublishReport) -> str:
+    lines = [
+        f"## hubfuse publish: `{report.repo_id}`",
+        "",
+        f"Commit `{report.sha}`" + (" (dry run)" if report.dry_run else ""),
+        "",
+    ]
+    if report.check is not None:
+        lines += ["| " + " | ".join(FAMILY_HEADER) + " |", "|" + "---|" * len(FAMILY_HEADER)]
+        lines += ["| " + " | ".join(row) + " |" for row in family_rows(report.check)]
+        for family in report.check.families:
+            lines += [f"- {family.name}: {reason}" for reason in family.reasons]
+        lines.append("")
+    lines += ["| step | status | detail |", "|---|---|---|"]
+    for action in report.actions:
+        detail = f"[{action.detail}]({action.url})" if action.url else action.detail
+        lines.append(f"| {action.step} | {action.status} | {detail} |")
+    return redact("\n".join(lines)) + "\n"
+
+
+def write_publish_report_dir(report: PublishReport, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "report.json").write_text(to_json(report.to_dict()), encoding="utf-8")
+    (directory / "report.md").write_text(render_publish_markdown(report), encoding="utf-8")

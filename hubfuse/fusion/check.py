@@ -24,6 +24,7 @@ from hubfuse import __version__
 from hubfuse.checkpoint import Checkpoint
 from hubfuse.configedit import set_top_level_key
 from hubfuse.fusion import worker
+from hubfuse.fusion.families import resolve_families
 from hubfuse.fusion.verdict import CheckReport, FamilyResult, LoadCheck, Roundtrip, output_tolerance
 from hubfuse.log import log
 from hubfuse.verify import compare_checkpoints, config_changes, files_byte_identical, index_checkpoint
@@ -47,38 +48,54 @@ def _scratch_dir() -> Iterator[Path]:
 
 def check_checkpoint(
     checkpoint: Checkpoint,
-    families: list[str],
+    families: list[str] | tuple[str, ...],
     *,
     list_tensors: bool = False,
     logs_dir: Path | None = None,
+    artifacts_dir: Path | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> CheckReport:
-    """Check each family in its own scratch folder; keep the worker logs in `logs_dir` if given."""
-    import torch
-    import transformers
+    """Check each family in its own scratch folder.
 
+    `logs_dir` keeps the worker logs; `artifacts_dir` keeps, for each safe family, its verified
+    fused-layout save as `artifacts_dir/<family>` (what a fused variant repo publishes).
+    """
     worker.preload(_modeling_modules(checkpoint.model_type))
+    families = resolve_families(families)
     results = []
     dtype: str | None = None
     for family in families:
         with log.group(f"check {family} on {checkpoint.path}"), _scratch_dir() as work:
             family_check = _FamilyCheck(checkpoint, family, work, timeout, list_tensors)
-            results.append(family_check.run())
+            result = family_check.run()
+            results.append(result)
             dtype = dtype or family_check.dtype
+            if artifacts_dir is not None and result.verdict == "safe":
+                artifacts_dir.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(artifacts_dir / family, ignore_errors=True)
+                shutil.move(str(work / "fused"), artifacts_dir / family)
             if logs_dir is not None:
                 logs_dir.mkdir(parents=True, exist_ok=True)
                 for log_file in work.glob("*.log"):
                     shutil.copyfile(log_file, logs_dir / f"{family}-{log_file.name}")
+    versions = installed_versions()
     return CheckReport(
         source=str(checkpoint.path),
         model_type=checkpoint.model_type,
         architecture=checkpoint.architecture,
-        transformers_version=transformers.__version__,
-        torch_version=torch.__version__,
+        transformers_version=versions["transformers"],
+        torch_version=versions["torch"],
         hubfuse_version=__version__,
         families=results,
         dtype=dtype,
     )
+
+
+def installed_versions() -> dict[str, str]:
+    """Versions of the libraries the verdict holds for, without importing them."""
+    from importlib.metadata import version
+
+    return {"transformers": version("transformers"), "torch": version("torch")}
 
 
 def _modeling_modules(model_type: str) -> list[str]:
@@ -129,15 +146,12 @@ class _FamilyCheck:
         finally:
             self.result.timings[stage] = round(time.monotonic() - start, 3)
 
-    def _probe(self, stage: str, probe: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-        from hubfuse.fusion import probes
-
+    def _probe(self, stage: str, probe: str, *args: Any) -> dict[str, Any]:
         log.info(f"  {stage}")
-        func = getattr(probes, probe.__name__)
         return self._timed(
             stage,
             lambda: worker.run_isolated(
-                func, *args, log_path=self.work / f"{stage}.log", timeout=self.timeout
+                probe, *args, log_path=self.work / f"{stage}.log", timeout=self.timeout
             ),
         )
 
@@ -145,13 +159,9 @@ class _FamilyCheck:
         self.result.reasons.append(reason)
 
     def _check(self) -> None:
-        from hubfuse.fusion import probes
-
         source = str(self.checkpoint.path)
         trust = self.checkpoint.trust_remote_code
-        reference = self._probe(
-            "discover", probes.probe_reference, source, self.family, str(self.work), trust
-        )
+        reference = self._probe("discover", "probe_reference", source, self.family, str(self.work), trust)
         if not reference["fusable"]:
             self.result.verdict = "not_applicable"
             self.result.reasons.append(self._not_applicable_reason(reference))
@@ -174,7 +184,7 @@ class _FamilyCheck:
         try:
             fused_load = self._probe(
                 "fused_load",
-                probes.probe_fused_load,
+                "probe_fused_load",
                 source,
                 self.family,
                 str(self.work),
@@ -196,7 +206,7 @@ class _FamilyCheck:
         jobs = {"downstream": downstream, "fused_layout": fused}
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             futures = {
-                name: pool.submit(self._probe, name, probes.probe_reload, str(path), str(self.work), trust)
+                name: pool.submit(self._probe, name, "probe_reload", str(path), str(self.work), trust)
                 for name, path in jobs.items()
             }
             for name, future in futures.items():

@@ -7,9 +7,11 @@ module input), so a conversion bug in transformers cannot verify itself.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,10 +19,20 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def family_names() -> set[str]:
-    from transformers.fusion_mapping import _FUSION_REGISTRY
+@functools.cache
+def family_names() -> frozenset[str]:
+    """The families the installed transformers registers.
 
-    return set(_FUSION_REGISTRY)
+    Asked of a worker process, so that the CLI process never imports torch: bad input fails
+    fast, and the parent stays small while workers load models.
+    """
+    import tempfile
+
+    from hubfuse.fusion import worker
+
+    with tempfile.NamedTemporaryFile(prefix="hubfuse-families-", suffix=".log") as log_file:
+        names = worker.run_isolated("probe_family_names", log_path=Path(log_file.name), timeout=300)
+    return frozenset(names["families"])
 
 
 @dataclass(frozen=True)
@@ -66,3 +78,19 @@ VERIFIERS: dict[str, FamilyVerifier] = {
         module_inputs=_patch_embeddings_inputs,
     ),
 }
+
+
+def resolve_families(requested: tuple[str, ...] | list[str]) -> list[str]:
+    """The requested families in order, or every family the installed transformers knows."""
+    from hubfuse.errors import BadInputError
+
+    known = family_names()
+    if not requested:
+        return sorted(known)
+    unknown = [name for name in requested if name not in known]
+    if unknown:
+        raise BadInputError(f"unknown fusion family {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    unverifiable = [name for name in requested if name not in VERIFIERS]
+    if unverifiable:
+        raise BadInputError(f"hubfuse cannot verify family {unverifiable[0]!r} yet; upgrade hubfuse")
+    return list(dict.fromkeys(requested))

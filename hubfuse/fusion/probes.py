@@ -117,6 +117,10 @@ def _as_bytes_view(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().contiguous().reshape(-1).view(torch.uint8)
 
 
+def probe_family_names() -> dict[str, Any]:
+    return {"families": sorted(_FUSION_REGISTRY)}
+
+
 def probe_reference(source: str, family: str, work_dir: str, trust_remote_code: bool) -> dict[str, Any]:
     """Discovery on the meta device, then a plain load that records what fusion must reproduce."""
     spec = _FUSION_REGISTRY[family]

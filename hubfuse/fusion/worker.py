@@ -13,6 +13,7 @@ sends back one JSON-able dict. A crash, a kill (out of memory) or a timeout beco
 from __future__ import annotations
 
 import contextlib
+import importlib
 import multiprocessing
 import os
 import signal
@@ -20,13 +21,15 @@ import sys
 import threading
 import traceback
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
-_PRELOAD = ["hubfuse.fusion.probes"]
+# Probes are named, not passed as functions, so the parent never imports torch itself.
+PROBES_MODULE = "hubfuse.fusion.probes"
+_PRELOAD = [PROBES_MODULE]
 _context: BaseContext | None = None
 _start_lock = threading.Lock()
 
@@ -72,14 +75,13 @@ def _without_main_module() -> Iterator[None]:
             sys.modules["__main__"] = real_main
 
 
-def _child_main(
-    conn: Connection, func: Callable[..., dict[str, Any]], args: tuple[Any, ...], log_path: str
-) -> None:
+def _child_main(conn: Connection, probe: str, args: tuple[Any, ...], log_path: str) -> None:
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
     try:
+        func = getattr(importlib.import_module(PROBES_MODULE), probe)
         result: dict[str, Any] = {"ok": True, "value": func(*args)}
     except BaseException as exc:  # the parent turns any failure into a verdict
         traceback.print_exc()
@@ -101,14 +103,14 @@ def _describe_exit(exitcode: int | None) -> str:
 
 
 def run_isolated(
-    func: Callable[..., dict[str, Any]],
+    probe: str,
     *args: Any,
     log_path: Path,
     timeout: float,
 ) -> dict[str, Any]:
     ctx = _get_context()
     receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child_main, args=(sender, func, args, str(log_path)), daemon=True)
+    process = ctx.Process(target=_child_main, args=(sender, probe, args, str(log_path)), daemon=True)
     with _without_main_module():
         process.start()
     sender.close()
@@ -116,13 +118,13 @@ def run_isolated(
         if not receiver.poll(timeout):
             process.kill()
             process.join()
-            raise WorkerFailure(f"{func.__name__} timed out after {timeout:.0f}s", raised=False)
+            raise WorkerFailure(f"{probe} timed out after {timeout:.0f}s", raised=False)
         try:
             result = receiver.recv()
         except EOFError:
             process.join()
             raise WorkerFailure(
-                f"the {func.__name__} worker {_describe_exit(process.exitcode)}", raised=False
+                f"the {probe} worker {_describe_exit(process.exitcode)}", raised=False
             ) from None
     finally:
         receiver.close()

@@ -1,0 +1,202 @@
+"""Texts hubfuse publishes on the Hub: the config pull request and the variant model card.
+
+Both carry a hidden marker (an HTML comment with a JSON object) recording hubfuse's version, the
+source commit and the families, which is how later runs recognise hubfuse's own earlier work.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from hubfuse import __version__
+from hubfuse.errors import BadInputError
+from hubfuse.fusion.verdict import CheckReport
+from hubfuse.log import redact
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "model_cards"
+PR_MARKER = "hubfuse"
+VARIANT_MARKER = "hubfuse-variant"
+PR_TITLE_SUFFIX = "(hubfuse)"
+MIN_TRANSFORMERS = "5.24"
+
+FAMILY_WHY = {
+    "patch_embeddings": "the Conv3d patch embedding becomes one flattened `nn.Linear` "
+    "(measured about 3x faster on CPU), with bit-identical weights",
+}
+
+
+@dataclass(frozen=True)
+class Marker:
+    source_sha: str
+    families: tuple[str, ...]
+    version: str
+    source: str | None = None
+
+    def to_json(self) -> str:
+        document: dict[str, Any] = {
+            "version": self.version,
+            "source_sha": self.source_sha,
+            "families": list(self.families),
+        }
+        if self.source:
+            document["source"] = self.source
+        return json.dumps(document, sort_keys=True)
+
+
+def find_marker(text: str | None, kind: str) -> Marker | None:
+    if not text:
+        return None
+    match = re.search(rf"<!--\s*{re.escape(kind)}:\s*(\{{.*?\}})\s*-->", text, flags=re.DOTALL)
+    if not match:
+        return None
+    try:
+        data = json.loads(match.group(1))
+        return Marker(
+            source_sha=str(data["source_sha"]),
+            families=tuple(data["families"]),
+            version=str(data.get("version", "?")),
+            source=data.get("source"),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _environment() -> jinja2.Environment:
+    if not TEMPLATES.is_dir():
+        raise BadInputError(f"card templates not found in {TEMPLATES}")
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def verification_rows(report: CheckReport) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    for family in report.families:
+        if family.verdict != "safe":
+            continue
+        roundtrip, downstream = family.roundtrip, family.downstream
+        rows += [
+            (f"`{family.name}`: modules fused", ", ".join(f"`{m}`" for m in family.fused_modules) or "none"),
+            (
+                "original-format re-save",
+                f"{roundtrip.tensors_compared} tensors bit-exact"
+                + (", files byte-identical" if roundtrip.files_byte_identical else ""),
+            ),
+            ("fused weights = converted source weights", "yes (byte comparison)"),
+            (
+                "plain `from_pretrained` with `fusion_config` in config.json",
+                f"fused, weights exact, max |output diff| {_number(downstream.max_abs_output_diff)}"
+                f" (tolerance {_number(downstream.output_tolerance)}, {report.dtype})",
+            ),
+            ("fused layout reload", "weights exact" if family.fused_layout.weights_match else "not checked"),
+        ]
+    return rows
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2g}"
+
+
+def _families_text(families: list[str]) -> str:
+    return ", ".join(f"`{name}`" for name in families)
+
+
+def auto_class_for(pipeline_tag: str | None) -> str:
+    return {
+        "image-text-to-text": "AutoModelForImageTextToText",
+        "video-classification": "AutoModelForVideoClassification",
+        "text-generation": "AutoModelForCausalLM",
+    }.get(pipeline_tag or "", "AutoModel")
+
+
+def pr_title(families: list[str]) -> str:
+    return f"Enable fusion_config: {', '.join(families)} {PR_TITLE_SUFFIX}"
+
+
+def render_pr_description(
+    *, repo_id: str, report: CheckReport, source_sha: str, config_diff: str, pipeline_tag: str | None
+) -> str:
+    families = report.safe_families
+    text = (
+        _environment()
+        .get_template("config_pr.md.j2")
+        .render(
+            families=[{"name": f, "why": FAMILY_WHY.get(f, "fused at load time")} for f in families],
+            families_text=_families_text(families),
+            config_diff=config_diff,
+            min_transformers=MIN_TRANSFORMERS,
+            auto_class=auto_class_for(pipeline_tag),
+            repo_id=repo_id,
+            hubfuse_version=__version__,
+            source_sha=source_sha,
+            transformers_version=report.transformers_version,
+            torch_version=report.torch_version,
+            verification=verification_rows(report),
+            marker=Marker(source_sha, tuple(families), __version__).to_json(),
+        )
+    )
+    return redact(text)
+
+
+def render_variant_card(
+    *,
+    source_repo: str,
+    source_url: str,
+    variant_repo: str,
+    report: CheckReport,
+    source_sha: str,
+    upstream_card: str | None,
+) -> str:
+    """The variant's README.md: ModelCardData metadata, hubfuse's section, the upstream body."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    upstream = ModelCard(upstream_card) if upstream_card else None
+    inherited = upstream.data.to_dict() if upstream else {}
+    families = report.safe_families
+    tags = list(
+        dict.fromkeys([*(inherited.get("tags") or []), "hubfuse", *(f"fusion-{f}" for f in families)])
+    )
+    data = ModelCardData(
+        base_model=source_repo,
+        license=inherited.get("license"),
+        license_name=inherited.get("license_name"),
+        license_link=inherited.get("license_link"),
+        pipeline_tag=inherited.get("pipeline_tag"),
+        library_name=inherited.get("library_name") or "transformers",
+        language=inherited.get("language"),
+        tags=tags,
+    )
+    fused = sorted(
+        {m: c for f in report.families if f.verdict == "safe" for m, c in f.fused_modules.items()}.items()
+    )
+    text = (
+        _environment()
+        .get_template("variant.md.j2")
+        .render(
+            card_yaml=data.to_yaml(),
+            variant_repo=variant_repo,
+            source_repo=source_repo,
+            source_url=source_url,
+            families_text=_families_text(families),
+            fused_modules=fused,
+            auto_class=auto_class_for(data.pipeline_tag),
+            min_transformers=MIN_TRANSFORMERS,
+            verification=verification_rows(report),
+            source_sha=source_sha,
+            hubfuse_version=__version__,
+            transformers_version=report.transformers_version,
+            torch_version=report.torch_version,
+            marker=Marker(source_sha, tuple(families), __version__, source=source_repo).to_json(),
+            upstream_body=(upstream.text.strip() if upstream else ""),
+        )
+    )
+    return redact(text)

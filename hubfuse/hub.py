@@ -1,0 +1,392 @@
+"""Every call hubfuse makes to a Hub, through the real `huggingface_hub` client.
+
+One `Hub` object per run: it resolves endpoint and token the way huggingface_hub's own CLI does
+(`HF_ENDPOINT`, `HF_TOKEN`, then the stored login), retries what is safe to retry with bounded
+backoff, counts requests against an optional budget, and turns client errors into hubfuse
+errors with one line and an exit code. Nothing else in hubfuse imports `HfApi`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hubfuse.errors import (
+    AuthError,
+    BadInputError,
+    BudgetExhaustedError,
+    ConflictError,
+    HubfuseError,
+    HubUnavailableError,
+)
+from hubfuse.log import log, register_secret
+
+OFFICIAL_ENDPOINT = "https://huggingface.co"
+T = TypeVar("T")
+
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+def _configure_client(endpoint: str) -> None:
+    """Module-level client settings that must agree with this run's endpoint."""
+    from huggingface_hub import constants
+
+    # Xet is the real Hub's fast upload path; a local or self-hosted Hub speaks classic LFS.
+    if endpoint.rstrip("/") != OFFICIAL_ENDPOINT and not os.environ.get("HUBFUSE_FORCE_XET"):
+        constants.HF_HUB_DISABLE_XET = True
+    # ModelCard.validate / push_to_hub read the module-level endpoint, not HfApi(endpoint=).
+    constants.ENDPOINT = endpoint.rstrip("/")
+    constants.HUGGINGFACE_CO_URL_TEMPLATE = constants.ENDPOINT + "/{repo_id}/resolve/{revision}/{filename}"
+    quiet = os.environ.get("CI") or os.environ.get("GITHUB_ACTIONS") or not _stderr_is_tty()
+    if quiet:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
+def _stderr_is_tty() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 5
+    base_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        return cls(
+            attempts=int(os.environ.get("HUBFUSE_RETRIES", "5")),
+            base_delay_s=float(os.environ.get("HUBFUSE_RETRY_BASE_S", "1.0")),
+        )
+
+
+class RequestBudget:
+    """An upper bound on Hub API calls for a run; `None` means unbounded."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def spend(self, what: str) -> None:
+        if self.limit is not None and self.used >= self.limit:
+            raise BudgetExhaustedError(f"request budget of {self.limit} calls used up before {what}")
+        self.used += 1
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _retry_after_s(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    for name in ("Retry-After",):
+        value = headers.get(name)
+        if value:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    # IETF RateLimit header: "limit=..., remaining=0, reset=SECONDS" (the Hub sends this shape).
+    ratelimit = headers.get("RateLimit", "")
+    for part in ratelimit.replace(";", ",").split(","):
+        key, _, value = part.strip().partition("=")
+        if key in {"reset", "t"} and value.isdigit():
+            return float(value)
+    return None
+
+
+def _is_transient(exc: BaseException) -> bool:
+    import httpx2
+
+    if isinstance(exc, (httpx2.TransportError, ConnectionError, TimeoutError)):
+        return True
+    return _status(exc) in _RETRY_STATUS
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def translate_error(exc: BaseException, what: str) -> HubfuseError:
+    """A client exception as a one-line hubfuse error with the right exit code."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(exc, HubfuseError):
+        return exc
+    if isinstance(exc, GatedRepoError):
+        return AuthError(f"{what}: the repo is gated and this token has not been granted access")
+    if isinstance(exc, RepositoryNotFoundError):
+        return BadInputError(f"{what}: repository not found (or private: check HF_TOKEN)")
+    if isinstance(exc, RevisionNotFoundError):
+        return BadInputError(f"{what}: revision not found")
+    if isinstance(exc, RemoteEntryNotFoundError):
+        return BadInputError(f"{what}: file not found in the repo")
+    status = _status(exc)
+    if status == 401:
+        return AuthError(f"{what}: the Hub refused the token (401): set a valid HF_TOKEN")
+    if status == 403:
+        return AuthError(f"{what}: this token has no write access here (403)")
+    if status in (409, 412):
+        return ConflictError(f"{what}: the repo changed meanwhile ({status})")
+    if _is_transient(exc):
+        return HubUnavailableError(f"{what}: the Hub kept failing: {_first_line(exc)}")
+    if isinstance(exc, HfHubHTTPError):
+        return HubfuseError(f"{what}: {_first_line(exc)}", exit_code=None)
+    return HubUnavailableError(f"{what}: {type(exc).__name__}: {_first_line(exc)}")
+
+
+class Hub:
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        token: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        budget: RequestBudget | None = None,
+    ) -> None:
+        from huggingface_hub import HfApi, get_token
+
+        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or OFFICIAL_ENDPOINT).rstrip("/")
+        self.token = token or os.environ.get("HF_TOKEN") or get_token()
+        register_secret(self.token)
+        _configure_client(self.endpoint)
+        self.api = HfApi(endpoint=self.endpoint, token=self.token)
+        self.retry = retry or RetryPolicy.from_env()
+        self.budget = budget or RequestBudget(None)
+        self._user: str | None = None
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def call(self, what: str, func: Callable[[], T], *, retry: bool = True) -> T:
+        """Run one client call; retry transient failures with jittered exponential backoff."""
+        attempts = self.retry.attempts if retry else 1
+        for attempt in range(1, attempts + 1):
+            self.budget.spend(what)
+            try:
+                return func()
+            except Exception as exc:
+                if not retry or not _is_transient(exc) or attempt == attempts:
+                    raise translate_error(exc, what) from exc
+                delay = _retry_after_s(exc)
+                if delay is None:
+                    delay = self.retry.base_delay_s * 2 ** (attempt - 1) * (0.5 + random.random())
+                delay = min(delay, self.retry.max_delay_s)
+                log.warning(f"{what}: {_first_line(exc)}; retry {attempt}/{attempts - 1} in {delay:.1f}s")
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def repo_url(self, repo_id: str, repo_type: str = "model") -> str:
+        prefix = "" if repo_type == "model" else f"{repo_type}s/"
+        return f"{self.endpoint}/{prefix}{repo_id}"
+
+    # -- identity --------------------------------------------------------------------------
+
+    def whoami(self) -> str:
+        if self._user is None:
+            if not self.token:
+                raise AuthError("no Hub token: set HF_TOKEN (a token with write access for publishing)")
+            info = self.call("whoami", lambda: self.api.whoami())
+            self._user = str(info["name"])
+        return self._user
+
+    # -- read side -------------------------------------------------------------------------
+
+    def resolve(self, repo_id: str, revision: str | None, repo_type: str = "model") -> Any:
+        """repo_info at `revision` (None: the default branch); `.sha` is the commit to pin."""
+        return self.call(
+            f"{repo_id}@{revision or 'main'}",
+            lambda: self.api.repo_info(repo_id, revision=revision, repo_type=repo_type, files_metadata=False),
+        )
+
+    def exists(self, repo_id: str, repo_type: str = "model") -> bool:
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        self.budget.spend(f"exists {repo_id}")
+        try:
+            self.api.repo_info(repo_id, repo_type=repo_type)
+        except RepositoryNotFoundError:
+            return False
+        except Exception as exc:
+            raise translate_error(exc, repo_id) from exc
+        return True
+
+    def download(self, repo_id: str, sha: str, patterns: Iterable[str], repo_type: str = "model") -> Path:
+        """The files of `repo_id` at commit `sha` matching `patterns`, in the standard HF cache.
+
+        A second call for the same sha finds everything cached and downloads nothing.
+        """
+        from huggingface_hub import snapshot_download
+
+        cached = self._cached_snapshot(repo_id, sha, list(patterns), repo_type)
+        if cached is not None:
+            return cached
+        path = self.call(
+            f"download {repo_id}@{sha[:12]}",
+            lambda: snapshot_download(
+                repo_id,
+                revision=sha,
+                repo_type=repo_type,
+                allow_patterns=list(patterns),
+                endpoint=self.endpoint,
+                token=self.token,
+            ),
+        )
+        _write_complete_marker(Path(path), list(patterns), repo_type)
+        return Path(path)
+
+    def _cached_snapshot(self, repo_id: str, sha: str, patterns: list[str], repo_type: str) -> Path | None:
+        from huggingface_hub import constants
+
+        folder = (
+            Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}" / "snapshots" / sha
+        )
+        return folder if _complete_marker_matches(folder, patterns, repo_type) else None
+
+    def read_text(self, repo_id: str, sha: str, filename: str, repo_type: str = "model") -> str | None:
+        """A small file at a pinned commit, or None if the repo has no such file."""
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        def fetch() -> str | None:
+            try:
+                path = hf_hub_download(
+                    repo_id,
+                    filename,
+                    revision=sha,
+                    repo_type=repo_type,
+                    endpoint=self.endpoint,
+                    token=self.token,
+                )
+            except EntryNotFoundError:
+                return None
+            return Path(path).read_text(encoding="utf-8")
+
+        return self.call(f"read {repo_id}/{filename}@{sha[:12]}", fetch)
+
+    def pull_requests(self, repo_id: str, repo_type: str = "model") -> list[Any]:
+        return self.call(
+            f"list pull requests of {repo_id}",
+            lambda: list(
+                self.api.get_repo_discussions(repo_id, discussion_type="pull_request", repo_type=repo_type)
+            ),
+        )
+
+    def discussion_details(self, repo_id: str, num: int, repo_type: str = "model") -> Any:
+        return self.call(
+            f"{repo_id} discussion #{num}",
+            lambda: self.api.get_discussion_details(repo_id, num, repo_type=repo_type),
+        )
+
+    def list_models(
+        self, *, author: str | None = None, search: str | None = None, limit: int | None = None
+    ) -> Iterator[Any]:
+        return iter(
+            self.call(
+                "list models",
+                lambda: list(self.api.list_models(author=author, search=search, limit=limit)),
+            )
+        )
+
+    # -- write side ------------------------------------------------------------------------
+
+    def commit(
+        self,
+        repo_id: str,
+        operations: list[Any],
+        *,
+        message: str,
+        description: str,
+        parent: str | None,
+        create_pr: bool = False,
+        revision: str | None = None,
+        repo_type: str = "model",
+    ) -> Any:
+        """One atomic commit. Not retried here: the caller checks whether it landed first."""
+        return self.call(
+            f"commit to {repo_id}",
+            lambda: self.api.create_commit(
+                repo_id,
+                operations,
+                commit_message=message,
+                commit_description=description,
+                parent_commit=parent,
+                create_pr=create_pr,
+                revision=revision,
+                repo_type=repo_type,
+            ),
+            retry=False,
+        )
+
+    def create_repo(self, repo_id: str, *, private: bool = False, repo_type: str = "model") -> None:
+        self.call(
+            f"create {repo_id}",
+            lambda: self.api.create_repo(repo_id, private=private, repo_type=repo_type, exist_ok=True),
+        )
+
+    def delete_repo(self, repo_id: str, repo_type: str = "model") -> None:
+        self.call(
+            f"delete {repo_id}", lambda: self.api.delete_repo(repo_id, repo_type=repo_type, missing_ok=True)
+        )
+
+    def comment(self, repo_id: str, num: int, text: str, repo_type: str = "model") -> None:
+        self.call(
+            f"comment on {repo_id}#{num}",
+            lambda: self.api.comment_discussion(repo_id, num, text, repo_type=repo_type),
+            retry=False,
+        )
+
+    def close(self, repo_id: str, num: int, comment: str | None = None, repo_type: str = "model") -> None:
+        self.call(
+            f"close {repo_id}#{num}",
+            lambda: self.api.change_discussion_status(
+                repo_id, num, "closed", comment=comment, repo_type=repo_type
+            ),
+        )
+
+
+_MARKER = ".hubfuse-complete.json"
+
+
+def _marker_path(snapshot: Path) -> Path:
+    # Beside the snapshot, not inside it: the snapshot folder holds only the repo's files.
+    return snapshot.parent / f"{snapshot.name}{_MARKER}"
+
+
+def _write_complete_marker(snapshot: Path, patterns: list[str], repo_type: str) -> None:
+    import json
+
+    _marker_path(snapshot).write_text(json.dumps({"patterns": sorted(patterns), "repo_type": repo_type}))
+
+
+def _complete_marker_matches(snapshot: Path, patterns: list[str], repo_type: str) -> bool:
+    import json
+
+    marker = _marker_path(snapshot)
+    if not snapshot.is_dir() or not marker.is_file():
+        return False
+    try:
+        recorded = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    if not (set(patterns) <= set(recorded.get("patterns", ())) and recorded.get("repo_type") == repo_type):
+        return False
+    # Cache cleanups remove blobs and leave dangling links behind.
+    return all(path.exists() for path in snapshot.rglob("*"))

@@ -1,0 +1,45 @@
+"""Shared test setup. Environment variables that `huggingface_hub` reads at import time go here, first."""
+
+from __future__ import annotations
+
+import os
+
+# hf_xet is installed: without this, uploads go to Xet, which the local Hub does not serve.
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory):
+    """Build tiny checkpoints once per session: `checkpoints("qwen2_vl", dtype="bfloat16", sharded=True)`."""
+    import torch
+
+    from hubfuse import synth
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    built: dict[tuple[str, str, bool], Path] = {}
+
+    def build(model_type: str, *, dtype: str = "float32", sharded: bool = False) -> Path:
+        key = (model_type, dtype, sharded)
+        if key not in built:
+            out = root / f"{model_type}-{dtype}-{'sharded' if sharded else 'single'}"
+            if model_type == "plain":
+                synth.make_plain_checkpoint(out)
+            else:
+                synth.make_tiny_checkpoint(
+                    model_type,
+                    out,
+                    dtype=getattr(torch, dtype),
+                    max_shard_size="40KB" if sharded else None,
+                )
+            built[key] = out
+        return built[key]
+
+    return build
