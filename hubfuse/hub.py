@@ -216,17 +216,22 @@ class Hub:
             lambda: self.api.repo_info(repo_id, revision=revision, repo_type=repo_type, files_metadata=False),
         )
 
-    def exists(self, repo_id: str, repo_type: str = "model") -> bool:
-        from huggingface_hub.errors import RepositoryNotFoundError
+    def info_or_none(self, repo_id: str, repo_type: str = "model") -> Any | None:
+        """repo_info of the default branch, or None if there is no such repo (visible to us)."""
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-        self.budget.spend(f"exists {repo_id}")
-        try:
-            self.api.repo_info(repo_id, repo_type=repo_type)
-        except RepositoryNotFoundError:
-            return False
-        except Exception as exc:
-            raise translate_error(exc, repo_id) from exc
-        return True
+        def fetch() -> Any | None:
+            try:
+                return self.api.repo_info(repo_id, repo_type=repo_type)
+            except GatedRepoError:
+                raise
+            except RepositoryNotFoundError:
+                return None
+
+        return self.call(f"info {repo_id}", fetch)
+
+    def exists(self, repo_id: str, repo_type: str = "model") -> bool:
+        return self.info_or_none(repo_id, repo_type) is not None
 
     def download(self, repo_id: str, sha: str, patterns: Iterable[str], repo_type: str = "model") -> Path:
         """The files of `repo_id` at commit `sha` matching `patterns`, in the standard HF cache.

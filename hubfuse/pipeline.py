@@ -1,10 +1,11 @@
 """`hubfuse publish`: the publishing pipeline, one function per step, each with its own check.
 
-    resolve -> pull -> verify -> config pull request -> fused variant -> report
+    resolve -> [cached verdict: anything to do?] -> pull -> verify -> config PR -> variant -> report
 
-Verification gates every write: nothing is written unless every requested family that applies
-is safe on exactly the commit being written against. Every write is one atomic commit whose
-parent is the verified commit; a repo that moved meanwhile is verified again.
+Verification gates every write: nothing is written unless the families are verified safe, in
+this run, on exactly the commit being written against. Each write is one atomic commit whose
+parent is the verified commit; a repo that moved meanwhile is verified again. A verdict cached
+from an earlier run may only conclude that there is nothing to do.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hubfuse import __version__
 from hubfuse.cards import (
     PR_MARKER,
     PR_TITLE_SUFFIX,
@@ -27,11 +29,12 @@ from hubfuse.cards import (
 )
 from hubfuse.checkpoint import open_checkpoint
 from hubfuse.configedit import set_top_level_key, unified_diff
-from hubfuse.errors import ConflictError, HubUnavailableError
-from hubfuse.fusion.check import check_checkpoint
+from hubfuse.errors import BadInputError, ConflictError, HubUnavailableError
+from hubfuse.fusion.check import check_checkpoint, installed_versions
 from hubfuse.fusion.verdict import CheckReport
 from hubfuse.hub import Hub
 from hubfuse.log import log
+from hubfuse.verdict_cache import VerdictCache
 
 WEIGHT_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "generation_config.json"]
 VARIANT_EXTRA_PATTERNS = [
@@ -67,8 +70,8 @@ class PublishOptions:
 
 @dataclass
 class Action:
-    step: str  # "config_pr" | "variant"
-    status: str  # opened, updated, up_to_date, exists, opted_out, superseded, would_open, ...
+    step: str  # verify | config_pr | variant | downstream
+    status: str  # opened, exists, up_to_date, opted_out, superseded, created, updated, would_*, stopped
     detail: str
     url: str | None = None
 
@@ -79,12 +82,17 @@ class PublishReport:
     revision: str
     sha: str | None = None
     check: CheckReport | None = None
+    verdict_from_cache: bool = False
     actions: list[Action] = field(default_factory=list)
     dry_run: bool = False
     config_diff: str | None = None
     pr_title: str | None = None
     pr_description: str | None = None
     variant_card: str | None = None
+
+    @property
+    def wrote(self) -> bool:
+        return any(a.status in {"opened", "superseded", "created", "updated"} for a in self.actions)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +101,7 @@ class PublishReport:
             "sha": self.sha,
             "dry_run": self.dry_run,
             "verdict": self.check.verdict if self.check else None,
+            "verdict_from_cache": self.verdict_from_cache,
             "actions": [asdict(a) for a in self.actions],
             "check": self.check.to_dict() if self.check else None,
             "config_diff": self.config_diff,
@@ -135,8 +144,6 @@ def pull(hub: Hub, source: Source, *, variant: bool) -> Path:
     with log.group(f"pull {source.repo_id}@{source.sha[:12]}"):
         snapshot = hub.download(source.repo_id, source.sha, patterns)
     if not (snapshot / "config.json").is_file():
-        from hubfuse.errors import BadInputError
-
         raise BadInputError(f"{source.repo_id}@{source.sha[:12]}: no config.json in the repo")
     return snapshot
 
@@ -153,11 +160,22 @@ def verify(snapshot: Path, options: PublishOptions, artifacts: Path, logs: Path)
     return report
 
 
+def verdict_key(source: Source, options: PublishOptions) -> dict[str, Any]:
+    """Everything a verdict depends on: a change in any of these re-opens it."""
+    return {
+        "repo_id": source.repo_id,
+        "sha": source.sha,
+        "families": sorted(options.families),
+        "hubfuse": __version__,
+        **installed_versions(),
+    }
+
+
 # -- step 4: the config pull request -----------------------------------------------------------
 
 
 @dataclass
-class _HubfusePR:
+class HubfusePR:
     num: int
     status: str
     source_sha: str
@@ -166,7 +184,7 @@ class _HubfusePR:
     url: str
 
 
-def _hubfuse_prs(hub: Hub, repo_id: str) -> list[_HubfusePR]:
+def hubfuse_prs(hub: Hub, repo_id: str) -> list[HubfusePR]:
     """hubfuse's own earlier pull requests on this repo, recognised by title and marker."""
     found = []
     me = hub.whoami()
@@ -180,11 +198,12 @@ def _hubfuse_prs(hub: Hub, repo_id: str) -> list[_HubfusePR]:
             continue
         closers = [e.author for e in details.events if getattr(e, "new_status", None) == "closed"]
         found.append(
-            _HubfusePR(
+            HubfusePR(
                 num=pr.num,
                 status=pr.status,
                 source_sha=marker.source_sha,
                 families=marker.families,
+                # Closing our own superseded PRs is not an owner's opt-out.
                 closed_by_owner=pr.status == "closed" and (not closers or closers[-1] != me),
                 url=f"{hub.repo_url(repo_id)}/discussions/{pr.num}",
             )
@@ -192,54 +211,79 @@ def _hubfuse_prs(hub: Hub, repo_id: str) -> list[_HubfusePR]:
     return found
 
 
-def config_pull_request(
-    hub: Hub, source: Source, snapshot: Path, report: CheckReport, options: PublishOptions, out: PublishReport
-) -> None:
-    families = report.safe_families
+@dataclass
+class ConfigPlan:
+    status: str  # up_to_date | opted_out | exists | open
+    original: str
+    edited: str | None = None
+    current: HubfusePR | None = None
+    stale: list[HubfusePR] = field(default_factory=list)
+    opted_out: HubfusePR | None = None
+
+    @property
+    def needs_write(self) -> bool:
+        return self.status == "open" or bool(self.stale)
+
+
+def plan_config_pr(
+    hub: Hub, source: Source, config_text: str, families: list[str], options: PublishOptions
+) -> ConfigPlan:
+    """Read-only: what the config PR step has to do for these verified families."""
     wanted = {name: True for name in families}
-    original = (snapshot / "config.json").read_text(encoding="utf-8")
-    current = json.loads(original).get("fusion_config")
-    if current == wanted:
+    if json.loads(config_text).get("fusion_config") == wanted:
+        return ConfigPlan("up_to_date", config_text)
+    edited = set_top_level_key(config_text, "fusion_config", wanted)
+    earlier = hubfuse_prs(hub, source.repo_id) if hub.token else []
+    opted_out = [p for p in earlier if p.closed_by_owner]
+    if opted_out and not options.force:
+        return ConfigPlan("opted_out", config_text, edited, opted_out=opted_out[-1])
+    open_prs = [p for p in earlier if p.status == "open"]
+    current = next(
+        (p for p in open_prs if p.source_sha == source.sha and set(p.families) == set(families)), None
+    )
+    stale = [p for p in open_prs if p is not current]
+    return ConfigPlan("exists" if current else "open", config_text, edited, current, stale)
+
+
+def apply_config_pr(
+    hub: Hub,
+    source: Source,
+    plan: ConfigPlan,
+    report: CheckReport,
+    options: PublishOptions,
+    out: PublishReport,
+) -> None:
+    if plan.status == "up_to_date":
         out.actions.append(
             Action("config_pr", "up_to_date", "config.json already carries this fusion_config")
         )
         return
-    edited = set_top_level_key(original, "fusion_config", wanted)
-    diff = unified_diff(original, edited)
-    title = pr_title(families)
-    description = render_pr_description(
+    assert plan.edited is not None
+    families = report.safe_families
+    out.config_diff = unified_diff(plan.original, plan.edited)
+    out.pr_title = pr_title(families)
+    out.pr_description = render_pr_description(
         repo_id=source.repo_id,
         report=report,
         source_sha=source.sha,
-        config_diff=diff,
+        config_diff=out.config_diff,
         pipeline_tag=source.pipeline_tag,
     )
-    out.config_diff, out.pr_title, out.pr_description = diff, title, description
-
-    earlier = _hubfuse_prs(hub, source.repo_id) if hub.token else []
-    if not options.force:
-        opted_out = [p for p in earlier if p.closed_by_owner]
-        if opted_out:
-            out.actions.append(
-                Action(
-                    "config_pr",
-                    "opted_out",
-                    f"the owners closed hubfuse PR #{opted_out[-1].num}: respected (--force overrides)",
-                    opted_out[-1].url,
-                )
-            )
-            return
-    open_prs = [p for p in earlier if p.status == "open"]
-    current_pr = next(
-        (p for p in open_prs if p.source_sha == source.sha and set(p.families) == set(families)), None
-    )
-    stale = [p for p in open_prs if p is not current_pr]
-
-    if current_pr is not None:
+    if plan.status == "opted_out":
+        assert plan.opted_out is not None
         out.actions.append(
             Action(
-                "config_pr", "exists", f"hubfuse PR #{current_pr.num} for this commit is open", current_pr.url
+                "config_pr",
+                "opted_out",
+                f"the owners closed hubfuse PR #{plan.opted_out.num}: respected (--force overrides)",
+                plan.opted_out.url,
             )
+        )
+        return
+    current = plan.current
+    if current is not None:
+        out.actions.append(
+            Action("config_pr", "exists", f"hubfuse PR #{current.num} for this commit is open", current.url)
         )
     elif options.dry_run:
         out.actions.append(
@@ -248,41 +292,27 @@ def config_pull_request(
             )
         )
     else:
-        current_pr = _open_pr(hub, source, edited, title, description)
-        out.actions.append(Action("config_pr", "opened", f"opened PR #{current_pr.num}", current_pr.url))
-
-    for old in stale:
-        if options.dry_run:
+        current = _open_pr(hub, source, plan.edited, out.pr_title, out.pr_description)
+        out.actions.append(Action("config_pr", "opened", f"opened PR #{current.num}", current.url))
+    for old in plan.stale:
+        if current is None:
             out.actions.append(
                 Action("config_pr", "would_supersede", f"would close PR #{old.num} (older commit)", old.url)
             )
             continue
-        assert current_pr is not None
         hub.close(
             source.repo_id,
             old.num,
-            comment=f"Superseded by #{current_pr.num} (verified against a newer commit).",
+            comment=f"Superseded by #{current.num} (verified against a newer commit).",
         )
         out.actions.append(
-            Action(
-                "config_pr", "superseded", f"closed PR #{old.num}: superseded by #{current_pr.num}", old.url
-            )
+            Action("config_pr", "superseded", f"closed PR #{old.num}: superseded by #{current.num}", old.url)
         )
 
 
-def _open_pr(hub: Hub, source: Source, edited: str, title: str, description: str) -> _HubfusePR:
+def _open_pr(hub: Hub, source: Source, edited: str, title: str, description: str) -> HubfusePR:
     """One commit that creates the PR with its text; if the answer was lost, find what landed."""
     from huggingface_hub import CommitOperationAdd
-
-    def landed() -> _HubfusePR | None:
-        return next(
-            (
-                p
-                for p in _hubfuse_prs(hub, source.repo_id)
-                if p.status == "open" and p.source_sha == source.sha
-            ),
-            None,
-        )
 
     for attempt in range(1, hub.retry.attempts + 1):
         try:
@@ -295,15 +325,22 @@ def _open_pr(hub: Hub, source: Source, edited: str, title: str, description: str
                 create_pr=True,
             )
         except HubUnavailableError:
-            found = landed()
-            if found is not None:
-                return found
+            landed = [
+                p
+                for p in hubfuse_prs(hub, source.repo_id)
+                if p.status == "open" and p.source_sha == source.sha
+            ]
+            if landed:
+                return landed[0]
             if attempt == hub.retry.attempts:
                 raise
-            log.warning(f"opening the PR failed; checked that none landed, retrying ({attempt})")
+            log.warning(
+                f"opening the PR failed and none landed; retrying ({attempt}/{hub.retry.attempts - 1})"
+            )
             continue
-        num = int(str(info.pr_url).rstrip("/").rsplit("/", 1)[-1]) if info.pr_url else 0
-        return _HubfusePR(num, "open", source.sha, (), False, info.pr_url or "")
+        url = str(info.pr_url or "")
+        num = int(url.rstrip("/").rsplit("/", 1)[-1]) if url else 0
+        return HubfusePR(num, "open", source.sha, (), False, url)
     raise AssertionError("unreachable")
 
 
@@ -314,12 +351,49 @@ def variant_repo_id(source_repo: str, options: PublishOptions) -> str:
     if options.variant_repo:
         return options.variant_repo
     namespace, _, name = source_repo.rpartition("/")
-    return f"{namespace}/{options.variant_name_template.format(name=name, namespace=namespace)}".lstrip("/")
+    variant = options.variant_name_template.format(name=name, namespace=namespace)
+    return f"{namespace}/{variant}" if namespace else variant
 
 
-def publish_variant(
+@dataclass
+class VariantPlan:
+    target: str
+    status: str  # up_to_date | create | update
+    head: str | None = None
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def needs_write(self) -> bool:
+        return self.status != "up_to_date"
+
+
+def plan_variant(hub: Hub, source: Source, families: list[str], options: PublishOptions) -> VariantPlan:
+    """Read-only: is the variant repo missing, stale, up to date, or someone else's?"""
+    target = variant_repo_id(source.repo_id, options)
+    info = hub.info_or_none(target)
+    if info is None:
+        return VariantPlan(target, "create")
+    files = [s.rfilename for s in (info.siblings or [])]
+    card = hub.read_text(target, info.sha, "README.md") if "README.md" in files else None
+    marker = find_marker(card, VARIANT_MARKER)
+    if marker is None and not options.force:
+        raise ConflictError(
+            f"{target} exists and was not made by hubfuse; choose --variant-repo or pass --force"
+        )
+    if (
+        marker is not None
+        and marker.source_sha == source.sha
+        and set(marker.families) == set(families)
+        and not options.force
+    ):
+        return VariantPlan(target, "up_to_date", info.sha, files)
+    return VariantPlan(target, "update", info.sha, files)
+
+
+def apply_variant(
     hub: Hub,
     source: Source,
+    plan: VariantPlan,
     snapshot: Path,
     report: CheckReport,
     artifacts: Path,
@@ -328,14 +402,25 @@ def publish_variant(
 ) -> None:
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
-    target = variant_repo_id(source.repo_id, options)
+    url = hub.repo_url(plan.target)
+    if plan.status == "up_to_date":
+        out.actions.append(
+            Action("variant", "up_to_date", f"{plan.target} already holds this commit's variant", url)
+        )
+        return
+    families = report.safe_families
+    if len(families) != 1:
+        out.actions.append(
+            Action("variant", "skipped", "a variant fusing several families at once is not supported yet")
+        )
+        return
     upstream_card = (
         (snapshot / "README.md").read_text(encoding="utf-8") if (snapshot / "README.md").is_file() else None
     )
     card = render_variant_card(
         source_repo=source.repo_id,
         source_url=hub.repo_url(source.repo_id),
-        variant_repo=target,
+        variant_repo=plan.target,
         report=report,
         source_sha=source.sha,
         upstream_card=upstream_card,
@@ -343,101 +428,48 @@ def publish_variant(
     out.variant_card = card
     _validate_card(card)
 
-    families = report.safe_families
-    if len(families) != 1:
-        out.actions.append(
-            Action("variant", "skipped", "a variant of several families at once is not supported yet")
-        )
-        return
-    fused_dir = artifacts / families[0]
-
-    existing_head: str | None = None
-    existing_files: list[str] = []
-    if hub.exists(target):
-        info = hub.resolve(target, None)
-        existing_head = info.sha
-        existing_files = [s.rfilename for s in (info.siblings or [])]
-        marker = (
-            find_marker(hub.read_text(target, info.sha, "README.md"), VARIANT_MARKER)
-            if "README.md" in existing_files
-            else None
-        )
-        if marker is None and not options.force:
-            raise ConflictError(
-                f"{target} exists and was not made by hubfuse; choose --variant-repo or pass --force"
-            )
-        if (
-            marker is not None
-            and marker.source_sha == source.sha
-            and set(marker.families) == set(families)
-            and not options.force
-        ):
-            out.actions.append(
-                Action(
-                    "variant",
-                    "up_to_date",
-                    f"{target} already holds this commit's variant",
-                    hub.repo_url(target),
-                )
-            )
-            return
-
-    files = _variant_files(snapshot, fused_dir)
+    files = _variant_files(snapshot, artifacts / families[0])
     operations: list[Any] = [CommitOperationAdd(name, str(path)) for name, path in files.items()]
     operations.append(CommitOperationAdd("README.md", card.encode("utf-8")))
     keep = {*files, "README.md", ".gitattributes"}
-    operations += [CommitOperationDelete(name) for name in existing_files if name not in keep]
+    operations += [CommitOperationDelete(name) for name in plan.files if name not in keep]
 
     if options.dry_run:
-        verb = "update" if existing_head else "create"
+        verb = plan.status
         out.actions.append(
-            Action(
-                "variant",
-                f"would_{verb}",
-                f"would {verb} {target} with {len(files) + 1} files",
-                hub.repo_url(target),
-            )
+            Action("variant", f"would_{verb}", f"would {verb} {plan.target} with {len(files) + 1} files", url)
         )
         return
 
-    created = existing_head is None
-    if created:
-        hub.create_repo(target, private=source.private or source.gated)
-        existing_head = hub.resolve(target, None).sha
+    head = plan.head
+    if plan.status == "create":
+        hub.create_repo(plan.target, private=source.private or source.gated)
+        head = hub.resolve(plan.target, None).sha
     message = f"hubfuse: fused variant of {source.repo_id}@{source.sha[:12]}"
     try:
         hub.commit(
-            target,
-            operations,
-            message=message,
-            description=f"Source commit {source.sha}.",
-            parent=existing_head,
+            plan.target, operations, message=message, description=f"Source commit {source.sha}.", parent=head
         )
     except Exception:
-        if created:
-            hub.delete_repo(target)  # never leave a variant without its card behind
+        if plan.status == "create":
+            hub.delete_repo(plan.target)  # never leave a variant without its card behind
         raise
-    out.actions.append(
-        Action(
-            "variant",
-            "created" if created else "updated",
-            f"{target} ({len(files) + 1} files, one commit)",
-            hub.repo_url(target),
-        )
-    )
+    status = "created" if plan.status == "create" else "updated"
+    out.actions.append(Action("variant", status, f"{plan.target} ({len(files) + 1} files, one commit)", url))
+
+
+_VARIANT_SKIP = {"README.md", "config.json", "model.safetensors.index.json", ".gitattributes"}
 
 
 def _variant_files(snapshot: Path, fused_dir: Path) -> dict[str, Path]:
-    """The fused save (weights, config) plus the source's tokenizer and processor files."""
+    """The verified fused save (weights, config) plus the source's tokenizer and processor files."""
     files = {p.name: p for p in fused_dir.iterdir() if p.is_file()}
     for path in snapshot.iterdir():
         if (
             path.is_file()
             and path.name not in files
-            and path.name != "README.md"
-            and not path.name.endswith(".safetensors")
-            and path.name != "model.safetensors.index.json"
-            and path.name != "config.json"
+            and path.name not in _VARIANT_SKIP
+            and path.suffix != ".safetensors"
         ):
             files[path.name] = path
     return files
@@ -445,8 +477,6 @@ def _variant_files(snapshot: Path, fused_dir: Path) -> dict[str, Path]:
 
 def _validate_card(card: str) -> None:
     from huggingface_hub import ModelCard
-
-    from hubfuse.errors import BadInputError
 
     try:
         ModelCard(card).validate()
@@ -457,33 +487,90 @@ def _validate_card(card: str) -> None:
 # -- the whole run ------------------------------------------------------------------------------
 
 
-def publish(hub: Hub, options: PublishOptions, logs_dir: Path | None = None) -> PublishReport:
+def _config_text(hub: Hub, source: Source) -> str:
+    text = hub.read_text(source.repo_id, source.sha, "config.json")
+    if text is None:
+        raise BadInputError(f"{source.repo_id}@{source.sha[:12]}: no config.json in the repo")
+    return text
+
+
+def _nothing_to_do(
+    hub: Hub, source: Source, cached: CheckReport, options: PublishOptions, out: PublishReport
+) -> bool:
+    """With an earlier run's verdict for this exact commit: is every step already done?"""
+    families = cached.safe_families
+    config_plan = plan_config_pr(hub, source, _config_text(hub, source), families, options)
+    if config_plan.needs_write:
+        return False
+    variant_plan = plan_variant(hub, source, families, options) if options.variant else None
+    if variant_plan is not None and variant_plan.needs_write:
+        return False
+    apply_config_pr(hub, source, config_plan, cached, options, out)
+    if variant_plan is not None:
+        out.actions.append(
+            Action(
+                "variant",
+                "up_to_date",
+                f"{variant_plan.target} already holds this commit's variant",
+                hub.repo_url(variant_plan.target),
+            )
+        )
+    return True
+
+
+def publish(
+    hub: Hub, options: PublishOptions, logs_dir: Path | None = None, cache: VerdictCache | None = None
+) -> PublishReport:
     out = PublishReport(repo_id=options.repo_id, revision=options.revision or "main", dry_run=options.dry_run)
+    cache = cache or VerdictCache.default()
+    source = resolve(hub, options.repo_id, options.revision)
+    out.sha = source.sha
+    cached = cache.get(verdict_key(source, options))
+    if cached is not None:
+        out.check, out.verdict_from_cache = cached, True
+        if cached.verdict != "safe":
+            out.actions.append(
+                Action(
+                    "verify", "stopped", f"verdict {cached.verdict} (cached for this commit): nothing written"
+                )
+            )
+            return out
+        if _nothing_to_do(hub, source, cached, options, out):
+            return out
+        out.actions.clear()
+        out.verdict_from_cache = False
+
     work = Path(tempfile.mkdtemp(prefix="hubfuse-publish-", dir=options.work_dir))
     try:
         for _ in range(MAX_REVERIFY + 1):
-            source = resolve(hub, options.repo_id, options.revision)
             out.sha = source.sha
             snapshot = pull(hub, source, variant=options.variant)
             artifacts = work / f"artifacts-{source.sha[:12]}"
             report = verify(snapshot, options, artifacts, logs_dir or work / "logs")
+            cache.put(verdict_key(source, options), report)
             out.check = report
             if report.verdict != "safe":
                 out.actions.append(Action("verify", "stopped", f"verdict {report.verdict}: nothing written"))
                 return out
             if not options.dry_run:
-                hub.whoami()  # fail on a missing or bad token before any write
+                hub.whoami()  # a missing or bad token fails here, before any write
+            families = report.safe_families
             try:
-                config_pull_request(hub, source, snapshot, report, options, out)
+                config_plan = plan_config_pr(
+                    hub, source, (snapshot / "config.json").read_text(encoding="utf-8"), families, options
+                )
+                variant_plan = plan_variant(hub, source, families, options) if options.variant else None
+                apply_config_pr(hub, source, config_plan, report, options, out)
             except ConflictError:
                 moved = resolve(hub, options.repo_id, options.revision)
                 if moved.sha == source.sha:
                     raise
                 log.warning(f"{options.repo_id} moved to {moved.sha[:12]} during the run: verifying again")
                 out.actions.clear()
+                source = moved
                 continue
-            if options.variant:
-                publish_variant(hub, source, snapshot, report, artifacts, options, out)
+            if variant_plan is not None:
+                apply_variant(hub, source, variant_plan, snapshot, report, artifacts, options, out)
             return out
         raise ConflictError(f"{options.repo_id} kept moving during verification; try again later")
     finally:

@@ -100,3 +100,19 @@ class CheckReport:
         document = asdict(self)
         families = document.pop("families")
         return {**document, "verdict": self.verdict, "families": families}
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> CheckReport:
+        fields = {k: v for k, v in document.items() if k not in {"verdict", "families"}}
+        families = [
+            FamilyResult(
+                **{
+                    **family,
+                    "roundtrip": Roundtrip(**family["roundtrip"]),
+                    "downstream": LoadCheck(**family["downstream"]),
+                    "fused_layout": LoadCheck(**family["fused_layout"]),
+                }
+            )
+            for family in document["families"]
+        ]
+        return cls(**fields, families=families)
