@@ -172,6 +172,7 @@ class Hub:
         self.retry = retry or RetryPolicy.from_env()
         self.budget = budget or RequestBudget(None)
         self._user: str | None = None
+        self._role: str | None = None
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -205,7 +206,14 @@ class Hub:
                 raise AuthError("no Hub token: set HF_TOKEN (a token with write access for publishing)")
             info = self.call("whoami", lambda: self.api.whoami())
             self._user = str(info["name"])
+            self._role = ((info.get("auth") or {}).get("accessToken") or {}).get("role")
         return self._user
+
+    def require_write_token(self) -> None:
+        """Fail early on a token that cannot write at all; finer permissions show at the write."""
+        self.whoami()
+        if self._role == "read":
+            raise AuthError("this token is read-only: publishing needs a token with write access")
 
     # -- read side -------------------------------------------------------------------------
 

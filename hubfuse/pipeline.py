@@ -523,6 +523,8 @@ def publish(
 ) -> PublishReport:
     out = PublishReport(repo_id=options.repo_id, revision=options.revision or "main", dry_run=options.dry_run)
     cache = cache or VerdictCache.default()
+    if not options.dry_run:
+        hub.require_write_token()  # a missing, bad or read-only token fails before any work
     source = resolve(hub, options.repo_id, options.revision)
     out.sha = source.sha
     cached = cache.get(verdict_key(source, options))
@@ -552,8 +554,6 @@ def publish(
             if report.verdict != "safe":
                 out.actions.append(Action("verify", "stopped", f"verdict {report.verdict}: nothing written"))
                 return out
-            if not options.dry_run:
-                hub.whoami()  # a missing or bad token fails here, before any write
             families = report.safe_families
             try:
                 config_plan = plan_config_pr(

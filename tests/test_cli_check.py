@@ -113,7 +113,9 @@ def test_header_offsets_lie(broken):
 
 
 def test_unknown_family(checkpoints):
-    assert_one_line_error(hubfuse("check", checkpoints("qwen2_vl"), "--family", "nope"), 2, "unknown fusion family")
+    assert_one_line_error(
+        hubfuse("check", checkpoints("qwen2_vl"), "--family", "nope"), 2, "unknown fusion family"
+    )
 
 
 def test_nothing_to_fuse_exits_4(checkpoints):

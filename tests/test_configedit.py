@@ -5,7 +5,9 @@ import pytest
 from hubfuse.configedit import set_top_level_key, unified_diff
 from hubfuse.errors import BadInputError
 
-SAVE_PRETRAINED_STYLE = '{\n  "architectures": [\n    "X"\n  ],\n  "model_type": "qwen2_vl",\n  "vocab_size": 1.0\n}\n'
+SAVE_PRETRAINED_STYLE = (
+    '{\n  "architectures": [\n    "X"\n  ],\n  "model_type": "qwen2_vl",\n  "vocab_size": 1.0\n}\n'
+)
 
 
 def test_insert_keeps_sorted_position_and_every_other_byte():
@@ -30,7 +32,10 @@ def test_unsorted_file_appends_and_keeps_four_space_indent():
 
 def test_replace_existing_value_only():
     text = '{"a": 1, "fusion_config": {"old": false}, "b": 2}'
-    assert set_top_level_key(text, "fusion_config", {"new": True}) == '{"a": 1, "fusion_config": {"new": true}, "b": 2}'
+    assert (
+        set_top_level_key(text, "fusion_config", {"new": True})
+        == '{"a": 1, "fusion_config": {"new": true}, "b": 2}'
+    )
 
 
 def test_compact_and_empty_objects():

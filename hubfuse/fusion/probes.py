@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import types
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,30 @@ import transformers
 from torch import nn
 from transformers.fusion_mapping import _FUSION_REGISTRY, ModuleFusionSpec
 from transformers.utils import logging as hf_logging
+from transformers.utils.import_utils import _LazyModule
 
 from hubfuse.fusion.families import VERIFIERS
 
 hf_logging.disable_progress_bar()
+
+
+def _linear_lazy_module_dir(self: types.ModuleType) -> list[str]:
+    """transformers' `_LazyModule.__dir__`, same result and order, in linear instead of quadratic time.
+
+    Every fused load runs `monkey_patching.apply_patches`, which calls `dir()` on each loaded
+    transformers module; the original's list-membership loop over `__all__` cost ~2.8 s per
+    fused load (measured: 30 calls, 0.09 s each), more than the load itself. Nothing else changes.
+    """
+    result = list(types.ModuleType.__dir__(self))
+    seen = set(result)
+    for attr in self.__all__:
+        if attr not in seen:
+            result.append(attr)
+            seen.add(attr)
+    return result
+
+
+_LazyModule.__dir__ = _linear_lazy_module_dir  # type: ignore[method-assign]
 
 REFERENCE_TENSORS = "reference.safetensors"
 REFERENCE_INDEX = "reference.json"

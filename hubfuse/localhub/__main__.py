@@ -1,0 +1,3 @@
+from hubfuse.localhub.cli import hub
+
+hub(prog_name="python -m hubfuse.localhub")

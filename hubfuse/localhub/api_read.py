@@ -1,0 +1,258 @@
+"""Read routes: whoami, repo info and listings, tree, refs, commits, file downloads."""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode
+
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from hubfuse.localhub import cards, views
+from hubfuse.localhub.apierror import ApiError, bad_request, entry_not_found, revision_not_found, unauthorized
+from hubfuse.localhub.context import Ctx
+from hubfuse.localhub.storage import RepoId, RepoNotFound, ResolvedRevision, RevisionNotFound
+
+_CHUNK = 1024 * 1024
+_RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+
+
+def resolve(ctx: Ctx, repo: RepoId, revision: str) -> ResolvedRevision:
+    try:
+        return ctx.store.resolve(repo, revision)
+    except RevisionNotFound:
+        raise revision_not_found(revision) from None
+
+
+def _cursor(ctx: Ctx) -> tuple[str | None, int]:
+    """(pinned commit, offset) from `?cursor=`: later pages list the commit the first page listed."""
+    pin, _, offset = ctx.query.get("cursor", "").rpartition(":")
+    return (pin or None), (int(offset) if offset.isdigit() else 0)
+
+
+def _paged(ctx: Ctx, items: list[Any], page_size: int, *, pin: str | None = None) -> Response:
+    """A page of `items`, with a `Link: <...>; rel="next"` header when more remain."""
+    _, start = _cursor(ctx)
+    page = items[start : start + page_size]
+    headers = {}
+    if start + page_size < len(items):
+        params = [(k, v) for k, v in ctx.query.multi_items() if k != "cursor"]
+        params.append(("cursor", f"{pin or ''}:{start + page_size}"))
+        raw_path = ctx.request.scope.get("raw_path", b"").decode("latin-1") or ctx.request.url.path
+        headers["Link"] = f'<{ctx.endpoint}{raw_path}?{urlencode(params)}>; rel="next"'
+    return JSONResponse(page, headers=headers)
+
+
+def _resolve_paged(ctx: Ctx, repo: RepoId) -> ResolvedRevision:
+    pin, _ = _cursor(ctx)
+    return resolve(ctx, repo, pin or ctx.params["rev"])
+
+
+def whoami(ctx: Ctx) -> Response:
+    if ctx.principal is None:
+        raise unauthorized("Invalid credentials in Authorization header")
+    p = ctx.principal
+    return JSONResponse(views.whoami(p.user, p.role, p.orgs))
+
+
+def validate_yaml(ctx: Ctx) -> Response:
+    content = ctx.json().get("content")
+    if not isinstance(content, str):
+        raise bad_request("'content' must be a string")
+    errors, warnings = cards.validate(content)
+    body = {"errors": [{"message": e} for e in errors], "warnings": [{"message": w} for w in warnings]}
+    return JSONResponse(body, status_code=400 if errors else 200)
+
+
+def repo_info(ctx: Ctx) -> Response:
+    repo = ctx.repo()
+    meta = ctx.readable(repo)
+    revision = ctx.params.get("rev") or "main"
+    commit = resolve(ctx, repo, revision).commit
+    info = views.repo_info(ctx.store, repo, meta, commit, blobs=ctx.flag("blobs"))
+    expand = ctx.query.getlist("expand") + ctx.query.getlist("expand[]")
+    if expand:
+        info = views.filter_expand(info, expand)
+    return JSONResponse(info)
+
+
+def list_repos(ctx: Ctx) -> Response:
+    repo_type = ctx.params["type"].removesuffix("s")
+    author = ctx.query.get("author")
+    search = (ctx.query.get("search") or "").lower()
+    full = ctx.flag("full")
+    dropped = set()
+    if not (full or ctx.flag("cardData")):
+        dropped.add("cardData")
+    if not (full or ctx.flag("config")):
+        dropped.add("config")
+    items = []
+    for repo, meta in ctx.store.list_repos(repo_type):
+        if author and repo.namespace != author:
+            continue
+        if search and search not in repo.id.lower():
+            continue
+        if meta.get("private") and not (ctx.principal and ctx.principal.member_of(repo.namespace)):
+            continue
+        try:
+            head = ctx.store.resolve(repo, "main").commit
+        except (RepoNotFound, RevisionNotFound):
+            continue  # deleted meanwhile
+        info = views.repo_info(ctx.store, repo, meta, head, blobs=False, full=full)
+        items.append({key: value for key, value in info.items() if key not in dropped})
+    sort = ctx.query.get("sort")
+    if sort in ("lastModified", "createdAt"):
+        items.sort(key=lambda item: item[sort], reverse=ctx.query.get("direction") != "1")
+    limit = ctx.query.get("limit", "")
+    page_size = ctx.hub.page_size
+    if limit.isdigit() and int(limit) > 0:
+        page_size = min(int(limit), page_size)
+    return _paged(ctx, items, page_size)
+
+
+def tree(ctx: Ctx) -> Response:
+    repo = ctx.repo()
+    ctx.readable(repo)
+    resolved = _resolve_paged(ctx, repo)
+    base = (ctx.params.get("path") or "").strip("/")
+    listing = views.tree_listing(resolved.commit.tree, base, recursive=ctx.flag("recursive"))
+    if listing is None:
+        raise entry_not_found(base, resolved.commit.id)
+    expand = ctx.flag("expand")
+    page_size = min(ctx.hub.page_size, 50) if expand else ctx.hub.page_size
+    if expand:
+        last = views.last_commits(ctx.store, repo, resolved.commit, [item["path"] for item in listing])
+        for item in listing:
+            commit = last.get(item["path"])
+            if commit is not None:
+                item["lastCommit"] = {"id": commit.id, "title": commit.title, "date": commit.date}
+    return _paged(ctx, listing, page_size, pin=resolved.commit.id)
+
+
+def paths_info(ctx: Ctx) -> Response:
+    repo = ctx.repo()
+    ctx.readable(repo)
+    resolved = resolve(ctx, repo, ctx.params["rev"])
+    content_type = ctx.request.headers.get("content-type", "")
+    if "json" in content_type:
+        payload = ctx.json()
+        paths, expand = payload.get("paths", []), bool(payload.get("expand"))
+    else:
+        form = parse_qs(ctx.body.decode("utf-8"), keep_blank_values=True)
+        paths, expand = form.get("paths", []), form.get("expand", ["False"])[0].lower() in ("1", "true")
+    if isinstance(paths, str):
+        paths = [paths]
+    found = [info for p in paths if (info := views.path_info(resolved.commit.tree, str(p))) is not None]
+    if expand:
+        last = views.last_commits(ctx.store, repo, resolved.commit, [item["path"] for item in found])
+        for item in found:
+            commit = last.get(item["path"])
+            if commit is not None:
+                item["lastCommit"] = {"id": commit.id, "title": commit.title, "date": commit.date}
+    return JSONResponse(found)
+
+
+def refs(ctx: Ctx) -> Response:
+    repo = ctx.repo()
+    ctx.readable(repo)
+    return JSONResponse(views.refs_json(ctx.store.refs(repo), include_prs=ctx.flag("include_prs")))
+
+
+def commits(ctx: Ctx) -> Response:
+    repo = ctx.repo()
+    ctx.readable(repo)
+    resolved = _resolve_paged(ctx, repo)
+    formatted = "formatted" in ctx.query.getlist("expand[]") + ctx.query.getlist("expand")
+    history = [views.commit_json(c, formatted=formatted) for c in ctx.store.history(repo, resolved.commit.id)]
+    return _paged(ctx, history, min(ctx.hub.page_size, 50), pin=resolved.commit.id)
+
+
+def auth_check(ctx: Ctx) -> Response:
+    repo = ctx.repo()
+    if ctx.params.get("write"):
+        ctx.writable(repo)
+    else:
+        ctx.check_gate(repo, ctx.readable(repo))
+    return JSONResponse({"ok": True})
+
+
+def xet_token(ctx: Ctx) -> Response:
+    raise ApiError(
+        501,
+        "This Hub (hubfuse localhub) has no Xet storage: set HF_HUB_DISABLE_XET=1 so huggingface_hub uses LFS",
+    )
+
+
+# ---- downloads --------------------------------------------------------------------------------------
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The inclusive byte range asked for, None for the whole file; raises 416 when unsatisfiable."""
+    if not header:
+        return None
+    match = _RANGE_RE.match(header)
+    if not match or (not match.group(1) and not match.group(2)):
+        return None  # not a single byte range: serve the whole file, as RFC 9110 allows
+    first, last = match.group(1), match.group(2)
+    if first:
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+    else:
+        start, end = max(size - int(last), 0), size - 1
+    if start >= size or start > end:
+        raise ApiError(416, f"Range not satisfiable: {header}", headers={"Content-Range": f"bytes */{size}"})
+    return start, end
+
+
+def _iter_file(path: str, start: int, length: int) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        f.seek(start)
+        remaining = length
+        while remaining > 0:
+            chunk = f.read(min(_CHUNK, remaining))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+            yield chunk
+
+
+def resolve_file(ctx: Ctx) -> Response:
+    repo = ctx.repo()
+    meta = ctx.readable(repo)
+    resolved = resolve(ctx, repo, ctx.params["rev"])
+    commit = resolved.commit
+    path = ctx.params["path"]
+    entry = commit.tree.get(path)
+    if entry is None:
+        raise entry_not_found(path, commit.id)
+    ctx.check_gate(repo, meta)
+    size = entry["size"]
+    lfs = entry.get("lfs")
+    etag = f'"{lfs["sha256"]}"' if lfs else f'"{entry["oid"]}"'
+    filename = path.rsplit("/", 1)[-1]
+    headers = {
+        "X-Repo-Commit": commit.id,
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Content-Type": mimetypes.guess_type(filename)[0] or "application/octet-stream",
+        "Content-Disposition": f"inline; filename*=UTF-8''{quote(filename)}; filename=\"{quote(filename)}\"",
+    }
+    if lfs:
+        headers["X-Linked-Etag"] = etag
+        headers["X-Linked-Size"] = str(size)
+    byte_range = _parse_range(ctx.request.headers.get("range"), size)
+    start, end = byte_range if byte_range else (0, size - 1)
+    length = max(end - start + 1, 0)
+    headers["Content-Length"] = str(length)
+    status = 200
+    if byte_range:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    if ctx.request.method == "HEAD":
+        return Response(b"", status_code=status, headers=headers)
+    blob = ctx.store.entry_path(entry)
+    if not blob.is_file():
+        raise ApiError(500, f"Stored content for {path} is missing")
+    return StreamingResponse(_iter_file(str(blob), start, length), status_code=status, headers=headers)

@@ -1,0 +1,209 @@
+"""The ASGI app: routes matched on the raw (still percent-encoded) path, handlers run in a thread pool.
+
+Routing on `scope["raw_path"]` matters: revisions arrive as `refs%2Fpr%2F1` and folder paths as
+`a%2Fb`, and a decoded path could not tell those slashes from the separators.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from hubfuse.localhub import api_discussions as disc
+from hubfuse.localhub import api_read as read
+from hubfuse.localhub import api_write as write
+from hubfuse.localhub.apierror import ApiError, repo_not_found, revision_not_found
+from hubfuse.localhub.auth import AuthStore
+from hubfuse.localhub.context import Ctx, Hub
+from hubfuse.localhub.faults import ControlMiddleware, FaultInjector, RateLimiter, RequestLog
+from hubfuse.localhub.lfs import UploadSigner
+from hubfuse.localhub.storage import RepoNotFound, RevisionNotFound, Store
+
+logger = logging.getLogger("hubfuse.localhub")
+
+Handler = Callable[[Ctx], Response]
+
+_TYPE = r"(?P<type>models|datasets|spaces)"
+_REPO = r"(?P<ns>[^/]+)/(?P<name>[^/]+?)"
+_API_REPO = rf"/api/{_TYPE}/{_REPO}"
+_GIT_REPO = rf"/(?:(?P<type>datasets|spaces)/)?{_REPO}\.git"
+
+
+@dataclass(frozen=True)
+class Route:
+    methods: frozenset[str]
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+def _route(methods: str, pattern: str, handler: Handler) -> Route:
+    return Route(frozenset(methods.split()), re.compile(f"^{pattern}$"), handler)
+
+
+ROUTES: list[Route] = [
+    _route("GET", r"/api/whoami-v2", read.whoami),
+    _route("POST", r"/api/validate-yaml", read.validate_yaml),
+    _route("POST", r"/api/repos/create", write.create_repo),
+    _route("DELETE", r"/api/repos/delete", write.delete_repo),
+    _route("POST", r"/api/repos/move", write.move_repo),
+    _route("GET", rf"/api/{_TYPE}", read.list_repos),
+    _route("GET", rf"{_API_REPO}", read.repo_info),
+    _route("GET", rf"{_API_REPO}/revision/(?P<rev>[^/]+)", read.repo_info),
+    _route("PUT", rf"{_API_REPO}/settings", write.update_settings),
+    _route("GET", rf"{_API_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", read.tree),
+    _route("POST", rf"{_API_REPO}/paths-info/(?P<rev>[^/]+)", read.paths_info),
+    _route("GET", rf"{_API_REPO}/refs", read.refs),
+    _route("GET", rf"{_API_REPO}/commits/(?P<rev>[^/]+)", read.commits),
+    _route("GET", rf"{_API_REPO}/auth-check(?:/(?P<write>write))?", read.auth_check),
+    _route("GET POST", rf"{_API_REPO}/xet-(?:read|write)-token/.*", read.xet_token),
+    _route("POST", rf"{_API_REPO}/preupload/(?P<rev>[^/]+)", write.preupload),
+    _route("POST", rf"{_API_REPO}/commit/(?P<rev>[^/]+)", write.commit),
+    _route("POST", rf"{_API_REPO}/branch/(?P<ref>.+)", write.create_branch),
+    _route("DELETE", rf"{_API_REPO}/branch/(?P<ref>.+)", write.delete_branch),
+    _route("POST", rf"{_API_REPO}/tag/(?P<ref>.+)", write.create_tag),
+    _route("DELETE", rf"{_API_REPO}/tag/(?P<ref>.+)", write.delete_tag),
+    _route("POST", rf"{_API_REPO}/user-access-request/grant", write.grant_access),
+    _route("GET", rf"{_API_REPO}/discussions", disc.list_discussions),
+    _route("POST", rf"{_API_REPO}/discussions", disc.create_discussion),
+    _route("GET", rf"{_API_REPO}/discussions/(?P<num>\d+)", disc.discussion_details),
+    _route(
+        "POST",
+        rf"{_API_REPO}/discussions/(?P<num>\d+)/(?P<action>comment|title|status|merge)",
+        disc.discussion_action,
+    ),
+    _route(
+        "POST",
+        rf"{_API_REPO}/discussions/(?P<num>\d+)/comment/(?P<cid>[^/]+)/(?P<op>edit|hide)",
+        disc.comment_change,
+    ),
+    _route("POST", rf"{_GIT_REPO}/info/lfs/objects/batch", write.lfs_batch),
+    _route("POST", rf"{_GIT_REPO}/info/lfs/objects/verify", write.lfs_verify),
+    _route(
+        "GET HEAD",
+        rf"/(?:(?P<type>datasets|spaces)/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)",
+        read.resolve_file,
+    ),
+]
+_UPLOAD_RE = re.compile(r"^/lfs-upload/(?P<token>[A-Za-z0-9_=.-]+)$")
+
+
+def _error_response(error: ApiError) -> Response:
+    return JSONResponse(error.response_body(), status_code=error.status, headers=error.response_headers())
+
+
+class HubApp:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            message = await receive()
+            while message["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+                message = await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        response = await self._dispatch(request)
+        if response is not None:
+            await response(scope, receive, send)
+
+    async def _dispatch(self, request: Request) -> Response | None:
+        raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+        method = request.method
+        try:
+            if upload := _UPLOAD_RE.match(raw_path):
+                if method != "PUT":
+                    raise ApiError(405, "Method not allowed")
+                return await write.lfs_upload(self.hub, request, upload.groupdict())
+            route, params = self._match(method, raw_path)
+            principal = None
+            token = self._token(request)
+            if token is not None:
+                principal = self.hub.auth.lookup(token)
+                if principal is None:
+                    raise ApiError(401, "Invalid credentials in Authorization header")
+            body = await request.body() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
+            ctx = Ctx(self.hub, request, params, body, principal, self._endpoint(request))
+            return await run_in_threadpool(self._run, route.handler, ctx)
+        except ApiError as error:
+            return _error_response(error)
+        except Exception:
+            logger.exception("localhub: unhandled error on %s %s", method, raw_path)
+            return _error_response(ApiError(500, "Internal server error"))
+
+    @staticmethod
+    def _run(handler: Handler, ctx: Ctx) -> Response:
+        try:
+            return handler(ctx)
+        except RepoNotFound:
+            raise repo_not_found("", authenticated=ctx.principal is not None) from None
+        except RevisionNotFound as exc:
+            raise revision_not_found(str(exc)) from None
+
+    @staticmethod
+    def _match(method: str, raw_path: str) -> tuple[Route, dict[str, str]]:
+        path_matched = False
+        for route in ROUTES:
+            match = route.pattern.match(raw_path)
+            if match is None:
+                continue
+            path_matched = True
+            if method in route.methods:
+                return route, {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
+        if path_matched:
+            raise ApiError(405, f"Method {method} not allowed on {raw_path}")
+        raise ApiError(404, f"Not found: {method} {raw_path}")
+
+    @staticmethod
+    def _token(request: Request) -> str | None:
+        header = request.headers.get("authorization")
+        if not header:
+            return None
+        scheme, _, value = header.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" and value.strip() else header.strip()
+
+    @staticmethod
+    def _endpoint(request: Request) -> str:
+        host = request.headers.get("host")
+        if not host:
+            server = request.scope.get("server") or ("127.0.0.1", 80)
+            host = f"{server[0]}:{server[1]}"
+        return f"{request.url.scheme}://{host}"
+
+
+class LocalHubApp(ControlMiddleware):
+    """The whole server: the Hub routes behind the fault/log/admin layer, with handles on its parts."""
+
+    def __init__(self, hub: Hub, *, admin: bool) -> None:
+        self.hub = hub
+        super().__init__(
+            HubApp(hub), admin=admin, faults=FaultInjector(), log=RequestLog(), limiter=RateLimiter()
+        )
+
+
+def create_app(data_dir: Path | str, *, admin: bool = True, page_size: int = 1000) -> LocalHubApp:
+    """The ASGI app serving the Hub stored in `data_dir` (created if missing)."""
+    root = Path(data_dir)
+    store = Store(root)
+    hub = Hub(
+        store=store,
+        auth=AuthStore(store.root / "auth.json"),
+        signer=UploadSigner(store.root),
+        page_size=page_size,
+    )
+    return LocalHubApp(hub, admin=admin)
+
+
+__all__ = ["LocalHubApp", "create_app"]

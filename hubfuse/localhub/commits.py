@@ -1,0 +1,161 @@
+"""The NDJSON commit payload and how its operations change a tree."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from hubfuse.localhub.apierror import ApiError, bad_request
+from hubfuse.localhub.storage import Commit, RepoId, Store, lfs_entry
+
+Tree = dict[str, dict[str, Any]]
+
+_PARENT_RE = re.compile(r"^[0-9a-fA-F]{5,40}$")
+
+
+@dataclass
+class Operation:
+    kind: str  # "file", "lfsFile", "deletedFile" or "deletedFolder"
+    path: str
+    content: bytes = b""
+    oid: str = ""
+    size: int | None = None
+
+
+@dataclass
+class CommitRequest:
+    summary: str
+    description: str
+    parent_commit: str | None
+    operations: list[Operation]
+
+
+def validate_path(path: object) -> str:
+    if not isinstance(path, str) or not path or path.startswith("/") or "\\" in path or "\0" in path:
+        raise bad_request(f"Invalid path: {path!r}")
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts) or parts[0] == ".git":
+        raise bad_request(f"Invalid path: {path!r}")
+    return path
+
+
+def parse_commit_payload(body: bytes) -> CommitRequest:
+    header: dict[str, Any] | None = None
+    operations: list[Operation] = []
+    for number, line in enumerate(body.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            key, value = item["key"], item["value"]
+        except (ValueError, KeyError, TypeError):
+            raise bad_request(f"Invalid NDJSON line {number}") from None
+        if key == "header":
+            header = value
+        elif key == "file":
+            if value.get("encoding", "base64") != "base64":
+                raise bad_request(f"Unsupported encoding: {value.get('encoding')!r}")
+            try:
+                content = base64.b64decode(value["content"], validate=True)
+            except (binascii.Error, KeyError, TypeError):
+                raise bad_request(f"Invalid base64 content for {value.get('path')!r}") from None
+            operations.append(Operation("file", validate_path(value.get("path")), content=content))
+        elif key == "lfsFile":
+            if value.get("algo", "sha256") != "sha256":
+                raise bad_request(f"Unsupported LFS algo: {value.get('algo')!r}")
+            size = value.get("size")
+            operations.append(
+                Operation(
+                    "lfsFile",
+                    validate_path(value.get("path")),
+                    oid=str(value.get("oid", "")).lower(),
+                    size=size if isinstance(size, int) else None,
+                )
+            )
+        elif key in ("deletedFile", "deletedFolder"):
+            path = value.get("path")
+            if key == "deletedFolder" and isinstance(path, str):
+                path = path.rstrip("/")
+            operations.append(Operation(key, validate_path(path)))
+        else:
+            raise bad_request(f"Unknown commit operation: {key!r}")
+    if header is None:
+        raise bad_request("Missing header line in commit payload")
+    summary = header.get("summary")
+    if not isinstance(summary, str) or not summary.strip():
+        raise bad_request("Commit summary must not be empty")
+    parent = header.get("parentCommit")
+    if parent is not None and (not isinstance(parent, str) or not _PARENT_RE.match(parent)):
+        raise bad_request(f"Invalid parentCommit: {parent!r}")
+    return CommitRequest(
+        summary=summary.strip(),
+        description=str(header.get("description") or ""),
+        parent_commit=parent.lower() if parent else None,
+        operations=operations,
+    )
+
+
+def apply_operations(store: Store, repo: RepoId, tree: Tree, operations: list[Operation]) -> Tree:
+    new_tree = dict(tree)
+    for op in operations:
+        if op.kind == "file":
+            _check_no_dir_clash(new_tree, op.path)
+            new_tree[op.path] = store.put_regular(op.content)
+        elif op.kind == "lfsFile":
+            if not store.lfs_linked(repo, op.oid):
+                raise ApiError(
+                    400,
+                    f"LFS object {op.oid} for {op.path!r} was not uploaded to this repo:"
+                    " upload it through the LFS batch API before committing",
+                )
+            size = store.lfs_path(op.oid).stat().st_size
+            if op.size is not None and op.size != size:
+                raise bad_request(f"LFS object {op.oid} has size {size}, not {op.size}")
+            _check_no_dir_clash(new_tree, op.path)
+            new_tree[op.path] = lfs_entry(op.oid, size)
+        elif op.kind == "deletedFile":
+            if op.path not in new_tree:
+                raise ApiError(404, f"A file with this name doesn't exist: {op.path}", code="EntryNotFound")
+            del new_tree[op.path]
+        elif op.kind == "deletedFolder":
+            prefix = op.path + "/"
+            doomed = [path for path in new_tree if path.startswith(prefix)]
+            if not doomed:
+                raise ApiError(404, f"A folder with this name doesn't exist: {op.path}", code="EntryNotFound")
+            for path in doomed:
+                del new_tree[path]
+    return new_tree
+
+
+def _check_no_dir_clash(tree: Tree, path: str) -> None:
+    prefix = path + "/"
+    if any(existing.startswith(prefix) for existing in tree):
+        raise bad_request(f"Cannot add file {path!r}: a folder with that name exists")
+    parts = path.split("/")
+    for depth in range(1, len(parts)):
+        if "/".join(parts[:depth]) in tree:
+            raise bad_request(f"Cannot add file {path!r}: {'/'.join(parts[:depth])!r} is a file")
+
+
+def new_commit(parent: Commit | None, tree: Tree, request: CommitRequest, author: str) -> Commit:
+    return Commit.create(
+        parents=[parent.id] if parent else [],
+        tree=tree,
+        title=request.summary,
+        message=request.description,
+        author=author,
+    )
+
+
+def tree_changes(base: Tree, head: Tree) -> dict[str, dict[str, Any] | None]:
+    """Paths whose entry differs between two trees: the new entry, or None where it was deleted."""
+    changes: dict[str, dict[str, Any] | None] = {}
+    for path in base.keys() | head.keys():
+        before, after = base.get(path), head.get(path)
+        if before != after:
+            changes[path] = after
+    return changes

@@ -1,0 +1,439 @@
+"""The on-disk model: content-addressed blobs, immutable commits, refs, per-repo locks.
+
+Layout under the data dir:
+
+    blobs/git/ab/<sha1>          regular file contents, named by their git blob id
+    blobs/lfs/ab/cd/<sha256>     LFS objects
+    repos/<type>s/<ns>/<name>/
+        meta.json                private, gated, createdAt, gatedAccess
+        refs.json                {"branches": {...}, "tags": {...}, "pulls": {"1": <commit>}}
+        commits/<id>.json        {id, parents, tree: {path: {oid, size, lfs?}}, title, message, author, date}
+        lfs/<sha256>             marker: this LFS object was uploaded to (or committed in) this repo
+        discussions/<n>.json
+    locks/                       lock files (kept outside the repo folders so a delete cannot race them)
+    tmp/                         temp files; everything is written there or beside its target, then renamed
+
+Commits and blobs never change once written; `refs.json` and `meta.json` are replaced atomically, and
+every read-modify-write of a repo happens inside `Store.transaction`, which holds the repo's lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hubfuse.localhub.fsutil import (
+    PathLock,
+    atomic_write_bytes,
+    atomic_write_json,
+    git_blob_sha1,
+    lfs_pointer,
+    now_iso,
+    read_json,
+)
+
+REPO_TYPES = ("model", "dataset", "space")
+URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$", re.ASCII)
+_HEX_RE = re.compile(r"^[0-9a-f]{7,40}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+DEFAULT_GITATTRIBUTES = """\
+*.7z filter=lfs diff=lfs merge=lfs -text
+*.arrow filter=lfs diff=lfs merge=lfs -text
+*.bin filter=lfs diff=lfs merge=lfs -text
+*.bz2 filter=lfs diff=lfs merge=lfs -text
+*.ckpt filter=lfs diff=lfs merge=lfs -text
+*.ftz filter=lfs diff=lfs merge=lfs -text
+*.gguf filter=lfs diff=lfs merge=lfs -text
+*.gz filter=lfs diff=lfs merge=lfs -text
+*.h5 filter=lfs diff=lfs merge=lfs -text
+*.joblib filter=lfs diff=lfs merge=lfs -text
+*.lfs.* filter=lfs diff=lfs merge=lfs -text
+*.mlmodel filter=lfs diff=lfs merge=lfs -text
+*.model filter=lfs diff=lfs merge=lfs -text
+*.msgpack filter=lfs diff=lfs merge=lfs -text
+*.npy filter=lfs diff=lfs merge=lfs -text
+*.npz filter=lfs diff=lfs merge=lfs -text
+*.onnx filter=lfs diff=lfs merge=lfs -text
+*.ot filter=lfs diff=lfs merge=lfs -text
+*.parquet filter=lfs diff=lfs merge=lfs -text
+*.pb filter=lfs diff=lfs merge=lfs -text
+*.pickle filter=lfs diff=lfs merge=lfs -text
+*.pkl filter=lfs diff=lfs merge=lfs -text
+*.pt filter=lfs diff=lfs merge=lfs -text
+*.pth filter=lfs diff=lfs merge=lfs -text
+*.rar filter=lfs diff=lfs merge=lfs -text
+*.safetensors filter=lfs diff=lfs merge=lfs -text
+saved_model/**/* filter=lfs diff=lfs merge=lfs -text
+*.tar.* filter=lfs diff=lfs merge=lfs -text
+*.tar filter=lfs diff=lfs merge=lfs -text
+*.tflite filter=lfs diff=lfs merge=lfs -text
+*.tgz filter=lfs diff=lfs merge=lfs -text
+*.wasm filter=lfs diff=lfs merge=lfs -text
+*.xz filter=lfs diff=lfs merge=lfs -text
+*.zip filter=lfs diff=lfs merge=lfs -text
+*.zst filter=lfs diff=lfs merge=lfs -text
+*tfevents* filter=lfs diff=lfs merge=lfs -text
+"""
+
+
+class RepoNotFound(Exception):
+    pass
+
+
+class RepoExists(Exception):
+    pass
+
+
+class RevisionNotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class RepoId:
+    type: str
+    namespace: str
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.type not in REPO_TYPES:
+            raise ValueError(f"invalid repo type: {self.type!r}")
+        for part in (self.namespace, self.name):
+            if not _SEGMENT_RE.match(part) or part.endswith(".git") or ".." in part:
+                raise ValueError(f"invalid repo id: {self.namespace}/{self.name}")
+
+    @property
+    def id(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def url_prefix(self) -> str:
+        return URL_PREFIXES[self.type]
+
+    @property
+    def key(self) -> str:
+        return f"{self.type}s/{self.id}"
+
+    @classmethod
+    def parse(cls, repo_type: str, repo_id: str) -> RepoId:
+        namespace, sep, name = repo_id.partition("/")
+        if not sep or "/" in name:
+            raise ValueError(f"invalid repo id: {repo_id!r}")
+        return cls(repo_type, namespace, name)
+
+
+@dataclass
+class Commit:
+    id: str
+    parents: list[str]
+    tree: dict[str, dict[str, Any]]
+    title: str
+    message: str
+    author: str
+    date: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "parents": self.parents,
+            "tree": self.tree,
+            "title": self.title,
+            "message": self.message,
+            "author": self.author,
+            "date": self.date,
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Commit:
+        return cls(
+            id=data["id"],
+            parents=list(data["parents"]),
+            tree=dict(data["tree"]),
+            title=data["title"],
+            message=data["message"],
+            author=data["author"],
+            date=data["date"],
+            extra=dict(data.get("extra", {})),
+        )
+
+    @classmethod
+    def create(
+        cls, *, parents: list[str], tree: dict[str, dict[str, Any]], title: str, message: str, author: str
+    ) -> Commit:
+        date = now_iso()
+        body = {"parents": parents, "tree": tree, "title": title, "message": message, "author": author}
+        # A random salt keeps two identical commits made in the same millisecond distinct.
+        digest = hashlib.sha1(
+            json.dumps({**body, "date": date, "salt": uuid.uuid4().hex}, sort_keys=True).encode()
+        )
+        return cls(id=digest.hexdigest(), date=date, **body)
+
+
+@dataclass(frozen=True)
+class ResolvedRevision:
+    commit: Commit
+    kind: str  # "branch", "tag", "pull" or "commit"
+    name: str  # branch/tag name, PR number, or the commit id
+
+
+def regular_entry(data: bytes) -> dict[str, Any]:
+    return {"oid": git_blob_sha1(data), "size": len(data)}
+
+
+def lfs_entry(sha256: str, size: int) -> dict[str, Any]:
+    pointer = lfs_pointer(sha256, size)
+    return {
+        "oid": git_blob_sha1(pointer),
+        "size": size,
+        "lfs": {"sha256": sha256, "size": size, "pointerSize": len(pointer)},
+    }
+
+
+def empty_refs() -> dict[str, dict[str, str]]:
+    return {"branches": {}, "tags": {}, "pulls": {}}
+
+
+class RepoTxn:
+    """A repo held under its lock: refs read fresh from disk, written back with `save_refs`."""
+
+    def __init__(self, store: Store, repo: RepoId) -> None:
+        self.store = store
+        self.repo = repo
+        self.dir = store.repo_dir(repo)
+        if not (self.dir / "meta.json").exists():
+            raise RepoNotFound(repo.id)
+        self.refs: dict[str, dict[str, str]] = store.refs(repo)
+
+    def write_commit(self, commit: Commit) -> None:
+        atomic_write_json(self.dir / "commits" / f"{commit.id}.json", commit.to_json())
+
+    def save_refs(self) -> None:
+        atomic_write_json(self.dir / "refs.json", self.refs)
+
+    def meta(self) -> dict[str, Any]:
+        return self.store.meta(self.repo)
+
+    def save_meta(self, meta: dict[str, Any]) -> None:
+        atomic_write_json(self.dir / "meta.json", meta)
+
+
+class Store:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).absolute()
+        for sub in ("blobs/git", "blobs/lfs", "repos", "locks", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    # ---- blobs -------------------------------------------------------------------------------
+
+    def tmp_path(self) -> Path:
+        return self.root / "tmp" / uuid.uuid4().hex
+
+    def git_blob_path(self, oid: str) -> Path:
+        return self.root / "blobs" / "git" / oid[:2] / oid
+
+    def lfs_path(self, sha256: str) -> Path:
+        return self.root / "blobs" / "lfs" / sha256[:2] / sha256[2:4] / sha256
+
+    def put_regular(self, data: bytes) -> dict[str, Any]:
+        entry = regular_entry(data)
+        path = self.git_blob_path(entry["oid"])
+        if not path.exists():
+            atomic_write_bytes(path, data)
+        return entry
+
+    def has_lfs(self, sha256: str) -> bool:
+        return bool(_SHA256_RE.match(sha256)) and self.lfs_path(sha256).is_file()
+
+    def lfs_linked(self, repo: RepoId, sha256: str) -> bool:
+        return (
+            bool(_SHA256_RE.match(sha256))
+            and (self.repo_dir(repo) / "lfs" / sha256).exists()
+            and self.has_lfs(sha256)
+        )
+
+    def link_lfs(self, repo: RepoId, sha256: str) -> None:
+        marker = self.repo_dir(repo) / "lfs" / sha256
+        if not marker.exists() and self.repo_dir(repo).exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+
+    def entry_path(self, entry: dict[str, Any]) -> Path:
+        lfs = entry.get("lfs")
+        return self.lfs_path(lfs["sha256"]) if lfs else self.git_blob_path(entry["oid"])
+
+    def read_entry(self, entry: dict[str, Any]) -> bytes:
+        return self.entry_path(entry).read_bytes()
+
+    # ---- repos -------------------------------------------------------------------------------
+
+    def repo_dir(self, repo: RepoId) -> Path:
+        return self.root / "repos" / f"{repo.type}s" / repo.namespace / repo.name
+
+    def _repo_lock(self, repo: RepoId) -> PathLock:
+        return PathLock(self.root / "locks" / f"{repo.type}s" / repo.namespace / f"{repo.name}.lock")
+
+    def _global_lock(self) -> PathLock:
+        return PathLock(self.root / "locks" / "repos.lock")
+
+    def exists(self, repo: RepoId) -> bool:
+        return (self.repo_dir(repo) / "meta.json").exists()
+
+    def meta(self, repo: RepoId) -> dict[str, Any]:
+        try:
+            return read_json(self.repo_dir(repo) / "meta.json")
+        except FileNotFoundError:
+            raise RepoNotFound(repo.id) from None
+
+    def create_repo(
+        self, repo: RepoId, *, private: bool = False, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        with self._global_lock().hold():
+            if self.exists(repo):
+                raise RepoExists(repo.id)
+            staging = self.root / "tmp" / f"repo-{uuid.uuid4().hex}"
+            meta = {
+                "type": repo.type,
+                "id": repo.id,
+                "private": bool(private),
+                "gated": False,
+                "gatedAccess": [],
+                "createdAt": now_iso(),
+                **(extra or {}),
+            }
+            atomic_write_json(staging / "meta.json", meta)
+            gitattributes = DEFAULT_GITATTRIBUTES.encode()
+            initial = Commit.create(
+                parents=[],
+                tree={".gitattributes": self.put_regular(gitattributes)},
+                title="initial commit",
+                message="",
+                author="system",
+            )
+            atomic_write_json(staging / "commits" / f"{initial.id}.json", initial.to_json())
+            refs = empty_refs()
+            refs["branches"]["main"] = initial.id
+            atomic_write_json(staging / "refs.json", refs)
+            target = self.repo_dir(repo)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(target, ignore_errors=True)  # leftovers of a crashed delete, never a live repo
+            os.replace(staging, target)
+            return meta
+
+    def delete_repo(self, repo: RepoId) -> None:
+        with self._global_lock().hold(), self._repo_lock(repo).hold():
+            if not self.exists(repo):
+                raise RepoNotFound(repo.id)
+            trash = self.root / "tmp" / f"deleted-{uuid.uuid4().hex}"
+            os.replace(self.repo_dir(repo), trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def move_repo(self, src: RepoId, dst: RepoId) -> None:
+        with self._global_lock().hold(), self._repo_lock(src).hold():
+            if not self.exists(src):
+                raise RepoNotFound(src.id)
+            if self.exists(dst):
+                raise RepoExists(dst.id)
+            meta = self.meta(src)
+            meta["id"] = dst.id
+            atomic_write_json(self.repo_dir(src) / "meta.json", meta)
+            self.repo_dir(dst).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.repo_dir(src), self.repo_dir(dst))
+
+    def list_repos(self, repo_type: str) -> list[tuple[RepoId, dict[str, Any]]]:
+        base = self.root / "repos" / f"{repo_type}s"
+        found = []
+        for meta_path in sorted(base.glob("*/*/meta.json")):
+            namespace, name = meta_path.parent.parent.name, meta_path.parent.name
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                found.append((RepoId(repo_type, namespace, name), read_json(meta_path)))
+        return found
+
+    @contextlib.contextmanager
+    def transaction(self, repo: RepoId) -> Iterator[RepoTxn]:
+        with self._repo_lock(repo).hold():
+            yield RepoTxn(self, repo)
+
+    # ---- refs and commits ----------------------------------------------------------------------
+
+    def refs(self, repo: RepoId) -> dict[str, dict[str, str]]:
+        try:
+            refs = read_json(self.repo_dir(repo) / "refs.json")
+        except FileNotFoundError:
+            raise RepoNotFound(repo.id) from None
+        for kind in ("branches", "tags", "pulls"):
+            refs.setdefault(kind, {})
+        return refs
+
+    def commit(self, repo: RepoId, commit_id: str) -> Commit:
+        try:
+            return Commit.from_json(read_json(self.repo_dir(repo) / "commits" / f"{commit_id}.json"))
+        except FileNotFoundError:
+            raise RevisionNotFound(commit_id) from None
+
+    def resolve(
+        self, repo: RepoId, revision: str, refs: dict[str, dict[str, str]] | None = None
+    ) -> ResolvedRevision:
+        if refs is None:
+            if not self.exists(repo):
+                raise RepoNotFound(repo.id)
+            refs = self.refs(repo)
+        kind, name, commit_id = self._resolve_name(repo, revision, refs)
+        return ResolvedRevision(self.commit(repo, commit_id), kind, name)
+
+    def _resolve_name(
+        self, repo: RepoId, revision: str, refs: dict[str, dict[str, str]]
+    ) -> tuple[str, str, str]:
+        candidates = [
+            ("branch", revision, refs["branches"]),
+            ("tag", revision, refs["tags"]),
+        ]
+        if revision.startswith("refs/heads/"):
+            candidates.append(("branch", revision.removeprefix("refs/heads/"), refs["branches"]))
+        if revision.startswith("refs/tags/"):
+            candidates.append(("tag", revision.removeprefix("refs/tags/"), refs["tags"]))
+        if m := re.fullmatch(r"refs/pr/(\d+)", revision):
+            candidates.append(("pull", m.group(1), refs["pulls"]))
+        for kind, name, table in candidates:
+            if name in table:
+                return kind, name, table[name]
+        if _HEX_RE.match(revision):
+            commits_dir = self.repo_dir(repo) / "commits"
+            if len(revision) == 40 and (commits_dir / f"{revision}.json").exists():
+                return "commit", revision, revision
+            matches = [p.stem for p in commits_dir.glob(f"{revision}*.json")]
+            if len(matches) == 1:
+                return "commit", matches[0], matches[0]
+        raise RevisionNotFound(revision)
+
+    def history(self, repo: RepoId, head: str) -> list[Commit]:
+        """Every commit reachable from `head`, newest first."""
+        seen: set[str] = set()
+        stack = [head]
+        commits: list[Commit] = []
+        while stack:
+            commit_id = stack.pop()
+            if commit_id in seen:
+                continue
+            seen.add(commit_id)
+            commit = self.commit(repo, commit_id)
+            commits.append(commit)
+            stack.extend(commit.parents)
+        commits.sort(key=lambda c: c.date, reverse=True)
+        return commits
+
+    def last_modified(self, repo: RepoId) -> str | None:
+        refs = self.refs(repo)
+        main = refs["branches"].get("main")
+        return self.commit(repo, main).date if main else None

@@ -1,0 +1,170 @@
+"""Commits: PRs as revisions, parent checks, concurrency, deletions, LFS references."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2
+import pytest
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+from hubfuse.localhub import LocalHub
+
+
+def test_create_pr_is_readable_as_a_revision(
+    hub: LocalHub, api: HfApi, repo_id: str, users, cache_dir: Path
+) -> None:
+    weights = os.urandom(5000)
+    info = api.create_commit(
+        repo_id,
+        [
+            CommitOperationAdd("config.json", b'{"fusion_config": {}}'),
+            CommitOperationAdd("model.safetensors", weights),
+        ],
+        commit_message="Add fusion_config",
+        commit_description="Opened by the test",
+        create_pr=True,
+    )
+    assert info.pr_revision == "refs/pr/1"
+    assert info.pr_num == 1
+    assert info.pr_url == f"{hub.endpoint}/{repo_id}/discussions/1"
+    kwargs = {"endpoint": hub.endpoint, "token": users.alice, "cache_dir": cache_dir, "revision": "refs/pr/1"}
+    assert Path(hf_hub_download(repo_id, "config.json", **kwargs)).read_bytes() == b'{"fusion_config": {}}'
+    assert Path(hf_hub_download(repo_id, "model.safetensors", **kwargs)).read_bytes() == weights
+    assert "config.json" not in api.list_repo_files(repo_id)  # main is untouched
+    assert "config.json" in api.list_repo_files(repo_id, revision="refs/pr/1")
+    assert api.model_info(repo_id, revision="refs/pr/1").sha == info.oid
+    assert api.list_repo_commits(repo_id, revision="refs/pr/1")[0].commit_id == info.oid
+    refs = api.list_repo_refs(repo_id, include_pull_requests=True)
+    assert [(r.ref, r.target_commit) for r in refs.pull_requests] == [("refs/pr/1", info.oid)]
+
+    follow_up = api.upload_file(
+        path_or_fileobj=b"more", path_in_repo="extra.txt", repo_id=repo_id, revision="refs/pr/1"
+    )
+    assert api.model_info(repo_id, revision="refs/pr/1").sha == follow_up.oid
+    details = api.get_discussion_details(repo_id, 1)
+    assert [e.type for e in details.events] == ["comment", "commit", "commit"]
+    assert details.events[0].content == "Opened by the test"
+    assert "extra.txt" in details.diff
+
+
+def test_pr_from_parent_commit(api: HfApi, repo_id: str) -> None:
+    base = api.model_info(repo_id).sha
+    api.upload_file(path_or_fileobj=b"1", path_in_repo="later.txt", repo_id=repo_id)
+    info = api.create_commit(
+        repo_id,
+        [CommitOperationAdd("pr.txt", b"pr")],
+        commit_message="PR",
+        create_pr=True,
+        parent_commit=base,
+    )
+    files = api.list_repo_files(repo_id, revision=info.pr_revision)
+    assert "pr.txt" in files and "later.txt" not in files
+
+
+def test_stale_parent_commit_is_refused(api: HfApi, repo_id: str) -> None:
+    parent = api.model_info(repo_id).sha
+    api.create_commit(repo_id, [CommitOperationAdd("a.txt", b"a")], commit_message="a", parent_commit=parent)
+    with pytest.raises(HfHubHTTPError) as excinfo:
+        api.create_commit(
+            repo_id, [CommitOperationAdd("b.txt", b"b")], commit_message="b", parent_commit=parent
+        )
+    assert excinfo.value.response.status_code == 412
+    assert "A commit has happened since" in str(excinfo.value)
+    assert "b.txt" not in api.list_repo_files(repo_id)
+    head = api.model_info(repo_id).sha
+    api.create_commit(
+        repo_id, [CommitOperationAdd("b.txt", b"b")], commit_message="b", parent_commit=head[:7]
+    )
+    assert "b.txt" in api.list_repo_files(repo_id)
+
+
+def test_concurrent_commits_all_land(hub: LocalHub, users, repo_id: str) -> None:
+    def commit(i: int) -> str:
+        client = HfApi(endpoint=hub.endpoint, token=users.alice)
+        return client.create_commit(
+            repo_id, [CommitOperationAdd(f"file-{i}.txt", str(i).encode())], commit_message=f"commit {i}"
+        ).oid
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        oids = list(pool.map(commit, range(16)))
+    api = HfApi(endpoint=hub.endpoint, token=users.alice)
+    assert len(set(oids)) == 16
+    files = set(api.list_repo_files(repo_id))
+    assert {f"file-{i}.txt" for i in range(16)} <= files
+    history = api.list_repo_commits(repo_id)
+    assert len(history) == 17
+    # A linear history: every commit's parent is the previous one, so nothing was overwritten.
+    assert {c.commit_id for c in history} >= set(oids)
+
+
+def test_concurrent_commits_on_one_parent_exactly_one_wins(hub: LocalHub, users, repo_id: str) -> None:
+    parent = HfApi(endpoint=hub.endpoint, token=users.alice).model_info(repo_id).sha
+
+    def commit(i: int) -> int:
+        client = HfApi(endpoint=hub.endpoint, token=users.alice)
+        try:
+            client.create_commit(
+                repo_id, [CommitOperationAdd(f"f{i}.txt", b"x")], commit_message=str(i), parent_commit=parent
+            )
+        except HfHubHTTPError as exc:
+            return exc.response.status_code
+        return 200
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = sorted(pool.map(commit, range(6)))
+    assert statuses == [200] + [412] * 5
+
+
+def test_deletions(api: HfApi, repo_id: str) -> None:
+    api.create_commit(
+        repo_id,
+        [CommitOperationAdd(p, b"x") for p in ("keep.txt", "gone.txt", "dir/a.txt", "dir/sub/b.txt")],
+        commit_message="add",
+    )
+    api.create_commit(
+        repo_id,
+        [CommitOperationDelete("gone.txt"), CommitOperationDelete("dir/", is_folder=True)],
+        commit_message="delete",
+    )
+    assert api.list_repo_files(repo_id) == [".gitattributes", "keep.txt"]
+    with pytest.raises(EntryNotFoundError):
+        api.delete_file("never-existed.txt", repo_id=repo_id)
+
+
+def test_lfs_file_must_have_been_uploaded(hub: LocalHub, users, repo_id: str) -> None:
+    lines = [
+        {"key": "header", "value": {"summary": "sneaky", "description": ""}},
+        {"key": "lfsFile", "value": {"path": "w.bin", "algo": "sha256", "oid": "ab" * 32, "size": 10}},
+    ]
+    response = httpx2.post(
+        f"{hub.endpoint}/api/models/{repo_id}/commit/main",
+        content=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
+        headers={"Authorization": f"Bearer {users.alice}", "Content-Type": "application/x-ndjson"},
+    )
+    assert response.status_code == 400
+    assert "was not uploaded" in response.headers["x-error-message"]
+
+
+def test_lfs_objects_are_not_shared_across_repos(hub: LocalHub, api: HfApi, repo_id: str) -> None:
+    data = os.urandom(4096)
+    api.upload_file(path_or_fileobj=data, path_in_repo="w.bin", repo_id=repo_id)
+    other = api.create_repo("alice/other-repo-same-blob", exist_ok=True).repo_id
+    mark = hub.request_stats()["count"]
+    api.upload_file(path_or_fileobj=data, path_in_repo="w.bin", repo_id=other)
+    puts = [r for r in hub.requests(since=mark) if r["method"] == "PUT"]
+    assert len(puts) == 1  # stored once, but uploaded to each repo that claims it
+    mark = puts[0]["seq"]
+    api.upload_file(path_or_fileobj=data, path_in_repo="copy.bin", repo_id=other)
+    assert [r for r in hub.requests(since=mark) if r["method"] == "PUT"] == []
+
+
+def test_commit_to_a_tag_is_refused(api: HfApi, repo_id: str) -> None:
+    api.create_tag(repo_id, tag="v1")
+    with pytest.raises(HfHubHTTPError) as excinfo:
+        api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id, revision="v1")
+    assert excinfo.value.response.status_code == 400

@@ -1,0 +1,341 @@
+"""`hubfuse publish` end to end against the local hub: real HTTP, real client, real loads.
+
+Every publish runs as a user runs it (a subprocess with HF_ENDPOINT and HF_TOKEN); every
+downstream check is a fresh process doing a plain `from_pretrained` with no fusion argument.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from huggingface_hub import HfApi, hf_hub_download
+
+from hubfuse.localhub import LocalHub
+
+SAFE = "qwen3_vl"  # the fusion works on this architecture in transformers 5.24
+UNSAFE = "qwen2_vl"  # the fused load leaves linear_proj at its random init
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    with LocalHub(tmp_path_factory.mktemp("hub")) as server:
+        server.alice = server.add_token("alice", role="write", orgs=["org"])
+        server.owner = server.add_token("owner", role="write", orgs=["org"])
+        server.reader = server.add_token("reader", role="read", orgs=["org"])
+        yield server
+
+
+@pytest.fixture()
+def api(hub):
+    return HfApi(endpoint=hub.endpoint, token=hub.alice)
+
+
+def seed(api: HfApi, repo_id: str, folder: Path) -> str:
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="seed")
+    return api.repo_info(repo_id).sha
+
+
+def run_publish(
+    hub, tmp_path: Path, *args: str, token: str | None = "alice"
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.endpoint,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HUBFUSE_RETRY_BASE_S": "0.01",
+        "HUBFUSE_CACHE": str(tmp_path / "verdicts"),
+    }
+    env.pop("HF_TOKEN", None)
+    if token is not None:
+        env["HF_TOKEN"] = getattr(hub, token, token)
+    return subprocess.run(
+        [sys.executable, "-m", "hubfuse", "publish", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+
+
+DOWNSTREAM = textwrap.dedent(
+    """
+    import json, sys
+    import transformers
+    from safetensors import safe_open
+    repo, revision, source = sys.argv[1], sys.argv[2], sys.argv[3]
+    config = transformers.AutoConfig.from_pretrained(repo, revision=revision)
+    cls = getattr(transformers, config.architectures[0])
+    model, info = cls.from_pretrained(repo, revision=revision, output_loading_info=True)
+    fused = {n: m for n, m in model.named_modules() if type(m).__module__ == "transformers.fusion_mapping"}
+    expected = None
+    with safe_open(source, "pt") as f:
+        key = next(k for k in f.keys() if k.endswith("patch_embed.proj.weight"))
+        expected = f.get_tensor(key)
+    exact = all(
+        m.linear_proj.weight.detach().equal(expected.reshape(expected.shape[0], -1)) for m in fused.values()
+    )
+    print(json.dumps({"fused": sorted(fused), "exact": exact, "missing": sorted(info["missing_keys"])}))
+    """
+)
+
+
+def downstream(hub, repo_id: str, revision: str, source_weights: Path) -> dict:
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.endpoint,
+        "HF_TOKEN": hub.alice,
+        "HF_HOME": str(source_weights.parent / ".dl"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", DOWNSTREAM, repo_id, revision, str(source_weights)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def hubfuse_prs(api: HfApi, repo_id: str):
+    return [
+        d for d in api.get_repo_discussions(repo_id, discussion_type="pull_request") if "(hubfuse)" in d.title
+    ]
+
+
+def test_publish_safe_model_end_to_end(hub, api, checkpoints, tmp_path):
+    source = checkpoints(SAFE)
+    repo = "org/safe-model"
+    sha = seed(api, repo, source)
+
+    result = run_publish(hub, tmp_path, repo, "--variant", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["sha"] == sha and report["verdict"] == "safe"
+    statuses = {a["step"]: a["status"] for a in report["actions"]}
+    assert statuses == {"config_pr": "opened", "variant": "created"}
+
+    # One PR, one commit, only config.json changed, minimal diff.
+    prs = hubfuse_prs(api, repo)
+    assert len(prs) == 1
+    details = api.get_discussion_details(repo, prs[0].num)
+    assert details.diff and "fusion_config" in details.diff
+    pr_ref = f"refs/pr/{prs[0].num}"
+    assert [c.commit_id for c in api.list_repo_commits(repo, revision=pr_ref)][1] == sha
+    before = (source / "config.json").read_text()
+    after = Path(
+        hf_hub_download(
+            repo,
+            "config.json",
+            revision=pr_ref,
+            endpoint=hub.endpoint,
+            token=hub.alice,
+            cache_dir=tmp_path / "c",
+        )
+    ).read_text()
+    assert json.loads(after) == {**json.loads(before), "fusion_config": {"patch_embeddings": True}}
+    changed = [
+        line
+        for line in difflib.ndiff(before.splitlines(), after.splitlines())
+        if line.startswith(("+ ", "- "))
+    ]
+    assert changed == ['+   "fusion_config": {', '+     "patch_embeddings": true', "+   },"]
+    description = details.events[0].content
+    assert "<!-- hubfuse:" in description and sha in description and "How to load" in description
+
+    # A second run: nothing to do, no download, a handful of requests.
+    before_requests = len(hub.requests())
+    again = run_publish(hub, tmp_path, repo, "--variant", "--json")
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert {a["step"]: a["status"] for a in second["actions"]} == {
+        "config_pr": "exists",
+        "variant": "up_to_date",
+    }
+    requests = hub.requests()[before_requests:]
+    assert not [r for r in requests if r["path"].endswith(".safetensors")]
+    assert len(requests) <= 10, [r["path"] for r in requests]
+    assert len(hubfuse_prs(api, repo)) == 1
+
+    # Downstream: the PR revision, main before and after the merge, then the variant.
+    weights = source / "model.safetensors"
+    seen = downstream(hub, repo, pr_ref, weights)
+    assert seen["fused"] and seen["exact"] and not seen["missing"]
+    assert downstream(hub, repo, "main", weights)["fused"] == []  # not merged yet
+    HfApi(endpoint=hub.endpoint, token=hub.owner).merge_pull_request(repo, prs[0].num)
+    merged = downstream(hub, repo, "main", weights)
+    assert merged["fused"] and merged["exact"]
+    variant = downstream(hub, f"{repo}-fused", "main", weights)
+    assert variant["fused"] and variant["exact"] and not variant["missing"]
+
+    card = api.model_info(f"{repo}-fused").card_data
+    assert card["base_model"] == repo and "hubfuse" in card["tags"]
+
+    # After the merge main has a new commit: the config is up to date, the variant follows in one commit.
+    variant_commits = len(api.list_repo_commits(f"{repo}-fused"))
+    third = run_publish(hub, tmp_path, repo, "--variant", "--json")
+    assert third.returncode == 0, third.stderr
+    assert {a["step"]: a["status"] for a in json.loads(third.stdout)["actions"]} == {
+        "config_pr": "up_to_date",
+        "variant": "updated",
+    }
+    assert len(api.list_repo_commits(f"{repo}-fused")) == variant_commits + 1
+
+
+def test_unsafe_model_gets_nothing(hub, api, checkpoints, tmp_path):
+    repo = "org/unsafe-model"
+    seed(api, repo, checkpoints(UNSAFE))
+    result = run_publish(hub, tmp_path, repo, "--variant")
+    assert result.returncode == 3, result.stderr
+    assert "UNSAFE" in result.stdout and "nothing written" in result.stdout
+    assert hubfuse_prs(api, repo) == []
+    assert not api.repo_exists(f"{repo}-fused")
+
+
+def test_nothing_to_fuse_exits_4(hub, api, checkpoints, tmp_path):
+    repo = "org/plain-model"
+    seed(api, repo, checkpoints("plain"))
+    result = run_publish(hub, tmp_path, repo)
+    assert result.returncode == 4, result.stderr
+    assert hubfuse_prs(api, repo) == []
+
+
+def test_dry_run_writes_nothing_and_shows_everything(hub, api, checkpoints, tmp_path):
+    repo = "org/dry-model"
+    seed(api, repo, checkpoints(SAFE))
+    result = run_publish(hub, tmp_path, repo, "--variant", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert '+  "fusion_config": {' in result.stdout
+    assert "PR title: Enable fusion_config: patch_embeddings (hubfuse)" in result.stdout
+    assert "base_model: org/dry-model" in result.stdout
+    assert hubfuse_prs(api, repo) == []
+    assert not api.repo_exists(f"{repo}-fused")
+
+
+@pytest.mark.parametrize(
+    ("token", "code", "needle"),
+    [
+        (None, 5, "no Hub token"),
+        ("hf_not_a_real_token_000000", 5, "refused the token"),
+        ("reader", 5, "read-only"),
+    ],
+)
+def test_auth_failures_write_nothing(hub, api, checkpoints, tmp_path, token, code, needle):
+    repo = f"org/auth-{code}-{abs(hash(str(token))) % 1000}"
+    seed(api, repo, checkpoints(SAFE))
+    result = run_publish(hub, tmp_path, repo, token=token)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+    assert hubfuse_prs(api, repo) == []
+    for secret in (hub.alice, hub.reader, "hf_not_a_real_token_000000"):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_repo_and_revision_not_found(hub, tmp_path):
+    missing = run_publish(hub, tmp_path, "org/does-not-exist")
+    assert missing.returncode == 2 and "not found" in missing.stderr
+    bad_revision = run_publish(hub, tmp_path, "org/safe-model", "--revision", "no-such-branch")
+    assert bad_revision.returncode == 2 and "revision not found" in bad_revision.stderr
+    assert run_publish(hub, tmp_path, "not a repo id").returncode == 2
+
+
+def test_opt_out_is_respected_until_force(hub, api, checkpoints, tmp_path):
+    repo = "org/opt-out-model"
+    seed(api, repo, checkpoints(SAFE))
+    assert run_publish(hub, tmp_path, repo).returncode == 0
+    (pr,) = hubfuse_prs(api, repo)
+    HfApi(endpoint=hub.endpoint, token=hub.owner).change_discussion_status(
+        repo, pr.num, "closed", comment="no thanks"
+    )
+
+    again = run_publish(hub, tmp_path, repo, "--json")
+    assert again.returncode == 0, again.stderr
+    assert [a["status"] for a in json.loads(again.stdout)["actions"]] == ["opted_out"]
+    assert len(hubfuse_prs(api, repo)) == 1
+
+    forced = run_publish(hub, tmp_path, repo, "--force", "--json")
+    assert [a["status"] for a in json.loads(forced.stdout)["actions"]] == ["opened"]
+    assert len([p for p in hubfuse_prs(api, repo) if p.status == "open"]) == 1
+
+
+def test_new_commit_supersedes_the_old_pr(hub, api, checkpoints, tmp_path):
+    repo = "org/moving-model"
+    seed(api, repo, checkpoints(SAFE))
+    assert run_publish(hub, tmp_path, repo).returncode == 0
+    (old,) = hubfuse_prs(api, repo)
+    api.upload_file(path_or_fileobj=b"# new card\n", path_in_repo="README.md", repo_id=repo)
+    new_sha = api.repo_info(repo).sha
+
+    result = run_publish(hub, tmp_path, repo, "--json")
+    assert result.returncode == 0, result.stderr
+    statuses = [a["status"] for a in json.loads(result.stdout)["actions"]]
+    assert statuses == ["opened", "superseded"]
+    prs = {p.num: p for p in hubfuse_prs(api, repo)}
+    assert prs[old.num].status == "closed"
+    (current,) = [p for p in prs.values() if p.status == "open"]
+    assert new_sha in api.get_discussion_details(repo, current.num).events[0].content
+    # Our own superseded PR is not an opt-out: a later run still finds its open PR.
+    assert [
+        a["status"] for a in json.loads(run_publish(hub, tmp_path, repo, "--json").stdout)["actions"]
+    ] == ["exists"]
+
+
+def test_variant_name_taken_by_someone_else(hub, api, checkpoints, tmp_path):
+    repo = "org/taken-model"
+    seed(api, repo, checkpoints(SAFE))
+    api.create_repo(f"{repo}-fused")
+    api.upload_file(path_or_fileobj=b"# mine\n", path_in_repo="README.md", repo_id=f"{repo}-fused")
+    result = run_publish(hub, tmp_path, repo, "--variant")
+    assert result.returncode == 7, result.stderr
+    assert "not made by hubfuse" in result.stderr
+    assert hubfuse_prs(api, repo) == []  # verified, but nothing written while the plan failed
+
+
+def test_server_errors_are_retried(hub, api, checkpoints, tmp_path):
+    repo = "org/flaky-model"
+    seed(api, repo, checkpoints(SAFE))
+    hub.add_faults({"method": "GET", "path": "/api/models/org/flaky-model", "action": 503, "times": 2})
+    result = run_publish(hub, tmp_path, repo)
+    hub.clear_faults()
+    assert result.returncode == 0, result.stderr
+    assert "retry" in result.stderr
+    assert len(hubfuse_prs(api, repo)) == 1
+
+
+def test_hub_down_ends_with_exit_6_and_nothing_half_written(hub, api, checkpoints, tmp_path):
+    repo = "org/down-model"
+    seed(api, repo, checkpoints(SAFE))
+    hub.add_faults(
+        {"method": "POST", "path": "/api/models/org/down-model-fused/commit", "action": "drop", "times": 100}
+    )
+    result = run_publish(hub, tmp_path, repo, "--variant")
+    hub.clear_faults()
+    assert result.returncode == 6, result.stderr
+    assert not api.repo_exists(f"{repo}-fused")  # the empty repo it made was removed again
+    rerun = run_publish(hub, tmp_path, repo, "--variant", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    statuses = {a["step"]: a["status"] for a in json.loads(rerun.stdout)["actions"]}
+    assert statuses == {"config_pr": "exists", "variant": "created"}
+    assert len(hubfuse_prs(api, repo)) == 1
+
+
+def test_lfs_upload_dropped_then_rerun_completes(hub, api, checkpoints, tmp_path):
+    repo = "org/lfs-model"
+    seed(api, repo, checkpoints(SAFE))
+    hub.add_faults({"method": "PUT", "path": "^/lfs-upload/", "action": "drop", "times": 100})
+    result = run_publish(hub, tmp_path, repo, "--variant")
+    hub.clear_faults()
+    assert result.returncode == 6, result.stderr
+    assert not api.repo_exists(f"{repo}-fused")
+    rerun = run_publish(hub, tmp_path, repo, "--variant", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    assert api.repo_exists(f"{repo}-fused")
