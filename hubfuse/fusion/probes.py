@@ -162,7 +162,9 @@ def probe_reference(source: str, family: str, work_dir: str, trust_remote_code: 
     try:
         spec.make_transforms(config)
     except Exception as exc:
+        # Every fused load raises the same: no reference is needed to call it unsafe.
         result["transforms_error"] = f"{type(exc).__name__}: {exc}"
+        return result
 
     model, report = _load(source, trust_remote_code, fusion_config={})
     result["plain_load"] = report
