@@ -166,6 +166,12 @@ class _FamilyCheck:
             self.result.verdict = "not_applicable"
             self.result.reasons.append(self._not_applicable_reason(reference))
             return
+        if reference["transforms_error"]:
+            self._fail(
+                f"transformers cannot build the {self.family} weight conversion for this config "
+                f"({reference['transforms_error']}), so every fused load fails"
+            )
+            raise _Unsafe
         self.dtype = reference.get("dtype")
         plain = reference["plain_load"]
         if plain["missing_keys"] or plain["unexpected_keys"]:
@@ -173,12 +179,6 @@ class _FamilyCheck:
                 "the plain load itself is not clean "
                 f"(missing {_keys(plain['missing_keys'])}; unexpected {_keys(plain['unexpected_keys'])})"
             )
-        if reference["transforms_error"]:
-            self._fail(
-                f"transformers cannot build the {self.family} weight conversion for this config "
-                f"({reference['transforms_error']}), so every fused load fails"
-            )
-            raise _Unsafe
 
         resave, fused = self.work / "resave", self.work / "fused"
         try:
@@ -229,8 +229,11 @@ class _FamilyCheck:
         unmatched = reference["unmatched"]
         if not unmatched:
             return f"{reference['model_class']} has no module the {self.family} family can fuse"
-        details = "; ".join(f"{u['path']}: {u['why']}" for u in unmatched[:3])
-        return f"{reference['model_class']} has Conv3d modules, none fusable by {self.family} ({details})"
+        details = "; ".join(f"{u['path']}: {u['why']}" for u in unmatched[:2])
+        more = f"; +{len(unmatched) - 2} more" if len(unmatched) > 2 else ""
+        return (
+            f"{reference['model_class']} has Conv3d modules, none fusable by {self.family} ({details}{more})"
+        )
 
     def _judge_load(
         self, label: str, outcome: dict[str, Any], expected_modules: list[str], target: LoadCheck
