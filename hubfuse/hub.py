@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -309,13 +309,12 @@ class Hub:
         )
 
     def list_models(
-        self, *, author: str | None = None, search: str | None = None, limit: int | None = None
-    ) -> Iterator[Any]:
-        return iter(
-            self.call(
-                "list models",
-                lambda: list(self.api.list_models(author=author, search=search, limit=limit)),
-            )
+        self, *, author: str | None = None, search: str | None = None, expand: list[str] | None = None
+    ) -> list[Any]:
+        """Every model matching, all pages (the client follows the `Link` headers)."""
+        return self.call(
+            f"list models (author={author}, search={search})",
+            lambda: list(self.api.list_models(author=author, search=search, expand=expand)),  # type: ignore[arg-type]
         )
 
     # -- write side ------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,12 @@ class PublishOptions:
     trust_remote_code: bool = False
     timeout_s: float = 1800.0
     work_dir: Path | None = None
+    # Called before every write; raises to stop it (the batch runner's kill switch).
+    write_guard: Callable[[], None] | None = None
+
+    def before_write(self) -> None:
+        if self.write_guard is not None:
+            self.write_guard()
 
 
 @dataclass
@@ -292,14 +299,16 @@ def apply_config_pr(
             )
         )
     else:
+        options.before_write()
         current = _open_pr(hub, source, plan.edited, out.pr_title, out.pr_description)
         out.actions.append(Action("config_pr", "opened", f"opened PR #{current.num}", current.url))
     for old in plan.stale:
-        if current is None:
+        if current is None or options.dry_run:
             out.actions.append(
                 Action("config_pr", "would_supersede", f"would close PR #{old.num} (older commit)", old.url)
             )
             continue
+        options.before_write()
         hub.close(
             source.repo_id,
             old.num,
@@ -441,6 +450,7 @@ def apply_variant(
         )
         return
 
+    options.before_write()
     head = plan.head
     if plan.status == "create":
         hub.create_repo(plan.target, private=source.private or source.gated)

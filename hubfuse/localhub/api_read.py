@@ -83,10 +83,13 @@ def list_repos(ctx: Ctx) -> Response:
     author = ctx.query.get("author")
     search = (ctx.query.get("search") or "").lower()
     full = ctx.flag("full")
+    # `expand=sha&expand=config`: the real Hub then returns exactly those fields (plus the id);
+    # returning more is harmless to the client, returning less is not.
+    expanded = set(ctx.query.getlist("expand")) | set(ctx.query.getlist("expand[]"))
     dropped = set()
-    if not (full or ctx.flag("cardData")):
+    if not (full or ctx.flag("cardData") or "cardData" in expanded):
         dropped.add("cardData")
-    if not (full or ctx.flag("config")):
+    if not (full or ctx.flag("config") or "config" in expanded):
         dropped.add("config")
     items = []
     for repo, meta in ctx.store.list_repos(repo_type):

@@ -1,0 +1,162 @@
+"""The batch ledger: one record per repo, so an unchanged repo costs no download next time.
+
+A record holds the repo's commit, the families, the hubfuse / transformers / torch versions and
+the outcome. It is written after every repo, so a killed run resumes where it stopped.
+
+Two stores, one interface:
+- `HubLedger`: a JSON file in a Hub dataset repo, where the next scheduled run finds it. Each
+  write is read-merge-commit with the head it read as parent; a concurrent shard's commit makes
+  the Hub refuse ours, and we merge again, so no shard ever loses another's records.
+- `LocalLedger`: a JSON file on disk under an exclusive file lock (runs without a ledger repo).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from hubfuse.errors import ConflictError
+from hubfuse.hub import Hub
+from hubfuse.log import log
+
+FINAL_OUTCOMES = {"published", "up_to_date", "unsafe", "not_applicable", "opted_out", "dry_run"}
+KILL_SWITCH_FILE = "KILL_SWITCH"
+
+
+@dataclass
+class Record:
+    repo_id: str
+    sha: str
+    families: list[str]
+    hubfuse: str
+    transformers: str
+    torch: str
+    outcome: str
+    detail: str = ""
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    updated_at: float = field(default_factory=time.time)
+
+    def settles(self, sha: str, families: list[str], versions: dict[str, str]) -> bool:
+        """Whether this record already answers for `sha` with these families and versions."""
+        return (
+            self.outcome in FINAL_OUTCOMES
+            and self.sha == sha
+            and sorted(self.families) == sorted(families)
+            and self.hubfuse == versions["hubfuse"]
+            and self.transformers == versions["transformers"]
+            and self.torch == versions["torch"]
+        )
+
+
+def _decode(text: str | None) -> dict[str, Record]:
+    if not text:
+        return {}
+    data = json.loads(text)
+    return {repo: Record(**record) for repo, record in data.get("records", {}).items()}
+
+
+def _encode(records: dict[str, Record]) -> str:
+    body = {"format": 1, "records": {repo: asdict(r) for repo, r in sorted(records.items())}}
+    return json.dumps(body, indent=1, sort_keys=True) + "\n"
+
+
+def _merge(current: dict[str, Record], update: Record) -> dict[str, Record]:
+    merged = dict(current)
+    existing = merged.get(update.repo_id)
+    if existing is None or existing.updated_at <= update.updated_at:
+        merged[update.repo_id] = update
+    return merged
+
+
+class Ledger(Protocol):
+    location: str
+
+    def load(self) -> dict[str, Record]: ...
+    def record(self, record: Record) -> None: ...
+    def kill_switch(self) -> bool: ...
+
+
+class LocalLedger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.location = str(path)
+
+    def load(self) -> dict[str, Record]:
+        try:
+            return _decode(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+
+    def record(self, record: Record) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            merged = _merge(self.load(), record)
+            with tempfile.NamedTemporaryFile(
+                "w", dir=self.path.parent, delete=False, suffix=".tmp"
+            ) as handle:
+                handle.write(_encode(merged))
+            os.replace(handle.name, self.path)
+
+    def kill_switch(self) -> bool:
+        return (self.path.parent / KILL_SWITCH_FILE).exists()
+
+
+class HubLedger:
+    MAX_ATTEMPTS = 8
+
+    def __init__(self, hub: Hub, repo_id: str, spec_name: str) -> None:
+        self.hub = hub
+        self.repo_id = repo_id
+        self.filename = f"ledgers/{spec_name}.json"
+        self.location = f"{hub.repo_url(repo_id, 'dataset')}/blob/main/{self.filename}"
+        self._files: list[str] = []
+
+    def _head(self) -> str | None:
+        info = self.hub.info_or_none(self.repo_id, repo_type="dataset")
+        if info is None:
+            return None
+        self._files = [s.rfilename for s in (info.siblings or [])]
+        return str(info.sha)
+
+    def _read(self, head: str | None) -> dict[str, Record]:
+        if head is None or self.filename not in self._files:
+            return {}
+        return _decode(self.hub.read_text(self.repo_id, head, self.filename, repo_type="dataset"))
+
+    def load(self) -> dict[str, Record]:
+        return self._read(self._head())
+
+    def kill_switch(self) -> bool:
+        self._head()
+        return KILL_SWITCH_FILE in self._files
+
+    def record(self, record: Record) -> None:
+        from huggingface_hub import CommitOperationAdd
+
+        for attempt in range(1, self.MAX_ATTEMPTS + 1):
+            head = self._head()
+            if head is None:
+                self.hub.create_repo(self.repo_id, private=True, repo_type="dataset")
+                head = self._head()
+            merged = _merge(self._read(head), record)
+            try:
+                self.hub.commit(
+                    self.repo_id,
+                    [CommitOperationAdd(self.filename, _encode(merged).encode("utf-8"))],
+                    message=f"ledger: {record.repo_id} {record.outcome}",
+                    description=f"{record.repo_id}@{record.sha[:12]}: {record.outcome}",
+                    parent=head,
+                    repo_type="dataset",
+                )
+                return
+            except ConflictError:
+                log.info(f"ledger moved (another shard wrote); merging again ({attempt})")
+                time.sleep(0.05 * attempt)
+        raise ConflictError(f"could not write the ledger {self.repo_id} after {self.MAX_ATTEMPTS} attempts")
