@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hubfuse.errors import BadInputError, CheckpointError
+from hubfuse.transformers_info import known_model_types
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -43,12 +44,6 @@ def _read_config(path: Path) -> tuple[str, dict[str, Any]]:
     if not isinstance(config, dict):
         raise CheckpointError(f"{config_path}: expected a JSON object, found {type(config).__name__}")
     return text, config
-
-
-def _known_model_types() -> set[str]:
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-    return set(CONFIG_MAPPING_NAMES)
 
 
 def _weight_files(path: Path) -> tuple[Path, ...]:
@@ -102,12 +97,12 @@ def open_checkpoint(source: str | Path, *, trust_remote_code: bool = False) -> C
             f"{path}: config.json declares custom code (auto_map); rerun with --trust-remote-code "
             "only if you trust this repo's Python files"
         )
-    if model_type not in _known_model_types() and not trust_remote_code:
-        import transformers
+    if model_type not in known_model_types() and not trust_remote_code:
+        from importlib.metadata import version
 
         raise BadInputError(
             f"{path}: model_type {model_type!r} is unknown to the installed transformers "
-            f"{transformers.__version__}; upgrade transformers or check config.json"
+            f"{version('transformers')}; upgrade transformers or check config.json"
         )
 
     architectures = config.get("architectures")

@@ -343,7 +343,7 @@ def run_command(
         (report_dir / "summary.md").write_text(markdown, encoding="utf-8")
     append_step_summary(markdown)
     if summary.stopped:
-        log.error(f"stopped early: {summary.stopped}")
+        log.warning(f"stopped early: {summary.stopped}")
     click.echo(to_json(summary.to_dict()) if as_json else markdown, nl=False)
     sys.exit(int(summary.exit_code))
 

@@ -565,16 +565,24 @@ def publish(
                 out.actions.append(Action("verify", "stopped", f"verdict {report.verdict}: nothing written"))
                 return out
             families = report.safe_families
-            try:
-                config_plan = plan_config_pr(
-                    hub, source, (snapshot / "config.json").read_text(encoding="utf-8"), families, options
-                )
-                variant_plan = plan_variant(hub, source, families, options) if options.variant else None
-                apply_config_pr(hub, source, config_plan, report, options, out)
-            except ConflictError:
-                moved = resolve(hub, options.repo_id, options.revision)
-                if moved.sha == source.sha:
-                    raise
+            config_plan = plan_config_pr(
+                hub, source, (snapshot / "config.json").read_text(encoding="utf-8"), families, options
+            )
+            variant_plan = plan_variant(hub, source, families, options) if options.variant else None
+            writes = config_plan.needs_write or (variant_plan is not None and variant_plan.needs_write)
+            # The Hub accepts a PR based on an older commit, so "main moved" is checked here, right
+            # before writing, as well as through the parent check of every commit.
+            moved = (
+                resolve(hub, options.repo_id, options.revision) if writes and not options.dry_run else source
+            )
+            if moved.sha == source.sha:
+                try:
+                    apply_config_pr(hub, source, config_plan, report, options, out)
+                except ConflictError:
+                    moved = resolve(hub, options.repo_id, options.revision)
+                    if moved.sha == source.sha:
+                        raise
+            if moved.sha != source.sha:
                 log.warning(f"{options.repo_id} moved to {moved.sha[:12]} during the run: verifying again")
                 out.actions.clear()
                 source = moved

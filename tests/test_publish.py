@@ -339,3 +339,80 @@ def test_lfs_upload_dropped_then_rerun_completes(hub, api, checkpoints, tmp_path
     rerun = run_publish(hub, tmp_path, repo, "--variant", "--json")
     assert rerun.returncode == 0, rerun.stderr
     assert api.repo_exists(f"{repo}-fused")
+
+
+def test_repo_moving_after_verification_is_verified_again(hub, api, checkpoints, tmp_path, monkeypatch):
+    from hubfuse import pipeline
+    from hubfuse.hub import Hub
+    from hubfuse.verdict_cache import VerdictCache
+
+    repo = "org/racing-model"
+    first_sha = seed(api, repo, checkpoints(SAFE))
+    verified: list[str] = []
+    real_verify = pipeline.verify
+
+    def verify_then_someone_pushes(snapshot, options, artifacts, logs):
+        report = real_verify(snapshot, options, artifacts, logs)
+        verified.append(snapshot.name)
+        if len(verified) == 1:  # a maintainer pushes between our verification and our commit
+            api.upload_file(path_or_fileobj=b"# pushed meanwhile\n", path_in_repo="README.md", repo_id=repo)
+        return report
+
+    monkeypatch.setattr(pipeline, "verify", verify_then_someone_pushes)
+    report = pipeline.publish(
+        Hub(endpoint=hub.endpoint, token=hub.alice),
+        pipeline.PublishOptions(repo_id=repo),
+        cache=VerdictCache(tmp_path / "verdicts"),
+    )
+    second_sha = api.repo_info(repo).sha
+    assert verified == [first_sha, second_sha]  # the new commit was verified, not written blindly
+    assert report.sha == second_sha
+    assert [a.status for a in report.actions] == ["opened"]
+    (pr,) = hubfuse_prs(api, repo)
+    commits = [c.commit_id for c in api.list_repo_commits(repo, revision=f"refs/pr/{pr.num}")]
+    assert commits[1] == second_sha
+
+
+def test_private_repo_needs_access_and_keeps_its_variant_private(hub, api, checkpoints, tmp_path):
+    repo = "org/private-model"
+    api.create_repo(repo, private=True)
+    api.upload_folder(repo_id=repo, folder_path=str(checkpoints(SAFE)))
+    stranger = hub.add_token("stranger", role="write")
+    denied = run_publish(hub, tmp_path, repo, token=stranger)
+    assert denied.returncode == 2, denied.stderr
+    assert "not found (or private" in denied.stderr
+    allowed = run_publish(hub, tmp_path, repo, "--variant")
+    assert allowed.returncode == 0, allowed.stderr
+    assert api.repo_info(f"{repo}-fused").private
+
+
+def test_github_actions_logging_and_step_summary(hub, api, checkpoints, tmp_path):
+    repo = "org/actions-model"
+    seed(api, repo, checkpoints(SAFE))
+    summary = tmp_path / "summary.md"
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.endpoint,
+        "HF_TOKEN": hub.alice,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HUBFUSE_CACHE": str(tmp_path / "verdicts"),
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_STEP_SUMMARY": str(summary),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "hubfuse", "publish", repo, "--dry-run", "--report-dir", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "::group::check patch_embeddings" in result.stderr and "::endgroup::" in result.stderr
+    assert "## hubfuse publish: `org/actions-model`" in summary.read_text()
+    for path in [summary, tmp_path / "r" / "report.json", tmp_path / "r" / "report.md"]:
+        assert hub.alice not in path.read_text()
+    failed = subprocess.run(
+        [sys.executable, "-m", "hubfuse", "publish", "org/nope"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines()[-1].startswith("::error::")

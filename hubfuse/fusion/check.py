@@ -27,6 +27,7 @@ from hubfuse.fusion import worker
 from hubfuse.fusion.families import resolve_families
 from hubfuse.fusion.verdict import CheckReport, FamilyResult, LoadCheck, Roundtrip, output_tolerance
 from hubfuse.log import log
+from hubfuse.transformers_info import modeling_modules
 from hubfuse.verify import compare_checkpoints, config_changes, files_byte_identical, index_checkpoint
 
 DEFAULT_TIMEOUT_S = 1800.0
@@ -60,7 +61,7 @@ def check_checkpoint(
     `logs_dir` keeps the worker logs; `artifacts_dir` keeps, for each safe family, its verified
     fused-layout save as `artifacts_dir/<family>` (what a fused variant repo publishes).
     """
-    worker.preload(_modeling_modules(checkpoint.model_type))
+    worker.preload(modeling_modules(checkpoint.model_type))
     families = resolve_families(families)
     results = []
     dtype: str | None = None
@@ -96,23 +97,6 @@ def installed_versions() -> dict[str, str]:
     from importlib.metadata import version
 
     return {"transformers": version("transformers"), "torch": version("torch")}
-
-
-def _modeling_modules(model_type: str) -> list[str]:
-    """The model's transformers modules, imported once in the forkserver instead of in every probe."""
-    import importlib.util
-
-    from transformers.models.auto.configuration_auto import model_type_to_module_name
-
-    package = f"transformers.models.{model_type_to_module_name(model_type)}"
-    candidates = [
-        f"{package}.configuration_{package.rpartition('.')[2]}",
-        f"{package}.modeling_{package.rpartition('.')[2]}",
-    ]
-    try:
-        return [name for name in candidates if importlib.util.find_spec(name) is not None]
-    except ModuleNotFoundError:
-        return []
 
 
 class _FamilyCheck:

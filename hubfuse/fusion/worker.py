@@ -12,6 +12,7 @@ sends back one JSON-able dict. A crash, a kill (out of memory) or a timeout beco
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import multiprocessing
@@ -55,7 +56,18 @@ def _get_context() -> BaseContext:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(list(_PRELOAD))
         _context = ctx
+        atexit.register(_stop_forkserver)
     return _context
+
+
+def _stop_forkserver() -> None:
+    """Stop the forkserver with us: left alone it lingers for seconds holding our stdout open."""
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)
+    if stop is not None:
+        with contextlib.suppress(Exception):
+            stop()
 
 
 @contextlib.contextmanager
@@ -75,13 +87,13 @@ def _without_main_module() -> Iterator[None]:
             sys.modules["__main__"] = real_main
 
 
-def _child_main(conn: Connection, probe: str, args: tuple[Any, ...], log_path: str) -> None:
+def _child_main(conn: Connection, module: str, probe: str, args: tuple[Any, ...], log_path: str) -> None:
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
     try:
-        func = getattr(importlib.import_module(PROBES_MODULE), probe)
+        func = getattr(importlib.import_module(module), probe)
         result: dict[str, Any] = {"ok": True, "value": func(*args)}
     except BaseException as exc:  # the parent turns any failure into a verdict
         traceback.print_exc()
@@ -107,10 +119,11 @@ def run_isolated(
     *args: Any,
     log_path: Path,
     timeout: float,
+    module: str = PROBES_MODULE,
 ) -> dict[str, Any]:
     ctx = _get_context()
     receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child_main, args=(sender, probe, args, str(log_path)), daemon=True)
+    process = ctx.Process(target=_child_main, args=(sender, module, probe, args, str(log_path)), daemon=True)
     with _without_main_module():
         process.start()
     sender.close()

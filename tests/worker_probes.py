@@ -1,0 +1,49 @@
+"""Probes that misbehave on purpose, for the worker tests (imported inside worker processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+
+def answer(value: int) -> dict[str, int]:
+    print("to the log, not the terminal")
+    return {"value": value * 2, "pid": os.getpid()}
+
+
+def fail() -> dict[str, int]:
+    raise ValueError("first line of the cause\nsecond line stays in the log")
+
+
+def die() -> dict[str, int]:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return {}
+
+
+def exit_quietly() -> dict[str, int]:
+    sys.stdout.flush()
+    os._exit(3)
+
+
+def hang() -> dict[str, int]:
+    time.sleep(600)
+    return {}
+
+
+def registry_is_clean() -> dict[str, bool]:
+    """Whether this fresh worker sees any fusion patch registered by an earlier worker."""
+    from transformers.monkey_patching import get_patch_mapping
+
+    return {"clean": not get_patch_mapping()}
+
+
+def fused_load(path: str) -> dict[str, bool]:
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(path)
+    getattr(transformers, config.architectures[0]).from_pretrained(path, fusion_config={"patch_embeddings": True})
+    from transformers.monkey_patching import get_patch_mapping
+
+    return {"registered": bool(get_patch_mapping())}
