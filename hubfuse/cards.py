@@ -67,6 +67,15 @@ def find_marker(text: str | None, kind: str) -> Marker | None:
         return None
 
 
+def marker_from_card_data(card_data: Any) -> Marker | None:
+    """The variant marker from a repo's card metadata (as repo_info returns it), if present."""
+    data = card_data.to_dict() if hasattr(card_data, "to_dict") else card_data
+    entry = data.get("hubfuse") if isinstance(data, dict) else None
+    if not isinstance(entry, dict):
+        return None
+    return find_marker(f"<!-- {VARIANT_MARKER}: {json.dumps(entry)} -->", VARIANT_MARKER)
+
+
 def _environment() -> jinja2.Environment:
     if not TEMPLATES.is_dir():
         raise BadInputError(f"card templates not found in {TEMPLATES}")
@@ -174,6 +183,8 @@ def render_variant_card(
         library_name=inherited.get("library_name") or "transformers",
         language=inherited.get("language"),
         tags=tags,
+        # The marker again, as metadata: repo_info returns it, so a later run need not download the card.
+        hubfuse=json.loads(Marker(source_sha, tuple(families), __version__, source=source_repo).to_json()),
     )
     fused = sorted(
         {m: c for f in report.families if f.verdict == "safe" for m, c in f.fused_modules.items()}.items()

@@ -24,6 +24,7 @@ from hubfuse.cards import (
     PR_TITLE_SUFFIX,
     VARIANT_MARKER,
     find_marker,
+    marker_from_card_data,
     pr_title,
     render_pr_description,
     render_variant_card,
@@ -383,8 +384,9 @@ def plan_variant(hub: Hub, source: Source, families: list[str], options: Publish
     if info is None:
         return VariantPlan(target, "create")
     files = [s.rfilename for s in (info.siblings or [])]
-    card = hub.read_text(target, info.sha, "README.md") if "README.md" in files else None
-    marker = find_marker(card, VARIANT_MARKER)
+    marker = marker_from_card_data(getattr(info, "card_data", None))
+    if marker is None and "README.md" in files:
+        marker = find_marker(hub.read_text(target, info.sha, "README.md"), VARIANT_MARKER)
     if marker is None and not options.force:
         raise ConflictError(
             f"{target} exists and was not made by hubfuse; choose --variant-repo or pass --force"
