@@ -118,52 +118,25 @@ def _run_check(options: CheckOptions) -> None:
     sys.exit(int(report.exit_code))
 
 
-@main.command()
-@_check_options
-def check(
-    source: str,
-    families: tuple[str, ...],
-    as_json: bool,
-    report_dir: Path | None,
-    trust_remote_code: bool,
-    timeout_s: float,
-) -> None:
-    """Give a verdict per fusion family for the checkpoint folder SOURCE."""
-    _run_check(
-        CheckOptions(
-            source,
-            families,
-            as_json,
-            report_dir,
-            trust_remote_code,
-            timeout_s,
-            list_tensors=False,
+def _check_command(name: str, list_tensors: bool, help_text: str) -> None:
+    @main.command(name, help=help_text)
+    @_check_options
+    def command(
+        source: str,
+        families: tuple[str, ...],
+        as_json: bool,
+        report_dir: Path | None,
+        trust_remote_code: bool,
+        timeout_s: float,
+    ) -> None:
+        options = CheckOptions(
+            source, families, as_json, report_dir, trust_remote_code, timeout_s, list_tensors
         )
-    )
+        _run_check(options)
 
 
-@main.command()
-@_check_options
-def verify(
-    source: str,
-    families: tuple[str, ...],
-    as_json: bool,
-    report_dir: Path | None,
-    trust_remote_code: bool,
-    timeout_s: float,
-) -> None:
-    """Like `check`, listing every tensor of the original-format re-save."""
-    _run_check(
-        CheckOptions(
-            source,
-            families,
-            as_json,
-            report_dir,
-            trust_remote_code,
-            timeout_s,
-            list_tensors=True,
-        )
-    )
+_check_command("check", False, "Give a verdict per fusion family for the checkpoint folder SOURCE.")
+_check_command("verify", True, "Like `check`, listing every tensor of the original-format re-save.")
 
 
 def _exit_code_for(report: PublishReport) -> int:
