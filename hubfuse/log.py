@@ -43,6 +43,7 @@ class Logger:
         self._stream = stream
         self.github = in_github_actions() if github is None else github
         self.quiet = False
+        self._depth = 0
 
     @property
     def stream(self) -> TextIO:
@@ -64,16 +65,20 @@ class Logger:
 
     @contextlib.contextmanager
     def group(self, title: str) -> Iterator[None]:
-        """A foldable group in Actions; a timed header line in a terminal."""
+        """A foldable group in Actions (which cannot nest them: inner groups become plain
+        headers); a timed header line in a terminal."""
         start = time.monotonic()
-        if self.github:
+        fold = self.github and self._depth == 0
+        self._depth += 1
+        if fold:
             self._write(f"::group::{title}")
         elif not self.quiet:
             self._write(f"==> {title}")
         try:
             yield
         finally:
-            if self.github:
+            self._depth -= 1
+            if fold:
                 self._write("::endgroup::")
             elif not self.quiet:
                 self._write(f"    done in {time.monotonic() - start:.1f}s")

@@ -33,7 +33,12 @@ def hub(tmp_path_factory, checkpoints):
     with LocalHub(tmp_path_factory.mktemp("hub")) as server:
         server.token = server.add_token("bot", role="write", orgs=[ORG])
         api = HfApi(endpoint=server.endpoint, token=server.token)
-        for name, model_type in [("safe-a", "qwen3_vl"), ("safe-b", "qwen3_vl"), ("unsafe", "qwen2_vl"), ("plain", "plain")]:
+        for name, model_type in [
+            ("safe-a", "qwen3_vl"),
+            ("safe-b", "qwen3_vl"),
+            ("unsafe", "qwen2_vl"),
+            ("plain", "plain"),
+        ]:
             api.create_repo(f"{ORG}/{name}")
             api.upload_folder(repo_id=f"{ORG}/{name}", folder_path=str(checkpoints(model_type)))
         yield server
@@ -70,7 +75,14 @@ def outcomes(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
 def ledger_records(hub) -> dict:
     from huggingface_hub import hf_hub_download
 
-    path = hf_hub_download(LEDGER, "ledgers/batch-test.json", repo_type="dataset", endpoint=hub.endpoint, token=hub.token, force_download=True)
+    path = hf_hub_download(
+        LEDGER,
+        "ledgers/batch-test.json",
+        repo_type="dataset",
+        endpoint=hub.endpoint,
+        token=hub.token,
+        force_download=True,
+    )
     return json.loads(Path(path).read_text())["records"]
 
 
@@ -130,7 +142,9 @@ def test_failing_repo_does_not_stop_the_others_and_is_retried(hub, tmp_path):
     assert outcomes(again)["batch/safe-a"] == "published"
     assert outcomes(again)["batch/safe-b"] == "skipped"
     open_prs = [
-        d for d in api.get_repo_discussions(f"{ORG}/safe-a", discussion_type="pull_request") if d.status == "open"
+        d
+        for d in api.get_repo_discussions(f"{ORG}/safe-a", discussion_type="pull_request")
+        if d.status == "open"
     ]
     assert len(open_prs) == 1  # the new commit's PR superseded the old one, no duplicates
 
@@ -165,7 +179,9 @@ def test_two_shards_at_once_lose_no_ledger_record(hub, tmp_path):
     results: dict[str, subprocess.CompletedProcess[str]] = {}
 
     def shard(index: int) -> None:
-        results[str(index)] = hubfuse(hub, tmp_path / f"s{index}", "run", spec, "--shard", f"{index}/2", "--json")
+        results[str(index)] = hubfuse(
+            hub, tmp_path / f"s{index}", "run", spec, "--shard", f"{index}/2", "--json"
+        )
 
     threads = [threading.Thread(target=shard, args=(i,)) for i in (1, 2)]
     for thread in threads:

@@ -412,7 +412,11 @@ def test_github_actions_logging_and_step_summary(hub, api, checkpoints, tmp_path
     for path in [summary, tmp_path / "r" / "report.json", tmp_path / "r" / "report.md"]:
         assert hub.alice not in path.read_text()
     failed = subprocess.run(
-        [sys.executable, "-m", "hubfuse", "publish", "org/nope"], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "hubfuse", "publish", "org/nope"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines()[-1].startswith("::error::")

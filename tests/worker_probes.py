@@ -43,7 +43,9 @@ def fused_load(path: str) -> dict[str, bool]:
     import transformers
 
     config = transformers.AutoConfig.from_pretrained(path)
-    getattr(transformers, config.architectures[0]).from_pretrained(path, fusion_config={"patch_embeddings": True})
+    getattr(transformers, config.architectures[0]).from_pretrained(
+        path, fusion_config={"patch_embeddings": True}
+    )
     from transformers.monkey_patching import get_patch_mapping
 
     return {"registered": bool(get_patch_mapping())}
