@@ -196,3 +196,67 @@ def test_two_shards_at_once_lose_no_ledger_record(hub, tmp_path):
     records = ledger_records(hub)
     heads = {name: api.repo_info(f"{ORG}/{name}").sha for name in ("safe-a", "safe-b", "unsafe", "plain")}
     assert {repo: r["sha"] for repo, r in records.items()} == {f"{ORG}/{n}": sha for n, sha in heads.items()}
+
+
+def test_killed_run_resumes_where_it_stopped(hub, tmp_path, checkpoints):
+    import signal
+    import time
+
+    api = HfApi(endpoint=hub.endpoint, token=hub.token)
+    names = [f"resume-{i}" for i in range(4)]
+    for name in names:
+        api.create_repo(f"{ORG}/{name}")
+        api.upload_folder(repo_id=f"{ORG}/{name}", folder_path=str(checkpoints("qwen3_vl")))
+    text = SPEC.replace('exclude: ["*-fused"]', 'include: ["batch/resume-*"]').replace("batch-test", "resume")
+    spec = str(spec_file(tmp_path, text, name="resume.yml"))
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.endpoint,
+        "HF_TOKEN": hub.token,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HUBFUSE_CACHE": str(tmp_path / "verdicts"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hubfuse", "run", spec, "--json"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def recorded() -> int:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = hf_hub_download(
+                LEDGER,
+                "ledgers/resume.json",
+                repo_type="dataset",
+                endpoint=hub.endpoint,
+                token=hub.token,
+                force_download=True,
+            )
+        except Exception:
+            return 0
+        return len(json.loads(Path(path).read_text())["records"])
+
+    deadline = time.monotonic() + 300
+    while recorded() < 1 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)  # the run and its workers, mid-batch
+    process.wait()
+    done_before = recorded()
+    assert 1 <= done_before < len(names) or process.returncode == 0
+
+    resumed = hubfuse(hub, tmp_path, "run", spec, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    results = outcomes(resumed)
+    assert list(results.values()).count("skipped") >= done_before
+    assert recorded() == len(names)
+    for name in names:  # no repo got a second PR
+        prs = [
+            d
+            for d in api.get_repo_discussions(f"{ORG}/{name}", discussion_type="pull_request")
+            if "(hubfuse)" in d.title
+        ]
+        assert len(prs) == 1, name

@@ -52,3 +52,13 @@ def test_verdict_is_consistent(checkpoints, architecture, dtype, sharded):
     else:
         assert family.reasons
         assert all(len(reason) > 20 for reason in family.reasons)
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_every_layout_of_a_safe_architecture(checkpoints, dtype, sharded):
+    report = check_checkpoint(open_checkpoint(checkpoints("qwen3_vl", dtype=dtype, sharded=sharded)), [])
+    (family,) = report.families
+    assert family.verdict == "safe", family.reasons
+    assert report.dtype == dtype
+    assert family.roundtrip.tensors_bit_exact and family.downstream.weights_match

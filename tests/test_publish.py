@@ -71,9 +71,9 @@ DOWNSTREAM = textwrap.dedent(
     import transformers
     from safetensors import safe_open
     repo, revision, source = sys.argv[1], sys.argv[2], sys.argv[3]
-    config = transformers.AutoConfig.from_pretrained(repo, revision=revision)
-    cls = getattr(transformers, config.architectures[0])
-    model, info = cls.from_pretrained(repo, revision=revision, output_loading_info=True)
+    model, info = transformers.AutoModelForImageTextToText.from_pretrained(
+        repo, revision=revision, output_loading_info=True
+    )
     fused = {n: m for n, m in model.named_modules() if type(m).__module__ == "transformers.fusion_mapping"}
     expected = None
     with safe_open(source, "pt") as f:
@@ -300,15 +300,29 @@ def test_variant_name_taken_by_someone_else(hub, api, checkpoints, tmp_path):
     assert hubfuse_prs(api, repo) == []  # verified, but nothing written while the plan failed
 
 
-def test_server_errors_are_retried(hub, api, checkpoints, tmp_path):
-    repo = "org/flaky-model"
+@pytest.mark.parametrize("status", [503, 429])
+def test_server_errors_and_rate_limits_are_retried(hub, api, checkpoints, tmp_path, status):
+    repo = f"org/flaky-model-{status}"
     seed(api, repo, checkpoints(SAFE))
-    hub.add_faults({"method": "GET", "path": "/api/models/org/flaky-model", "action": 503, "times": 2})
+    hub.add_faults(
+        {"method": "GET", "path": f"/api/models/{repo}$", "action": status, "times": 2, "retry_after": 1}
+    )
     result = run_publish(hub, tmp_path, repo)
     hub.clear_faults()
     assert result.returncode == 0, result.stderr
     assert "retry" in result.stderr
     assert len(hubfuse_prs(api, repo)) == 1
+
+
+def test_gated_repo_without_access_is_an_auth_error(hub, api, checkpoints, tmp_path):
+    repo = "org/gated-model"
+    seed(api, repo, checkpoints(SAFE))
+    api.update_repo_settings(repo, gated="manual")
+    outsider = hub.add_token("outsider", role="write")
+    result = run_publish(hub, tmp_path, repo, token=outsider)
+    assert result.returncode == 5, result.stderr
+    assert "gated" in result.stderr
+    assert hubfuse_prs(api, repo) == []
 
 
 def test_hub_down_ends_with_exit_6_and_nothing_half_written(hub, api, checkpoints, tmp_path):
