@@ -127,6 +127,7 @@ class BatchSummary:
     repos: list[RepoOutcome] = field(default_factory=list)
     stopped: str | None = None  # why the run stopped early, if it did
     requests: int = 0
+    ledger_unsaved: int = 0  # records the ledger could not take: those repos are checked again
 
     @property
     def exit_code(self) -> ExitCode:
@@ -159,6 +160,40 @@ def _outcome_of(report: PublishReport) -> tuple[str, str]:
     if "opted_out" in statuses:
         return "opted_out", "the owners closed hubfuse's PR"
     return "up_to_date", ", ".join(sorted(statuses))
+
+
+class _PendingRecords:
+    """Ledger records written in batches: every N repos or T seconds, and at the end of the run.
+
+    A run killed between flushes loses at most those records; their repos are checked again next
+    time and find their PRs already open, so nothing is duplicated. A failed ledger write never
+    stops the batch: the records stay pending and the summary says so.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.every = int(os.environ.get("HUBFUSE_LEDGER_FLUSH_EVERY", "10"))
+        self.seconds = float(os.environ.get("HUBFUSE_LEDGER_FLUSH_S", "60"))
+        self.records: list[Record] = []
+        self.last = time.monotonic()
+
+    def add(self, record: Record) -> None:
+        self.records.append(record)
+        if len(self.records) >= self.every or time.monotonic() - self.last >= self.seconds:
+            self.flush()
+
+    def flush(self, *, final: bool = False) -> int:
+        """Write what is pending; returns how many records could not be written."""
+        if self.records:
+            try:
+                self.ledger.record(self.records)
+                self.records = []
+            except HubfuseError as exc:
+                if not final and isinstance(exc, BudgetExhaustedError):
+                    raise
+                log.warning(f"ledger write failed, {len(self.records)} record(s) kept for later: {exc}")
+        self.last = time.monotonic()
+        return len(self.records)
 
 
 class _Guard:
@@ -216,6 +251,7 @@ def run(
         summary.stopped = str(exc)
         return summary
 
+    pending = _PendingRecords(ledger)
     prs_opened = 0
     done = 0  # candidates handled: the rest are "not reached" if the run stops early
     try:
@@ -235,13 +271,15 @@ def run(
                 summary.repos.append(outcome)
                 prs_opened += int(outcome.outcome == "published" and "opened" in outcome.detail)
                 if outcome.outcome != "error" and outcome.sha:
-                    ledger.record(_record(candidate, outcome, families, versions))
+                    pending.add(_record(candidate, outcome, families, versions))
             done += 1
     except BudgetExhaustedError as exc:
         summary.stopped = str(exc)
         if len(summary.repos) > done:  # the repo in hand finished; only its ledger write did not
             done += 1
         _not_reached(summary, candidates[done:], summary.stopped)
+    finally:
+        summary.ledger_unsaved = pending.flush(final=True)
     summary.requests = hub.budget.used
     return summary
 
@@ -325,6 +363,11 @@ def render_markdown(summary: BatchSummary) -> str:
     if summary.stopped:
         left = sum(r.outcome == "not_reached" for r in summary.repos)
         lines += ["", f"**Stopped early: {summary.stopped}. {left} repos left for the next run.**"]
+    if summary.ledger_unsaved:
+        lines += [
+            "",
+            f"**{summary.ledger_unsaved} ledger record(s) could not be written: those repos are checked again next run.**",
+        ]
     lines += ["", "| repo | commit | outcome | detail |", "|---|---|---|---|"]
     for repo in summary.repos:
         detail = repo.detail.replace("|", "\\|")

@@ -66,11 +66,12 @@ def _encode(records: dict[str, Record]) -> str:
     return json.dumps(body, indent=1, sort_keys=True) + "\n"
 
 
-def _merge(current: dict[str, Record], update: Record) -> dict[str, Record]:
+def _merge(current: dict[str, Record], updates: list[Record]) -> dict[str, Record]:
     merged = dict(current)
-    existing = merged.get(update.repo_id)
-    if existing is None or existing.updated_at <= update.updated_at:
-        merged[update.repo_id] = update
+    for update in updates:
+        existing = merged.get(update.repo_id)
+        if existing is None or existing.updated_at <= update.updated_at:
+            merged[update.repo_id] = update
     return merged
 
 
@@ -78,7 +79,7 @@ class Ledger(Protocol):
     location: str
 
     def load(self) -> dict[str, Record]: ...
-    def record(self, record: Record) -> None: ...
+    def record(self, records: list[Record]) -> None: ...
     def kill_switch(self) -> bool: ...
 
 
@@ -93,11 +94,11 @@ class LocalLedger:
         except FileNotFoundError:
             return {}
 
-    def record(self, record: Record) -> None:
+    def record(self, records: list[Record]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            merged = _merge(self.load(), record)
+            merged = _merge(self.load(), records)
             with tempfile.NamedTemporaryFile(
                 "w", dir=self.path.parent, delete=False, suffix=".tmp"
             ) as handle:
@@ -137,7 +138,7 @@ class HubLedger:
         self._head()
         return KILL_SWITCH_FILE in self._files
 
-    def record(self, record: Record) -> None:
+    def record(self, records: list[Record]) -> None:
         from huggingface_hub import CommitOperationAdd
 
         for attempt in range(1, self.MAX_ATTEMPTS + 1):
@@ -145,13 +146,13 @@ class HubLedger:
             if head is None:
                 self.hub.create_repo(self.repo_id, private=True, repo_type="dataset")
                 head = self._head()
-            merged = _merge(self._read(head), record)
+            merged = _merge(self._read(head), records)
             try:
                 self.hub.commit(
                     self.repo_id,
                     [CommitOperationAdd(self.filename, _encode(merged).encode("utf-8"))],
-                    message=f"ledger: {record.repo_id} {record.outcome}",
-                    description=f"{record.repo_id}@{record.sha[:12]}: {record.outcome}",
+                    message=f"ledger: {len(records)} record(s)",
+                    description="\n".join(f"{r.repo_id}@{r.sha[:12]}: {r.outcome}" for r in records),
                     parent=head,
                     repo_type="dataset",
                 )

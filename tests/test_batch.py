@@ -59,6 +59,7 @@ def hubfuse(hub, tmp_path: Path, *args: str, **env: str) -> subprocess.Completed
         "HUBFUSE_CACHE": str(tmp_path / "verdicts"),
         "HUBFUSE_RETRY_BASE_S": "0.01",
         "HUBFUSE_RETRIES": "2",
+        "HUBFUSE_LEDGER_FLUSH_EVERY": "1",
         **env,
     }
     environment.pop("GITHUB_STEP_SUMMARY", None)
@@ -215,6 +216,7 @@ def test_killed_run_resumes_where_it_stopped(hub, tmp_path, checkpoints):
         "HF_TOKEN": hub.token,
         "HF_HOME": str(tmp_path / "hf-home"),
         "HUBFUSE_CACHE": str(tmp_path / "verdicts"),
+        "HUBFUSE_LEDGER_FLUSH_EVERY": "1",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "hubfuse", "run", spec, "--json"],
