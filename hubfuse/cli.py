@@ -62,36 +62,49 @@ def main() -> None:
     """
 
 
+# The same flags, spelled and explained the same way, on every command that takes them.
+FAMILY = click.option(
+    "--family",
+    "families",
+    multiple=True,
+    metavar="NAME",
+    help="Fusion family (repeatable). Default: every family transformers knows.",
+)
+JSON = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document on stdout (logs stay on stderr)."
+)
+TRUST_REMOTE_CODE = click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="Allow a repo's own Python code (auto_map). Only for repos you trust.",
+)
+TIMEOUT = click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=1800.0,
+    show_default=True,
+    help="Seconds allowed for each model load.",
+)
+DRY_RUN = click.option("--dry-run", is_flag=True, help="Do everything but the writes.")
+
+
+def report_dir_option(what: str) -> Any:
+    return click.option(
+        "--report-dir", type=click.Path(file_okay=False, path_type=Path), help=f"Also write {what} here."
+    )
+
+
 def _check_options(f: Any) -> Any:
-    f = click.option(
-        "--timeout",
-        "timeout_s",
-        type=float,
-        default=1800.0,
-        show_default=True,
-        help="Seconds allowed for each model load.",
-    )(f)
-    f = click.option(
-        "--trust-remote-code",
-        is_flag=True,
-        help="Allow a repo's own Python code (auto_map). Only for repos you trust.",
-    )(f)
-    f = click.option(
-        "--report-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Also write report.json, report.md and the worker logs here.",
-    )(f)
-    f = click.option(
-        "--json", "as_json", is_flag=True, help="Print one JSON document on stdout (logs stay on stderr)."
-    )(f)
-    f = click.option(
-        "--family",
-        "families",
-        multiple=True,
-        metavar="NAME",
-        help="Fusion family to check (repeatable). Default: every family transformers knows.",
-    )(f)
-    f = click.argument("source")(f)
+    for decorator in (
+        TIMEOUT,
+        TRUST_REMOTE_CODE,
+        report_dir_option("report.json, report.md and the worker logs"),
+        JSON,
+        FAMILY,
+        click.argument("source"),
+    ):
+        f = decorator(f)
     return f
 
 
@@ -168,9 +181,7 @@ def _emit_publish(report: PublishReport, as_json: bool, report_dir: Path | None)
 @click.option(
     "--revision", help="Branch, tag or commit to verify (default: the default branch). Pinned to its sha."
 )
-@click.option(
-    "--family", "families", multiple=True, metavar="NAME", help="Fusion family (repeatable). Default: all."
-)
+@FAMILY
 @click.option("--variant", is_flag=True, help="Also publish the fused layout as a separate repo.")
 @click.option("--variant-repo", metavar="ID", help="Variant repo id (default: from --variant-name-template).")
 @click.option(
@@ -179,33 +190,16 @@ def _emit_publish(report: PublishReport, as_json: bool, report_dir: Path | None)
     show_default=True,
     help="Variant repo name; {name} and {namespace} expand.",
 )
-@click.option(
-    "--dry-run", is_flag=True, help="Do everything but the writes; show the config diff, PR text and card."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@DRY_RUN
+@JSON
 @click.option(
     "--force",
     is_flag=True,
     help="Override an owner's opt-out, or take over a variant repo hubfuse did not make.",
 )
-@click.option(
-    "--report-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Write report.json, report.md and worker logs here.",
-)
-@click.option(
-    "--trust-remote-code",
-    is_flag=True,
-    help="Allow a repo's own Python code (auto_map). Only for repos you trust.",
-)
-@click.option(
-    "--timeout",
-    "timeout_s",
-    type=float,
-    default=1800.0,
-    show_default=True,
-    help="Seconds allowed for each model load.",
-)
+@report_dir_option("report.json, report.md and the worker logs")
+@TRUST_REMOTE_CODE
+@TIMEOUT
 def publish(
     repo_id: str,
     revision: str | None,
@@ -277,13 +271,9 @@ def demo(data_dir: Path, as_json: bool) -> None:
 @main.command("run")
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--shard", help="Run shard I of N (e.g. 2/4); repos are split by a stable hash of their id.")
-@click.option("--dry-run", is_flag=True, help="Everything but the writes, for every repo.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON document on stdout.")
-@click.option(
-    "--report-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Write summary.json and summary.md here.",
-)
+@DRY_RUN
+@JSON
+@report_dir_option("summary.json and summary.md")
 @click.option(
     "--ledger-dir",
     type=click.Path(file_okay=False, path_type=Path),
