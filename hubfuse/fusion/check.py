@@ -188,7 +188,7 @@ class _FamilyCheck:
 
         downstream = self._downstream_copy()
         jobs = {"downstream": downstream, "fused_layout": fused}
-        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        with ThreadPoolExecutor(max_workers=_concurrent_loads(self.checkpoint, len(jobs))) as pool:
             futures = {
                 name: pool.submit(self._probe, name, "probe_reload", str(path), str(self.work), trust)
                 for name, path in jobs.items()
@@ -309,6 +309,20 @@ class _FamilyCheck:
         edited = set_top_level_key(self.checkpoint.config_text, "fusion_config", {self.family: True})
         (target / "config.json").write_text(edited, encoding="utf-8")
         return target
+
+
+def _concurrent_loads(checkpoint: Checkpoint, wanted: int) -> int:
+    """Run the reloads side by side only when that many copies of the model fit in memory."""
+    weights = sum(path.stat().st_size for path in checkpoint.weight_files)
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 1
+    # A loaded model takes about 1.2x its checkpoint; keep a third of the memory free.
+    fits = int(available * 2 / 3 // max(1, int(weights * 1.2)))
+    return max(1, min(wanted, fits))
 
 
 def _keys(keys: list[str], limit: int = 4) -> str:
