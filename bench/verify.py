@@ -1,6 +1,7 @@
 """Benchmark `hubfuse check` and its streaming tensor comparison on a large generated checkpoint.
 
-    python bench/verify.py [--out bench/results/verify.json] [--data DIR] [--size-gb 1.6] [--keep]
+    python bench/verify.py [--out bench/results/verify.json] [--data DIR] [--size-gb 1.6]
+                           [--repeat 3] [--keep]
 
 Generates (or reuses) a Qwen3-VL checkpoint with a vision tower at its real width and a tiny text
 model (`hubfuse.synth.make_large_vision_checkpoint`, bf16, 500 MB shards), then measures, each
@@ -8,8 +9,8 @@ model load or comparison in a fresh subprocess so that no run inherits another's
 transformers' sticky fusion registry:
 
 1. `python -m hubfuse check SOURCE --json` end to end: wall time, per-stage timings, verdict, peak
-   RSS of the CLI process and of its worker processes (this benchmark becomes the workers'
-   subreaper, so their `ru_maxrss` reaches it);
+   RSS of the CLI process (VmHWM, sampled) and the largest of its workers' (`ru_maxrss`, which
+   reaches this benchmark through the forkserver; it is a subreaper in case that outlives the CLI);
 2. where the time outside the stages goes: the parent's `open_checkpoint` and the forkserver start;
 3. plain transformers `from_pretrained` + `save_pretrained` (its re-save is the comparison
    candidate), a fused load with both saves, and a plain reload of the fused layout: the
@@ -118,7 +119,15 @@ def child_generate(out: str, size_gb: str) -> None:
 
 
 def _model_class(path: str) -> Any:
+    """The checkpoint's model class, with everything imported that the check's workers preload.
+
+    The forkserver imports hubfuse.fusion.probes (torch, transformers, fusion_mapping and the
+    weight-loading machinery) and the model's modules before forking; from_pretrained in a bare
+    process would otherwise import them lazily and count seconds of imports as load time.
+    """
     import transformers
+
+    import hubfuse.fusion.probes  # noqa: F401  (fuses nothing on import)
 
     config = transformers.AutoConfig.from_pretrained(path)
     return getattr(transformers, config.architectures[0])
@@ -221,9 +230,12 @@ def child_startup(source: str) -> None:
     from hubfuse.fusion import check, worker
     from hubfuse.fusion.families import family_names
 
-    modeling = getattr(check, "_modeling_modules", None)  # what check_checkpoint preloads
-    if modeling is not None:
-        worker.preload(modeling(checkpoint.model_type))
+    try:  # what check_checkpoint preloads (the helper moved between hubfuse versions)
+        from hubfuse.transformers_info import modeling_modules
+    except ImportError:
+        modeling_modules = getattr(check, "_modeling_modules", None)
+    if modeling_modules is not None:
+        worker.preload(modeling_modules(checkpoint.model_type))
     family_names()  # the first probe: starts the forkserver, which imports torch + transformers
     t3 = time.perf_counter()
     with tempfile.NamedTemporaryFile(suffix=".log") as log_file:
@@ -244,9 +256,10 @@ def child_startup(source: str) -> None:
 def child_check(source: str) -> None:
     """`hubfuse check` end to end, as this process's child, with every descendant reaped here.
 
-    The workers are forked by the CLI's forkserver, not by the CLI, so the CLI's rusage never sees
-    them. As a subreaper, this process inherits the forkserver when the CLI exits and reaps it;
-    the forkserver has reaped the workers, so their peak RSS arrives in RUSAGE_CHILDREN.
+    The workers are forked by the CLI's forkserver, not by the CLI. Either the CLI stops and reaps
+    the forkserver at exit (hubfuse since 681d323), or the forkserver outlives it and, this
+    process being a subreaper, is reaped here; either way the forkserver has reaped the workers,
+    so their peak RSS arrives in this process's RUSAGE_CHILDREN. The CLI's own peak is sampled.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     subreaper = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
@@ -257,10 +270,10 @@ def child_check(source: str) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hubfuse", "check", source, "--json"], stdout=out, stderr=err
         )
-        returncode = proc.wait()
+        cli_peak = _sample_hwm(proc)
+        returncode = proc.returncode
         wall = time.perf_counter() - start
-        cli_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-        while True:  # the orphaned forkserver (and the resource tracker), now ours to reap
+        while True:  # an orphaned forkserver or resource tracker, now ours to reap
             try:
                 os.waitpid(-1, 0)
             except ChildProcessError:
@@ -283,6 +296,24 @@ def child_check(source: str) -> None:
             "workers_peak_rss": all_peak if subreaper else None,
         }
     )
+
+
+def _sample_hwm(proc: subprocess.Popen[Any], interval: float = 0.02) -> int | None:
+    """Wait for `proc`; its own peak RSS (VmHWM), read every `interval` while it runs.
+
+    Its rusage cannot tell it apart from the descendants it reaps (the forkserver, the workers).
+    """
+    peak = None
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak = int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            pass  # exiting: the last reading stands
+        time.sleep(interval)
+    return peak
 
 
 CHILDREN = {
@@ -701,8 +732,8 @@ def render(result: dict[str, Any]) -> str:
         f"load {_s(t['plain']['load_s'])}, save {_s(t['plain']['save_s'])}) | "
         f"{_s(over['plain_load_save_s'])} |",
         f"| check wall / plain load + save | {over['check_over_plain_load_save']:.1f}x |",
-        f"| peak RSS, CLI process | {_mb(check['cli_peak_rss'])} |",
-        f"| peak RSS, largest worker | {_mb(check['workers_peak_rss'])} |",
+        f"| peak RSS, CLI process (VmHWM sampled every 20 ms) | {_mb(check['cli_peak_rss'])} |",
+        f"| peak RSS, largest of the check's processes (the workers) | {_mb(check['workers_peak_rss'])} |",
         f"| peak RSS, plain load + save alone | {_mb(t['plain']['peak_rss'])} |",
         f"| CLI process imports torch (open_checkpoint) | {startup['parent_imports_torch']} "
         f"(RSS {_mb(startup['parent_rss_after_open'])} after it) |",
