@@ -52,10 +52,10 @@ def main() -> None:
     \b
     Exit codes:
       0  every requested family is safe (or: nothing left to do)
-      2  bad input: usage, unreadable checkpoint, repo or revision not found
+      2  bad input: usage, unreadable checkpoint, invalid spec, repo or revision not found
       3  at least one family is unsafe or could not be checked
       4  nothing to fuse in this model
-      5  authentication: no token, bad token, no write access, gated or private repo
+      5  authentication: no token, bad token, read-only token, no write access, gated repo
       6  the Hub kept failing after bounded retries
       7  conflict: the repo moved and could not be re-verified, or a name is taken
       8  a batch run stopped on its budget or the kill switch

@@ -15,7 +15,7 @@ class ExitCode(IntEnum):
     BAD_INPUT = 2  # usage, unreadable checkpoint, invalid spec, repo/revision not found
     UNSAFE = 3  # at least one requested family is unsafe or failed to check
     NOTHING_TO_FUSE = 4  # no requested family applies to this model
-    AUTH = 5  # no token, bad token, no write access, gated or private repo
+    AUTH = 5  # no token, bad token, read-only token, no write access, gated repo
     HUB = 6  # the Hub kept failing (5xx, 429, dropped connections) after bounded retries
     CONFLICT = 7  # the repo moved under us and could not be re-verified, or a name is taken
     BUDGET = 8  # a batch run stopped on its request budget or the kill switch
