@@ -11,7 +11,8 @@ transformers' sticky fusion registry:
 1. `python -m hubfuse check SOURCE --json` end to end: wall time, per-stage timings, verdict, peak
    RSS of the CLI process (VmHWM, sampled) and the largest of its workers' (`ru_maxrss`, which
    reaches this benchmark through the forkserver; it is a subreaper in case that outlives the CLI);
-2. where the time outside the stages goes: the parent's `open_checkpoint` and the forkserver start;
+2. where the time outside the stages goes: the parent's `open_checkpoint`, the forkserver start
+   and its stop;
 3. plain transformers `from_pretrained` + `save_pretrained` (its re-save is the comparison
    candidate), a fused load with both saves, and a plain reload of the fused layout: the
    transformers work that the check's stages wrap;
@@ -77,6 +78,10 @@ def _safetensors_files(folder: Path) -> list[Path]:
 
 def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in _safetensors_files(folder))
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def _mb(n: float | None) -> str:
@@ -241,6 +246,13 @@ def child_startup(source: str) -> None:
     with tempfile.NamedTemporaryFile(suffix=".log") as log_file:
         worker.run_isolated("probe_family_names", log_path=Path(log_file.name), timeout=300)
     t4 = time.perf_counter()
+    # Stopping the forkserver: at exit, by the CLI itself (hubfuse since 1b4c5c0) or by no one.
+    from multiprocessing import forkserver
+
+    stop = getattr(worker, "_stop_forkserver", None) or getattr(forkserver._forkserver, "_stop", None)
+    if stop is not None:
+        stop()
+    t5 = time.perf_counter()
     _emit(
         {
             "import_cli_s": t1 - t0,
@@ -249,6 +261,7 @@ def child_startup(source: str) -> None:
             "parent_rss_after_open": rss_after_open,
             "forkserver_start_s": t3 - t2,
             "warm_probe_roundtrip_s": t4 - t3,
+            "forkserver_stop_s": t5 - t4,  # waits for its interpreter shutdown (torch loaded)
         }
     )
 
@@ -441,7 +454,7 @@ def measure(data: Path, size_gb: float, keep: bool, repeat: int) -> dict[str, An
     result: dict[str, Any] = {
         "environment": environment(),
         "checkpoint": {
-            "path": str(source),
+            "path": _rel(source),
             "model_type": config["model_type"],
             "dtype": config.get("dtype"),
             "vision_depth": config["vision_config"]["depth"],
@@ -571,7 +584,7 @@ def compare_vs_cat(source: Path, resave: Path) -> dict[str, Any]:
     cat_gbps = file_bytes / cat_median / 1e9
     compare_gbps = read_bytes / compare_median / 1e9
     return {
-        "files": [str(f) for f in files],
+        "files": [_rel(f) for f in files],
         "file_bytes": file_bytes,
         "bytes_compared_per_side": first["bytes_compared_per_side"],
         "tensors_compared": first["tensors_compared"],
@@ -712,6 +725,7 @@ def render(result: dict[str, Any]) -> str:
         f"| outside the stages | {_s(check['outside_stages_s'])} | {_s(t['plain']['import_s'])} | "
         f"import torch + transformers (check: forkserver start, {_s(startup['forkserver_start_s'])} "
         f"measured alone; open_checkpoint in the CLI process, {_s(startup['open_checkpoint_s'])}; "
+        f"stopping the forkserver at exit, {_s(startup.get('forkserver_stop_s'))} measured alone; "
         "CLI start, scratch cleanup, report) |",
         f"| **total (wall)** | **{_s(check['wall_s'])}** | {_s(over['transformers_floor_s'])} | "
         "one import + every load and save (the two reloads overlap) |",
