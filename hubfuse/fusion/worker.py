@@ -61,12 +61,21 @@ def _get_context() -> BaseContext:
 
 
 def _stop_forkserver() -> None:
-    """Stop the forkserver with us: left alone it lingers for seconds holding our stdout open."""
+    """Stop the forkserver with us.
+
+    Left alone it lingers for seconds holding our stdout open; asked politely (closing its pipe)
+    it spends ~1.2 s tearing down torch and transformers. Every worker has returned by now, so
+    SIGTERM first: the stop then takes milliseconds.
+    """
     from multiprocessing import forkserver
 
-    stop = getattr(forkserver._forkserver, "_stop", None)
-    if stop is not None:
-        with contextlib.suppress(Exception):
+    server = forkserver._forkserver
+    pid = getattr(server, "_forkserver_pid", None)
+    with contextlib.suppress(Exception):
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+        stop = getattr(server, "_stop", None)
+        if stop is not None:
             stop()
 
 
