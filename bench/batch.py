@@ -32,13 +32,9 @@ Markdown. The data directory is deleted at the end unless `--keep`.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import os
-import platform
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -49,12 +45,32 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from _common import (
+    REPO,
+    become_subreaper,
+    bytes_received,
+    bytes_sent,
+    environment,
+    hub_server_pid,
+    human_bytes,
+    is_download,
+    isolate_hub_client,
+    machine_busy_cpu_s,
+    md_row,
+    md_rule,
+    other_busy_cores,
+    process_cpu_s,
+    reap_orphans,
+    reaped_children_cpu_s,
+    seed_repo,
+    self_cpu_s,
+    write_report,
+)
+
 USER = "bench-bot"
 SPEC_NAME = "bench-batch"
 SEED_THREADS = 8
 STARTUP_MARGIN_S = 30.0
-PR_SET_CHILD_SUBREAPER = 36
 MIN_REPOS = 4
 FIT_FACTOR = 1.2
 FIT_RESERVE_S = 90.0
@@ -89,8 +105,7 @@ def seed(endpoint: str, token: str, kinds: dict[str, str], checkpoints: dict[str
     api = HfApi(endpoint=endpoint, token=token)
 
     def one(repo_id: str) -> None:
-        api.create_repo(repo_id, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=str(checkpoints[kinds[repo_id]]))
+        seed_repo(api, repo_id, checkpoints[kinds[repo_id]])
 
     start = time.perf_counter()
     with ThreadPoolExecutor(SEED_THREADS) as pool:
@@ -117,65 +132,6 @@ def write_spec(folder: Path, org: str) -> Path:
 # --- running the shards --------------------------------------------------------------------------
 
 
-def _become_subreaper() -> bool:
-    """Orphans of the CLIs (their forkservers and workers) become our children: their CPU is counted."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _children(exclude: set[int]) -> list[int]:
-    me, found = os.getpid(), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in exclude:
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
-            found.append(int(entry.name))
-    return found
-
-
-def _reap_orphans(exclude: set[int], timeout: float = 60.0) -> float:
-    """Wait for the CLIs' leftover processes (not the hub server); seconds it took."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        pids = _children(exclude)
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
-    return time.perf_counter() - start
-
-
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _process_cpu_s(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_busy_s() -> float:
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def run_shards(
     spec: Path, shards: int, endpoint: str, token: str, work: Path, deadline: float, server_pid: int | None
 ) -> dict[str, Any]:
@@ -186,9 +142,9 @@ def run_shards(
     """
     procs = []
     exclude = {server_pid} if server_pid else set()
-    _reap_orphans(exclude)
-    cpu0, start = _cpu_busy_s(), time.perf_counter()
-    own0, children0, server0 = time.process_time(), _children_cpu_s(), _process_cpu_s(server_pid)
+    reap_orphans(exclude)
+    cpu0, start = machine_busy_cpu_s(), time.perf_counter()
+    own0, children0, server0 = self_cpu_s(), reaped_children_cpu_s(), process_cpu_s(server_pid)
     for index in range(1, shards + 1):
         folder = work / f"shard-{index}"
         folder.mkdir(parents=True)
@@ -244,19 +200,19 @@ def run_shards(
             }
         )
     wall = time.perf_counter() - start
-    busy = _cpu_busy_s() - cpu0
-    server_cpu = _process_cpu_s(server_pid) - server0
-    own_cpu = time.process_time() - own0
+    busy = machine_busy_cpu_s() - cpu0
+    server_cpu = process_cpu_s(server_pid) - server0
+    own_cpu = self_cpu_s() - own0
     # Forkservers outlive their CLI: wait for them, so that their CPU is counted (and not in the next run).
-    orphans_s = _reap_orphans(exclude)
-    hubfuse_cpu = _children_cpu_s() - children0
+    orphans_s = reap_orphans(exclude)
+    hubfuse_cpu = reaped_children_cpu_s() - children0
     return {
         "wall_s": round(wall, 2),
         "max_shard_wall_s": max(s["wall_s"] for s in shard_results),
         "cores_busy": round(busy / wall, 2),
         "hubfuse_cpu_s": round(hubfuse_cpu, 1),
         "server_cpu_s": round(server_cpu, 1),
-        "other_cores_busy": round(max(0.0, busy - hubfuse_cpu - server_cpu - own_cpu) / wall, 2),
+        "other_cores_busy": round(other_busy_cores(busy, hubfuse_cpu + server_cpu + own_cpu, wall), 2),
         "orphans_outlived_s": round(orphans_s, 2),
         "timed_out": timed_out,
         "shards": shard_results,
@@ -275,7 +231,7 @@ def request_kind(entry: dict[str, Any], org: str) -> str:
 
 
 def analyse(entries: list[dict[str, Any]], org: str, n: int) -> dict[str, Any]:
-    resolve = [e for e in entries if "/resolve/" in e["path"]]
+    resolve = [e for e in entries if is_download(e)]
     ledger_resolve = [e for e in resolve if e["path"].startswith("/datasets/")]
     model_resolve = [e for e in resolve if not e["path"].startswith("/datasets/")]
     kinds = Counter(request_kind(e, org) for e in entries)
@@ -287,11 +243,11 @@ def analyse(entries: list[dict[str, Any]], org: str, n: int) -> dict[str, Any]:
         "fixed_requests": len(entries) - per_repo,
         "errors": sum(1 for e in entries if e["status"] >= 400 or e["status"] == 0),
         "status_counts": dict(sorted(Counter(str(e["status"]) for e in entries).items())),
-        "bytes_sent": sum(e["bytes_sent"] for e in entries),
-        "bytes_received": sum(e.get("bytes_received", 0) for e in entries),
-        "model_file_bytes": sum(e["bytes_sent"] for e in model_resolve),
+        "bytes_sent": bytes_sent(entries),
+        "bytes_received": bytes_received(entries),
+        "model_file_bytes": bytes_sent(model_resolve),
         "model_file_requests": len(model_resolve),
-        "ledger_file_bytes": sum(e["bytes_sent"] for e in ledger_resolve),
+        "ledger_file_bytes": bytes_sent(ledger_resolve),
         "ledger_file_requests": len(ledger_resolve),
         "by_kind": dict(kinds.most_common()),
     }
@@ -382,8 +338,9 @@ def scenario(
             continue
         print(f"[{org}] {run} run, {shards} shard(s) ...", file=sys.stderr, flush=True)
         hub.clear_requests()
-        server_pid = hub._process.pid if hub._process is not None else None
-        ran = run_shards(spec, shards, hub.endpoint, token, work / f"{org}-{run}", deadline, server_pid)
+        ran = run_shards(
+            spec, shards, hub.endpoint, token, work / f"{org}-{run}", deadline, hub_server_pid(hub)
+        )
         entries = hub.requests()
         (work / f"{org}-{run}" / "requests.json").write_text(json.dumps(entries))
         ran["server"] = analyse(entries, org, n)
@@ -409,32 +366,6 @@ def scenario(
 
 
 # --- report --------------------------------------------------------------------------------------
-
-
-def environment() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout
-
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "hubfuse").strip())
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "hubfuse_commit": git("rev-parse", "--short", "HEAD").strip() + ("-dirty" if dirty else ""),
-        "python": platform.python_version(),
-        "torch": version("torch"),
-        "transformers": version("transformers"),
-        "huggingface_hub": version("huggingface_hub"),
-        "cpus": os.cpu_count(),
-    }
-
-
-def _bytes(n: int) -> str:
-    if n >= 1e6:
-        return f"{n / 1e6:.1f} MB"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f} kB"
-    return f"{n} B"
 
 
 def render(result: dict[str, Any]) -> str:
@@ -472,8 +403,8 @@ def render(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {run} | {wall} | {ran['per_repo_wall_s']:.2f} s "
                 f"| {ran['hubfuse_cpu_s']:.0f} s / {ran['server_cpu_s']:.1f} s | {ran['other_cores_busy']:.2f} cores "
-                f"| {srv['requests']} | {srv['requests_per_repo']:.2f} | {_bytes(srv['model_file_bytes'])} "
-                f"| {_bytes(srv['ledger_file_bytes'])} | {_bytes(srv['bytes_sent'])} | {outcomes} |"
+                f"| {srv['requests']} | {srv['requests_per_repo']:.2f} | {human_bytes(srv['model_file_bytes'])} "
+                f"| {human_bytes(srv['ledger_file_bytes'])} | {human_bytes(srv['bytes_sent'])} | {outcomes} |"
             )
     lines += ["", "## Seeding and checks", ""]
     lines += [
@@ -489,7 +420,7 @@ def render(result: dict[str, Any]) -> str:
             continue
         lines.append(
             f"| {sc['shards']} shard(s) | {seeding} | {chk['ledger_records']} / {sc['repos']} "
-            f"| {len(chk['ledger_missing'])} | {_bytes(chk['ledger_bytes'])} / {chk['ledger_commits']} "
+            f"| {len(chk['ledger_missing'])} | {human_bytes(chk['ledger_bytes'])} / {chk['ledger_commits']} "
             f"| {chk['open_hubfuse_prs']} (expected {sc['qwen3_vl_repos']}) | {len(chk['repos_with_wrong_prs'])} "
             f"| {', '.join(map(str, chk['shard_sizes']))} |"
         )
@@ -519,9 +450,9 @@ def render(result: dict[str, Any]) -> str:
                 f"({srv['per_repo_requests']} name one of the {sc['repos']} repos, {srv['fixed_requests']} do not; "
                 f"status {srv['status_counts']}).",
                 "",
-                "| requests | kind |",
-                "|---:|---|",
-                *[f"| {count} | `{kind}` |" for kind, count in srv["by_kind"].items()],
+                md_row("requests", "kind"),
+                md_rule("---:", "---"),
+                *[md_row(count, f"`{kind}`") for kind, count in srv["by_kind"].items()],
                 "",
             ]
     if result.get("notes"):
@@ -611,17 +542,14 @@ def main(argv: list[str] | None = None) -> None:
     work = data / "runs"
     work.mkdir(parents=True)
 
-    # Before huggingface_hub is imported: classic LFS uploads, and no use of the user's own cache.
-    os.environ["HF_HUB_DISABLE_XET"] = "1"
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    os.environ["HF_HOME"] = str(data / "bench-hf-home")
+    isolate_hub_client(data / "bench-hf-home")  # before huggingface_hub is imported
     from hubfuse.localhub import LocalHub
 
-    subreaper = _become_subreaper()
+    subreaper = become_subreaper()
 
     start = time.perf_counter()
     result: dict[str, Any] = {
-        "environment": environment(),
+        "environment": environment(("torch", "transformers", "huggingface_hub"), dirty_paths=("hubfuse",)),
         "repos": args.repos,
         "plain_every": args.plain_every,
         "max_minutes": args.max_minutes,
@@ -651,10 +579,7 @@ def main(argv: list[str] | None = None) -> None:
     result["benchmark_wall_s"] = round(time.perf_counter() - start, 1)
     result["notes"] = notes(result)
     markdown = render(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown)
-    print(markdown)
+    write_report(args.out, result, markdown)
 
 
 if __name__ == "__main__":

@@ -35,26 +35,46 @@ checkpoint is reused from `--data` if a complete one is there (`large-qwen3_vl/`
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import os
-import platform
-import resource
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-MODEL_TYPE = "qwen3_vl"  # the patch_embeddings fusion is safe for it on transformers 5.24
+from _common import (
+    LARGE_MODEL_TYPE,
+    LARGE_SHARD_SIZE,
+    REPO,
+    become_subreaper,
+    bytes_received,
+    bytes_sent,
+    environment,
+    hub_server_pid,
+    human_bytes,
+    is_download,
+    isolate_hub_client,
+    large_checkpoint_folder,
+    machine_busy_cpu_s,
+    md_row,
+    md_rule,
+    other_busy_cores,
+    process_cpu_s,
+    reap_orphans,
+    reaped_children_cpu_s,
+    safetensors_bytes,
+    seed_repo,
+    shown_path,
+    write_report,
+)
+
 NAMESPACE = "bench"
 USER = "bench-user"
-PR_SET_CHILD_SUBREAPER = 36
 STAGES = ["startup", "resolve", "pull", "verify", "config_pr", "variant", "exit"]
 STAGE_HELP = {
     "startup": "process start -> first request (interpreter, imports)",
@@ -94,11 +114,7 @@ def checkpoint_complete(folder: Path, size_gb: float) -> bool:
     except (OSError, ValueError, KeyError, struct.error):
         return False
     total = sum(f.stat().st_size for f in files)
-    return config.get("model_type") == MODEL_TYPE and abs(total - size_gb * 1e9) <= 0.1 * size_gb * 1e9
-
-
-def _weights_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    return config.get("model_type") == LARGE_MODEL_TYPE and abs(total - size_gb * 1e9) <= 0.1 * size_gb * 1e9
 
 
 def _need_disk(folder: Path, needed: float, what: str) -> None:
@@ -111,7 +127,7 @@ def _need_disk(folder: Path, needed: float, what: str) -> None:
 
 
 def large_source(data: Path, size_gb: float) -> tuple[Path, dict[str, Any]]:
-    for folder in (data / f"large-{MODEL_TYPE}", data / f"{MODEL_TYPE}-bf16-{size_gb:g}GB"):
+    for folder in (data / f"large-{LARGE_MODEL_TYPE}", large_checkpoint_folder(data, size_gb)):
         if checkpoint_complete(folder, size_gb):
             return folder, {"origin": "reused"}
     own = data / "publish-large"
@@ -126,7 +142,7 @@ def large_source(data: Path, size_gb: float) -> tuple[Path, dict[str, Any]]:
         "import sys, torch\n"
         "from hubfuse.synth import make_large_vision_checkpoint\n"
         "make_large_vision_checkpoint(sys.argv[1], target_bytes=float(sys.argv[2]) * 1e9,"
-        f" dtype=torch.bfloat16, model_type={MODEL_TYPE!r}, max_shard_size='500MB')\n"
+        f" dtype=torch.bfloat16, model_type={LARGE_MODEL_TYPE!r}, max_shard_size={LARGE_SHARD_SIZE!r})\n"
     )
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", script, str(partial), str(size_gb)], check=True)
@@ -142,68 +158,6 @@ def tiny_source(folder: Path) -> tuple[Path, dict[str, Any]]:
     return folder, {"origin": "generated (write_demo_checkpoint)"}
 
 
-# --- processes and CPU ---------------------------------------------------------------------------
-
-
-def _become_subreaper() -> bool:
-    """Orphans of the CLI (its forkserver) become our children, so we can wait for them."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _children(exclude: set[int]) -> list[int]:
-    me, found = os.getpid(), []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in exclude:
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
-            found.append(int(entry.name))
-    return found
-
-
-def _reap_orphans(exclude: set[int], timeout: float = 60.0) -> float:
-    """Wait for the CLI's orphans (not for the hub server); seconds it took."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        pids = _children(exclude)
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
-    return time.perf_counter() - start
-
-
-def _cpu_busy_s() -> float:
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _process_cpu_s(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # --- one CLI run ---------------------------------------------------------------------------------
 
 
@@ -211,7 +165,7 @@ def run_cli(repo_id: str, env: dict[str, str], logs: Path, server_pid: int | Non
     logs.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "hubfuse", "publish", repo_id, "--variant", "--json"]
     stdout, stderr = logs / "stdout.json", logs / "stderr.log"
-    busy0, children0, server0 = _cpu_busy_s(), _children_cpu_s(), _process_cpu_s(server_pid)
+    busy0, children0, server0 = machine_busy_cpu_s(), reaped_children_cpu_s(), process_cpu_s(server_pid)
     with stdout.open("w") as out, stderr.open("w") as err:
         t_start = time.time()
         start = time.perf_counter()
@@ -219,10 +173,10 @@ def run_cli(repo_id: str, env: dict[str, str], logs: Path, server_pid: int | Non
         exit_code = process.wait()
         wall = time.perf_counter() - start
         t_end = time.time()
-    linger = _reap_orphans({server_pid} if server_pid else set())
+    linger = reap_orphans({server_pid} if server_pid else set())
     elapsed = time.perf_counter() - start
-    cli_cpu = _children_cpu_s() - children0
-    server_cpu = _process_cpu_s(server_pid) - server0
+    cli_cpu = reaped_children_cpu_s() - children0
+    server_cpu = process_cpu_s(server_pid) - server0
     text = stdout.read_text()
     try:
         report = json.loads(text)
@@ -240,7 +194,9 @@ def run_cli(repo_id: str, env: dict[str, str], logs: Path, server_pid: int | Non
         "orphans_exit_after_s": round(linger, 3),
         "cli_cpu_s": round(cli_cpu, 2),
         "server_cpu_s": round(server_cpu, 2),
-        "other_busy_cores": round(max(_cpu_busy_s() - busy0 - cli_cpu - server_cpu, 0.0) / elapsed, 2),
+        "other_busy_cores": round(
+            other_busy_cores(machine_busy_cpu_s() - busy0, cli_cpu + server_cpu, elapsed), 2
+        ),
         "report": report,
         "pull_log_s": _pull_group_s(stderr.read_text()),
     }
@@ -264,17 +220,13 @@ def _end(entry: dict[str, Any]) -> float:
     return entry["time"] + entry["duration_ms"] / 1000
 
 
-def _is_download(entry: dict[str, Any]) -> bool:
-    return "/resolve/" in entry["path"]
-
-
 def _summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "requests": len(entries),
-        "bytes_sent": sum(e["bytes_sent"] for e in entries),
-        "bytes_received": sum(e["bytes_received"] for e in entries),
-        "download_bytes": sum(e["bytes_sent"] for e in entries if _is_download(e)),
-        "download_requests": sum(1 for e in entries if _is_download(e)),
+        "bytes_sent": bytes_sent(entries),
+        "bytes_received": bytes_received(entries),
+        "download_bytes": bytes_sent(e for e in entries if is_download(e)),
+        "download_requests": sum(1 for e in entries if is_download(e)),
     }
 
 
@@ -342,20 +294,16 @@ def measure_model(name: str, source: Path, origin: dict[str, Any], work: Path) -
         "source": {
             "path": str(source),
             "files": sorted(p.name for p in source.iterdir() if p.is_file() and not p.name.startswith(".")),
-            "weights_bytes": _weights_bytes(source),
+            "weights_bytes": safetensors_bytes(source),
             **origin,
         },
     }
     with LocalHub(work / "hub", subprocess=True) as server:
-        process = getattr(server, "_process", None)
-        server_pid = process.pid if process is not None else None
+        server_pid = hub_server_pid(server)
         token = server.add_token(USER, "write", orgs=[NAMESPACE])
         api = HfApi(endpoint=server.endpoint, token=token)
         start = time.perf_counter()
-        api.create_repo(repo_id)
-        api.upload_folder(
-            repo_id=repo_id, folder_path=str(source), commit_message="seed", ignore_patterns=[".*"]
-        )
+        seed_repo(api, repo_id, source)
         result["seed_s"] = round(time.perf_counter() - start, 2)
 
         env = {
@@ -429,52 +377,19 @@ def _rerun_summary(run: dict[str, Any]) -> dict[str, Any]:
 # --- report --------------------------------------------------------------------------------------
 
 
-def environment() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout
-
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "hubfuse").strip())
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "hubfuse_commit": git("rev-parse", "--short", "HEAD").strip() + ("-dirty" if dirty else ""),
-        "python": platform.python_version(),
-        "torch": version("torch"),
-        "transformers": version("transformers"),
-        "huggingface_hub": version("huggingface_hub"),
-        "cpus": os.cpu_count(),
-    }
-
-
 def _s(x: float | None) -> str:
     if x is None:
         return "-"
     return f"{x * 1000:.0f} ms" if x < 0.1 else f"{x:.2f} s"
 
 
-def _shown(path: Path) -> str:
-    try:
-        return str(path.relative_to(REPO))
-    except ValueError:
-        return str(path)
-
-
-def _bytes(n: int) -> str:
-    if n >= 1e9:
-        return f"{n / 1e9:.2f} GB"
-    if n >= 1e6:
-        return f"{n / 1e6:.1f} MB"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f} kB"
-    return f"{n} B"
-
-
 def render(result: dict[str, Any]) -> str:
     env, models = result["environment"], result["models"]
     names = [m["model"] for m in models]
-    head = "| | " + " | ".join(names) + " |"
-    rule = "|---|" + "---:|" * len(models)
+
+    def per_model(label: str, cell: Callable[[dict[str, Any]], str], *tail: str) -> str:
+        return md_row(label, *(cell(m) for m in models), *tail)
+
     lines = [
         "# bench/publish.py",
         "",
@@ -486,8 +401,8 @@ def render(result: dict[str, Any]) -> str:
     for m in models:
         src = m["source"]
         lines.append(
-            f"- `{m['model']}`: {_bytes(src['weights_bytes'])} of safetensors, {len(src['files'])} files "
-            f"({src['origin']}, `{_shown(Path(src['path']))}/`"
+            f"- `{m['model']}`: {human_bytes(src['weights_bytes'])} of safetensors, {len(src['files'])} files "
+            f"({src['origin']}, `{shown_path(Path(src['path']))}/`"
             f"{' in ' + _s(src['generate_s']) if 'generate_s' in src else ''}); "
             f"seeded into the hub in {_s(m['seed_s'])}."
         )
@@ -499,8 +414,8 @@ def render(result: dict[str, Any]) -> str:
         "taken from the same run: the server's request log cut at the pipeline's landmarks "
         "(time, requests, bytes the server sent / received per stage).",
         "",
-        "| stage | " + " | ".join(names) + " | what |",
-        "|---|" + "---:|" * len(models) + "---|",
+        md_row("stage", *names, "what"),
+        md_rule("---", *["---:"] * len(models), "---"),
     ]
     for stage in STAGES:
         cells = []
@@ -508,97 +423,92 @@ def render(result: dict[str, Any]) -> str:
             st = m["first_run"]["stages"][stage]
             extra = ""
             if st["requests"]:
-                extra = f" ({st['requests']} req, {_bytes(st['bytes_sent'])} down"
-                extra += f", {_bytes(st['bytes_received'])} up)" if st["bytes_received"] else ")"
+                extra = f" ({st['requests']} req, {human_bytes(st['bytes_sent'])} down"
+                extra += f", {human_bytes(st['bytes_received'])} up)" if st["bytes_received"] else ")"
             cells.append(_s(st["s"]) + extra)
-        lines.append(f"| {stage} | " + " | ".join(cells) + f" | {STAGE_HELP[stage]} |")
+        lines.append(md_row(stage, *cells, STAGE_HELP[stage]))
         if stage == "verify":
             stage_names: list[str] = []
             for m in models:
                 for timings in m["first_run"]["check_timings"].values():
                     stage_names += [k for k in timings if k not in stage_names]
             for sub in stage_names:
-                cells = [
-                    _s(next(iter(m["first_run"]["check_timings"].values()), {}).get(sub)) for m in models
-                ]
-                lines.append(f"| &nbsp;&nbsp;check: {sub} | " + " | ".join(cells) + " | report `timings` |")
+                lines.append(
+                    per_model(
+                        f"&nbsp;&nbsp;check: {sub}",
+                        lambda m, sub=sub: _s(
+                            next(iter(m["first_run"]["check_timings"].values()), {}).get(sub)
+                        ),
+                        "report `timings`",
+                    )
+                )
+    first = [m["first_run"] for m in models]
+    second = [m["second_run"] for m in models]
     lines += [
-        "| **total (wall)** | "
-        + " | ".join(f"**{_s(m['first_run']['wall_s'])}**" for m in models)
-        + " | Popen -> exit |",
+        per_model("**total (wall)**", lambda m: f"**{_s(m['first_run']['wall_s'])}**", "Popen -> exit"),
         "",
-        head,
-        rule,
-        "| verdict / actions | "
-        + " | ".join(f"{m['first_run']['verdict']}; {', '.join(m['first_run']['actions'])}" for m in models)
-        + " |",
-        "| HTTP requests | " + " | ".join(str(m["first_run"]["requests"]) for m in models) + " |",
-        "| bytes sent by the server (downloads + API responses) | "
-        + " | ".join(_bytes(m["first_run"]["bytes_sent"]) for m in models)
-        + " |",
-        "| of which file downloads (`/resolve/`) | "
-        + " | ".join(_bytes(m["first_run"]["download_bytes"]) for m in models)
-        + " |",
-        "| bytes received by the server (uploads, commits) | "
-        + " | ".join(_bytes(m["first_run"]["bytes_received"]) for m in models)
-        + " |",
-        "| pull, hubfuse's own timer (`==> pull`) | "
-        + " | ".join(_s(m["first_run"]["pull_log_s"]) for m in models)
-        + " |",
-        "| CPU time: CLI + workers / hub server | "
-        + " | ".join(
-            f"{m['first_run']['cli_cpu_s']:.1f} s / {m['first_run']['server_cpu_s']:.1f} s" for m in models
-        )
-        + " |",
-        "| forkserver exit after the CLI's | "
-        + " | ".join(_s(m["first_run"]["orphans_exit_after_s"]) for m in models)
-        + " |",
-        "| cores kept busy by other processes | "
-        + " | ".join(f"{m['first_run']['other_busy_cores']:.2f}" for m in models)
-        + " |",
+        md_row("", *names),
+        md_rule("---", *["---:"] * len(models)),
+        per_model(
+            "verdict / actions",
+            lambda m: f"{m['first_run']['verdict']}; {', '.join(m['first_run']['actions'])}",
+        ),
+        md_row("HTTP requests", *(r["requests"] for r in first)),
+        md_row(
+            "bytes sent by the server (downloads + API responses)",
+            *(human_bytes(r["bytes_sent"]) for r in first),
+        ),
+        md_row("of which file downloads (`/resolve/`)", *(human_bytes(r["download_bytes"]) for r in first)),
+        md_row(
+            "bytes received by the server (uploads, commits)",
+            *(human_bytes(r["bytes_received"]) for r in first),
+        ),
+        md_row("pull, hubfuse's own timer (`==> pull`)", *(_s(r["pull_log_s"]) for r in first)),
+        md_row(
+            "CPU time: CLI + workers / hub server",
+            *(f"{r['cli_cpu_s']:.1f} s / {r['server_cpu_s']:.1f} s" for r in first),
+        ),
+        md_row("forkserver exit after the CLI's", *(_s(r["orphans_exit_after_s"]) for r in first)),
+        md_row("cores kept busy by other processes", *(f"{r['other_busy_cores']:.2f}" for r in first)),
         "",
         "## Second run: nothing to do",
         "",
         "The same command again, same HF_HOME and HUBFUSE_CACHE.",
         "",
-        "| | " + " | ".join(names) + " | target |",
-        "|---|" + "---:|" * len(models) + "---|",
-        "| wall time | " + " | ".join(_s(m["second_run"]["wall_s"]) for m in models) + " | |",
-        "| of which startup (to the first request) | "
-        + " | ".join(_s(m["second_run"]["startup_s"]) for m in models)
-        + " | |",
-        "| HTTP requests | "
-        + " | ".join(str(m["second_run"]["requests"]) for m in models)
-        + " | a handful |",
-        "| bytes of file downloads (`/resolve/` responses) | "
-        + " | ".join(
-            f"{_bytes(m['second_run']['download_bytes'])} ({m['second_run']['download_requests']} req)"
-            for m in models
-        )
-        + " | 0 |",
-        "| all bytes sent by the server | "
-        + " | ".join(_bytes(m["second_run"]["bytes_sent"]) for m in models)
-        + " | |",
-        "| verdict from cache / actions | "
-        + " | ".join(
-            f"{m['second_run']['verdict_from_cache']}; {', '.join(m['second_run']['actions'])}"
-            for m in models
-        )
-        + " | |",
-        "| third run: wall time / requests / bytes of file downloads | "
-        + " | ".join(
-            f"{_s(m['third_run']['wall_s'])} / {m['third_run']['requests']} / "
-            f"{_bytes(m['third_run']['download_bytes'])}"
-            for m in models
-        )
-        + " | |",
+        md_row("", *names, "target"),
+        md_rule("---", *["---:"] * len(models), "---"),
+        md_row("wall time", *(_s(r["wall_s"]) for r in second), ""),
+        md_row("of which startup (to the first request)", *(_s(r["startup_s"]) for r in second), ""),
+        md_row("HTTP requests", *(r["requests"] for r in second), "a handful"),
+        md_row(
+            "bytes of file downloads (`/resolve/` responses)",
+            *(f"{human_bytes(r['download_bytes'])} ({r['download_requests']} req)" for r in second),
+            "0",
+        ),
+        md_row("all bytes sent by the server", *(human_bytes(r["bytes_sent"]) for r in second), ""),
+        md_row(
+            "verdict from cache / actions",
+            *(f"{r['verdict_from_cache']}; {', '.join(r['actions'])}" for r in second),
+            "",
+        ),
+        md_row(
+            "third run: wall time / requests / bytes of file downloads",
+            *(
+                f"{_s(r['wall_s'])} / {r['requests']} / {human_bytes(r['download_bytes'])}"
+                for r in (m["third_run"] for m in models)
+            ),
+            "",
+        ),
         "",
     ]
     for m in models:
         lines += [f"Requests of the second run, `{m['model']}`:", ""]
-        lines += ["| # | method | path | status | bytes sent |", "|---:|---|---|---:|---:|"]
+        lines += [
+            md_row("#", "method", "path", "status", "bytes sent"),
+            md_rule("---:", "---", "---", "---:", "---:"),
+        ]
         for i, r in enumerate(m["second_run"]["requests_list"], 1):
-            lines.append(f"| {i} | {r['method']} | `{r['path']}` | {r['status']} | {r['bytes_sent']} |")
+            lines.append(md_row(i, r["method"], f"`{r['path']}`", r["status"], r["bytes_sent"]))
         lines.append("")
     lines.append(f"Benchmark wall time: {result['benchmark_wall_s']:.0f} s.")
     lines.append("")
@@ -621,16 +531,17 @@ def main(argv: list[str] | None = None) -> None:
     shutil.rmtree(runs, ignore_errors=True)
     runs.mkdir(parents=True)
 
-    # Before huggingface_hub is imported: classic LFS uploads, and no use of the user's own cache.
-    os.environ["HF_HUB_DISABLE_XET"] = "1"
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    os.environ["HF_HOME"] = str(runs / "bench-hf-home")
+    isolate_hub_client(runs / "bench-hf-home")  # before huggingface_hub is imported
     os.environ["TMPDIR"] = str(runs)
     tempfile.tempdir = None  # recomputed from TMPDIR
-    subreaper = _become_subreaper()
+    subreaper = become_subreaper()
 
     start = time.perf_counter()
-    result: dict[str, Any] = {"environment": environment(), "subreaper": subreaper, "models": []}
+    result: dict[str, Any] = {
+        "environment": environment(("torch", "transformers", "huggingface_hub"), dirty_paths=("hubfuse",)),
+        "subreaper": subreaper,
+        "models": [],
+    }
     try:
         _need_disk(data, 1e9, "the tiny run")
         tiny, origin = tiny_source(runs / "tiny-source")
@@ -648,10 +559,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(runs, ignore_errors=True)
     result["benchmark_wall_s"] = round(time.perf_counter() - start, 1)
     markdown = render(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown)
-    print(markdown)
+    write_report(args.out, result, markdown)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ deleted unless `--keep`. Steps 1-3 run `--repeat` times (default 3), interleaved
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
@@ -43,12 +42,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-MODEL_TYPE = "qwen3_vl"  # the fusion is safe for its vision tower on transformers 5.24
+from _common import (
+    LARGE_MODEL_TYPE,
+    LARGE_SHARD_SIZE,
+    REPO,
+    become_subreaper,
+    environment,
+    large_checkpoint_folder,
+    machine_busy_cpu_s,
+    memory_status,
+    other_busy_cores,
+    reaped_children_cpu_s,
+    safetensors_bytes,
+    safetensors_files,
+    self_cpu_s,
+    shown_path,
+    wait_sampling_peak_rss,
+    write_report,
+)
+
 FAMILY = "patch_embeddings"
-SHARD_SIZE = "500MB"
 RESULT_MARK = "BENCH_RESULT "
-PR_SET_CHILD_SUBREAPER = 36
 ROUNDS = 3
 CHILD_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -56,32 +70,9 @@ CHILD_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENI
 # --- helpers shared by the parent and the children --------------------------------------------
 
 
-def _proc_status() -> dict[str, int]:
-    """VmRSS and VmHWM of this process, in bytes."""
-    values = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) * 1024
-    return values
-
-
 def _emit(result: dict[str, Any]) -> None:
     sys.stdout.write(RESULT_MARK + json.dumps(result) + "\n")
     sys.stdout.flush()
-
-
-def _safetensors_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.safetensors"))
-
-
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in _safetensors_files(folder))
-
-
-def _rel(path: Path) -> str:
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def _mb(n: float | None) -> str:
@@ -117,10 +108,10 @@ def child_generate(out: str, size_gb: str) -> None:
         out,
         target_bytes=float(size_gb) * 1e9,
         dtype=torch.bfloat16,
-        model_type=MODEL_TYPE,
-        max_shard_size=SHARD_SIZE,
+        model_type=LARGE_MODEL_TYPE,
+        max_shard_size=LARGE_SHARD_SIZE,
     )
-    _emit({"wall_s": time.perf_counter() - start, "peak_rss": _proc_status()["VmHWM"]})
+    _emit({"wall_s": time.perf_counter() - start, "peak_rss": memory_status()["VmHWM"]})
 
 
 def _model_class(path: str) -> Any:
@@ -155,7 +146,7 @@ def child_plain(source: str, out: str) -> None:
             "import_s": t1 - t0,
             "load_s": t2 - t1,
             "save_s": t3 - t2,
-            "peak_rss": _proc_status()["VmHWM"],
+            "peak_rss": memory_status()["VmHWM"],
         }
     )
 
@@ -180,7 +171,7 @@ def child_fused(source: str, out_original: str, out_fused: str) -> None:
             "load_s": t2 - t1,
             "save_original_s": t3 - t2,
             "save_fused_s": t4 - t3,
-            "peak_rss": _proc_status()["VmHWM"],
+            "peak_rss": memory_status()["VmHWM"],
         }
     )
 
@@ -195,17 +186,17 @@ def child_reload(path: str) -> None:
     t1 = time.perf_counter()
     cls.from_pretrained(path, dtype="auto")
     t2 = time.perf_counter()
-    _emit({"import_s": t1 - t0, "load_s": t2 - t1, "peak_rss": _proc_status()["VmHWM"]})
+    _emit({"import_s": t1 - t0, "load_s": t2 - t1, "peak_rss": memory_status()["VmHWM"]})
 
 
 def child_compare(source: str, candidate: str) -> None:
     from hubfuse.verify import compare_checkpoints
 
-    baseline = _proc_status()
+    baseline = memory_status()
     start = time.perf_counter()
     comparison = compare_checkpoints(source, candidate)
     wall = time.perf_counter() - start
-    end = _proc_status()
+    end = memory_status()
     _emit(
         {
             "wall_s": wall,
@@ -230,7 +221,7 @@ def child_startup(source: str) -> None:
     checkpoint = open_checkpoint(source)
     t2 = time.perf_counter()
     torch_after_open = "torch" in sys.modules
-    rss_after_open = _proc_status()["VmRSS"]
+    rss_after_open = memory_status()["VmRSS"]
 
     from hubfuse.fusion import check, worker
     from hubfuse.fusion.families import family_names
@@ -274,8 +265,7 @@ def child_check(source: str) -> None:
     process being a subreaper, is reaped here; either way the forkserver has reaped the workers,
     so their peak RSS arrives in this process's RUSAGE_CHILDREN. The CLI's own peak is sampled.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    subreaper = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    subreaper = become_subreaper()
     # Files, not pipes: the forkserver inherits the CLI's stdout and stderr and outlives it
     # briefly, so reading pipes to EOF would time the forkserver's shutdown as well.
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -283,7 +273,7 @@ def child_check(source: str) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hubfuse", "check", source, "--json"], stdout=out, stderr=err
         )
-        cli_peak = _sample_hwm(proc)
+        cli_peak = wait_sampling_peak_rss(proc)
         returncode = proc.returncode
         wall = time.perf_counter() - start
         while True:  # an orphaned forkserver or resource tracker, now ours to reap
@@ -309,24 +299,6 @@ def child_check(source: str) -> None:
             "workers_peak_rss": all_peak if subreaper else None,
         }
     )
-
-
-def _sample_hwm(proc: subprocess.Popen[Any], interval: float = 0.02) -> int | None:
-    """Wait for `proc`; its own peak RSS (VmHWM), read every `interval` while it runs.
-
-    Its rusage cannot tell it apart from the descendants it reaps (the forkserver, the workers).
-    """
-    peak = None
-    while proc.poll() is None:
-        try:
-            with open(f"/proc/{proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        peak = int(line.split()[1]) * 1024
-        except (OSError, ValueError):
-            pass  # exiting: the last reading stands
-        time.sleep(interval)
-    return peak
 
 
 CHILDREN = {
@@ -372,7 +344,7 @@ def time_cat(files: list[Path]) -> float:
 
 
 def ensure_source(data: Path, size_gb: float) -> tuple[Path, dict[str, Any] | None]:
-    source = data / f"{MODEL_TYPE}-bf16-{size_gb:g}GB"
+    source = large_checkpoint_folder(data, size_gb)
     marker = source / ".complete"
     if marker.is_file():
         from hubfuse.verify import index_checkpoint
@@ -399,69 +371,36 @@ def _need_disk(folder: Path, needed: float) -> None:
         )
 
 
-def environment() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-    ).stdout.strip()
-    dirty = bool(
-        subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-    )
+def _environment() -> dict[str, Any]:
     with open("/proc/meminfo") as f:
         mem_total = int(next(line for line in f if line.startswith("MemTotal")).split()[1]) * 1024
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "hubfuse_commit": commit + ("-dirty" if dirty else ""),
-        "python": platform.python_version(),
-        "torch": version("torch"),
-        "transformers": version("transformers"),
-        "cpus": os.cpu_count(),
-        "mem_total": mem_total,
-        "kernel": platform.release(),
-    }
-
-
-def _cpu_busy_s() -> float:
-    """CPU seconds spent busy by the whole machine (all processes, all cores) since boot."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return {**environment(("torch", "transformers")), "mem_total": mem_total, "kernel": platform.release()}
 
 
 def _own_cpu_s() -> float:
     """CPU seconds of this process and every descendant it has reaped (the check's workers too)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return self_cpu_s() + reaped_children_cpu_s()
 
 
 def measure(data: Path, size_gb: float, keep: bool, repeat: int) -> dict[str, Any]:
     start = time.perf_counter()
-    busy0, own0 = _cpu_busy_s(), _own_cpu_s()
+    busy0, own0 = machine_busy_cpu_s(), _own_cpu_s()
     load_before = os.getloadavg()
     source, generated = ensure_source(data, size_gb)
     _need_disk(data, size_gb * 1e9 * 3.5)
     config = json.loads((source / "config.json").read_text())
-    source_files = _safetensors_files(source)
+    source_files = safetensors_files(source)
     result: dict[str, Any] = {
-        "environment": environment(),
+        "environment": _environment(),
         "checkpoint": {
-            "path": _rel(source),
+            "path": shown_path(source),
             "model_type": config["model_type"],
             "dtype": config.get("dtype"),
             "vision_depth": config["vision_config"]["depth"],
             "vision_width": config["vision_config"]["hidden_size"],
             "text_width": config["text_config"]["hidden_size"],
             "files": len(source_files),
-            "bytes": _folder_bytes(source),
+            "bytes": safetensors_bytes(source),
             "generated": generated,  # None: reused from an earlier run
         },
     }
@@ -513,7 +452,7 @@ def measure(data: Path, size_gb: float, keep: bool, repeat: int) -> dict[str, An
     result["machine_load"] = {
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
-        "foreign_cpu_cores": ((_cpu_busy_s() - busy0) - (_own_cpu_s() - own0)) / wall,
+        "foreign_cpu_cores": other_busy_cores(machine_busy_cpu_s() - busy0, _own_cpu_s() - own0, wall),
     }
     return result
 
@@ -569,7 +508,7 @@ def _summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def compare_vs_cat(source: Path, resave: Path) -> dict[str, Any]:
-    files = _safetensors_files(source) + _safetensors_files(resave)
+    files = safetensors_files(source) + safetensors_files(resave)
     file_bytes = sum(f.stat().st_size for f in files)
     time_cat(files)  # warm-up: both checkpoints in the page cache
     run_child("compare", str(source), str(resave))
@@ -584,7 +523,7 @@ def compare_vs_cat(source: Path, resave: Path) -> dict[str, Any]:
     cat_gbps = file_bytes / cat_median / 1e9
     compare_gbps = read_bytes / compare_median / 1e9
     return {
-        "files": [_rel(f) for f in files],
+        "files": [shown_path(f) for f in files],
         "file_bytes": file_bytes,
         "bytes_compared_per_side": first["bytes_compared_per_side"],
         "tensors_compared": first["tensors_compared"],
@@ -800,10 +739,7 @@ def main(argv: list[str] | None = None) -> None:
     data = args.data.resolve()
     result = measure(data, args.size_gb, args.keep, max(1, args.repeat))
     markdown = render(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown)
-    print(markdown)
+    write_report(args.out, result, markdown)
 
 
 if __name__ == "__main__":
