@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from cli_env import hubfuse_env, run_hubfuse
 from huggingface_hub import HfApi
 
 from hubfuse.localhub import LocalHub
@@ -51,21 +52,8 @@ def spec_file(tmp_path: Path, text: str = SPEC, name: str = "spec.yml") -> Path:
 
 
 def hubfuse(hub, tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {
-        **os.environ,
-        "HF_ENDPOINT": hub.endpoint,
-        "HF_TOKEN": hub.token,
-        "HF_HOME": str(tmp_path / "hf-home"),
-        "HUBFUSE_CACHE": str(tmp_path / "verdicts"),
-        "HUBFUSE_RETRY_BASE_S": "0.01",
-        "HUBFUSE_RETRIES": "2",
-        "HUBFUSE_LEDGER_FLUSH_EVERY": "1",
-        **env,
-    }
-    environment.pop("GITHUB_STEP_SUMMARY", None)
-    return subprocess.run(
-        [sys.executable, "-m", "hubfuse", *args], capture_output=True, text=True, env=environment, timeout=900
-    )
+    extra = {"HUBFUSE_RETRIES": "2", "HUBFUSE_LEDGER_FLUSH_EVERY": "1", **env}
+    return run_hubfuse(*args, env=hubfuse_env(hub.endpoint, tmp_path, hub.token, **extra))
 
 
 def outcomes(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
@@ -210,14 +198,7 @@ def test_killed_run_resumes_where_it_stopped(hub, tmp_path, checkpoints):
         api.upload_folder(repo_id=f"{ORG}/{name}", folder_path=str(checkpoints("qwen3_vl")))
     text = SPEC.replace('exclude: ["*-fused"]', 'include: ["batch/resume-*"]').replace("batch-test", "resume")
     spec = str(spec_file(tmp_path, text, name="resume.yml"))
-    env = {
-        **os.environ,
-        "HF_ENDPOINT": hub.endpoint,
-        "HF_TOKEN": hub.token,
-        "HF_HOME": str(tmp_path / "hf-home"),
-        "HUBFUSE_CACHE": str(tmp_path / "verdicts"),
-        "HUBFUSE_LEDGER_FLUSH_EVERY": "1",
-    }
+    env = hubfuse_env(hub.endpoint, tmp_path, hub.token, HUBFUSE_LEDGER_FLUSH_EVERY="1")
     process = subprocess.Popen(
         [sys.executable, "-m", "hubfuse", "run", spec, "--json"],
         env=env,

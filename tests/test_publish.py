@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cli_env import hubfuse_env, run_hubfuse
 from huggingface_hub import HfApi, hf_hub_download
 
 from hubfuse.localhub import LocalHub
@@ -46,23 +47,8 @@ def seed(api: HfApi, repo_id: str, folder: Path) -> str:
 def run_publish(
     hub, tmp_path: Path, *args: str, token: str | None = "alice"
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "HF_ENDPOINT": hub.endpoint,
-        "HF_HOME": str(tmp_path / "hf-home"),
-        "HUBFUSE_RETRY_BASE_S": "0.01",
-        "HUBFUSE_CACHE": str(tmp_path / "verdicts"),
-    }
-    env.pop("HF_TOKEN", None)
-    if token is not None:
-        env["HF_TOKEN"] = getattr(hub, token, token)
-    return subprocess.run(
-        [sys.executable, "-m", "hubfuse", "publish", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
+    secret = getattr(hub, token, token) if token is not None else None
+    return run_hubfuse("publish", *args, env=hubfuse_env(hub.endpoint, tmp_path, secret))
 
 
 DOWNSTREAM = textwrap.dedent(
@@ -240,10 +226,11 @@ def test_auth_failures_write_nothing(hub, api, checkpoints, tmp_path, token, cod
         assert secret not in result.stdout + result.stderr
 
 
-def test_repo_and_revision_not_found(hub, tmp_path):
+def test_repo_and_revision_not_found(hub, api, checkpoints, tmp_path):
+    seed(api, "org/revisions-model", checkpoints("plain"))
     missing = run_publish(hub, tmp_path, "org/does-not-exist")
     assert missing.returncode == 2 and "not found" in missing.stderr
-    bad_revision = run_publish(hub, tmp_path, "org/safe-model", "--revision", "no-such-branch")
+    bad_revision = run_publish(hub, tmp_path, "org/revisions-model", "--revision", "no-such-branch")
     assert bad_revision.returncode == 2 and "revision not found" in bad_revision.stderr
     assert run_publish(hub, tmp_path, "not a repo id").returncode == 2
 
@@ -409,15 +396,9 @@ def test_github_actions_logging_and_step_summary(hub, api, checkpoints, tmp_path
     repo = "org/actions-model"
     seed(api, repo, checkpoints(SAFE))
     summary = tmp_path / "summary.md"
-    env = {
-        **os.environ,
-        "HF_ENDPOINT": hub.endpoint,
-        "HF_TOKEN": hub.alice,
-        "HF_HOME": str(tmp_path / "hf-home"),
-        "HUBFUSE_CACHE": str(tmp_path / "verdicts"),
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_STEP_SUMMARY": str(summary),
-    }
+    env = hubfuse_env(
+        hub.endpoint, tmp_path, hub.alice, GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(summary)
+    )
     result = subprocess.run(
         [sys.executable, "-m", "hubfuse", "publish", repo, "--dry-run", "--report-dir", str(tmp_path / "r")],
         capture_output=True,
