@@ -1,4 +1,8 @@
-"""`hubfuse run` / `plan` over a spec, against the local hub: ledger, shards, faults, budget."""
+"""`hubfuse run` / `plan` over a spec, against the local hub: ledger, shards, faults, budget.
+
+The tests are one scenario on one hub, in file order: each run starts from the state (PRs,
+ledger) the previous ones left, as consecutive scheduled runs do.
+"""
 
 from __future__ import annotations
 
