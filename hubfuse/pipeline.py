@@ -191,6 +191,11 @@ class HubfusePR:
     closed_by_owner: bool
     url: str
 
+    @property
+    def is_open(self) -> bool:
+        # The Hub may open API-created PRs as drafts: still ours, still pending.
+        return self.status in ("open", "draft")
+
 
 def hubfuse_prs(hub: Hub, repo_id: str) -> list[HubfusePR]:
     """hubfuse's own earlier pull requests on this repo, recognised by title and marker."""
@@ -245,7 +250,7 @@ def plan_config_pr(
     opted_out = [p for p in earlier if p.closed_by_owner]
     if opted_out and not options.force:
         return ConfigPlan("opted_out", config_text, edited, opted_out=opted_out[-1])
-    open_prs = [p for p in earlier if p.status == "open"]
+    open_prs = [p for p in earlier if p.is_open]
     current = next(
         (p for p in open_prs if p.source_sha == source.sha and set(p.families) == set(families)), None
     )
@@ -335,11 +340,7 @@ def _open_pr(hub: Hub, source: Source, edited: str, title: str, description: str
                 create_pr=True,
             )
         except HubUnavailableError:
-            landed = [
-                p
-                for p in hubfuse_prs(hub, source.repo_id)
-                if p.status == "open" and p.source_sha == source.sha
-            ]
+            landed = [p for p in hubfuse_prs(hub, source.repo_id) if p.is_open and p.source_sha == source.sha]
             if landed:
                 return landed[0]
             if attempt == hub.retry.attempts:
