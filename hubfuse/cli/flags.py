@@ -1,0 +1,39 @@
+"""The flags several commands share: spelled and explained the same way everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+FAMILY = click.option(
+    "--family",
+    "families",
+    multiple=True,
+    metavar="NAME",
+    help="Fusion family (repeatable). Default: every family transformers knows.",
+)
+JSON = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document on stdout (logs stay on stderr)."
+)
+TRUST_REMOTE_CODE = click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="Allow a repo's own Python code (auto_map). Only for repos you trust.",
+)
+TIMEOUT = click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=1800.0,
+    show_default=True,
+    help="Seconds allowed for each model load.",
+)
+DRY_RUN = click.option("--dry-run", is_flag=True, help="Do everything but the writes.")
+
+
+def report_dir_option(what: str) -> Any:
+    return click.option(
+        "--report-dir", type=click.Path(file_okay=False, path_type=Path), help=f"Also write {what} here."
+    )

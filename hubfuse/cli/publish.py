@@ -1,0 +1,130 @@
+"""`hubfuse publish` and `hubfuse demo` (a publish against the local hub)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from hubfuse.cli.flags import DRY_RUN, FAMILY, JSON, TIMEOUT, TRUST_REMOTE_CODE, report_dir_option
+
+if TYPE_CHECKING:
+    from hubfuse.pipeline import PublishReport
+
+
+def _exit_code_for(report: PublishReport) -> int:
+    if report.check is None:
+        return 0
+    return int(report.check.exit_code)
+
+
+def _emit_publish(report: PublishReport, as_json: bool, report_dir: Path | None) -> None:
+    from hubfuse.report import (
+        append_step_summary,
+        render_publish_markdown,
+        render_publish_text,
+        to_json,
+        write_publish_report_dir,
+    )
+
+    if report_dir:
+        write_publish_report_dir(report, report_dir)
+    append_step_summary(render_publish_markdown(report))
+    if as_json:
+        click.echo(to_json(report.to_dict()), nl=False)
+    else:
+        click.echo(render_publish_text(report), nl=False)
+
+
+@click.command()
+@click.argument("repo_id")
+@click.option(
+    "--revision", help="Branch, tag or commit to verify (default: the default branch). Pinned to its sha."
+)
+@FAMILY
+@click.option("--variant", is_flag=True, help="Also publish the fused layout as a separate repo.")
+@click.option("--variant-repo", metavar="ID", help="Variant repo id (default: from --variant-name-template).")
+@click.option(
+    "--variant-name-template",
+    default="{name}-fused",
+    show_default=True,
+    help="Variant repo name; {name} and {namespace} expand.",
+)
+@DRY_RUN
+@JSON
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Override an owner's opt-out, or take over a variant repo hubfuse did not make.",
+)
+@report_dir_option("report.json, report.md and the worker logs")
+@TRUST_REMOTE_CODE
+@TIMEOUT
+def publish(
+    repo_id: str,
+    revision: str | None,
+    families: tuple[str, ...],
+    variant: bool,
+    variant_repo: str | None,
+    variant_name_template: str,
+    dry_run: bool,
+    as_json: bool,
+    force: bool,
+    report_dir: Path | None,
+    trust_remote_code: bool,
+    timeout_s: float,
+) -> None:
+    """Verify REPO_ID and open a config.json pull request enabling its safe fusion families.
+
+    Talks to $HF_ENDPOINT (default: the Hugging Face Hub) with $HF_TOKEN.
+    """
+    from hubfuse.hub import Hub
+    from hubfuse.pipeline import PublishOptions
+    from hubfuse.pipeline import publish as run_publish
+
+    _check_repo_id(repo_id)
+    options = PublishOptions(
+        repo_id=repo_id,
+        revision=revision,
+        families=families,
+        variant=variant or bool(variant_repo),
+        variant_repo=variant_repo,
+        variant_name_template=variant_name_template,
+        dry_run=dry_run,
+        force=force,
+        trust_remote_code=trust_remote_code,
+        timeout_s=timeout_s,
+    )
+    report = run_publish(Hub(), options, logs_dir=report_dir / "logs" if report_dir else None)
+    _emit_publish(report, as_json, report_dir)
+    sys.exit(_exit_code_for(report))
+
+
+def _check_repo_id(repo_id: str) -> None:
+    import re
+
+    from hubfuse.errors import BadInputError
+
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", repo_id) or ".." in repo_id:
+        raise BadInputError(f"{repo_id!r} is not a repo id (expected namespace/name)")
+
+
+@click.command()
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".hubfuse-demo"),
+    show_default=True,
+    help="Folder for the local hub, its cache and reports.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the publish report as JSON.")
+def demo(data_dir: Path, as_json: bool) -> None:
+    """The main job on the embedded default: a local hub, a tiny demo model, a publish with a variant."""
+    from hubfuse.demo import run_demo
+
+    report = run_demo(data_dir.resolve())
+    _emit_publish(report, as_json, data_dir / "report")
+    sys.exit(_exit_code_for(report))
