@@ -38,7 +38,7 @@ class Marker:
     version: str
     source: str | None = None
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
         document: dict[str, Any] = {
             "version": self.version,
             "source_sha": self.source_sha,
@@ -46,7 +46,23 @@ class Marker:
         }
         if self.source:
             document["source"] = self.source
-        return json.dumps(document, sort_keys=True)
+        return document
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Marker | None:
+        """None for anything that is not a well-formed marker."""
+        try:
+            return cls(
+                source_sha=str(data["source_sha"]),
+                families=tuple(data["families"]),
+                version=str(data.get("version", "?")),
+                source=data.get("source"),
+            )
+        except (KeyError, TypeError, AttributeError):
+            return None
 
 
 def find_marker(text: str | None, kind: str) -> Marker | None:
@@ -56,24 +72,15 @@ def find_marker(text: str | None, kind: str) -> Marker | None:
     if not match:
         return None
     try:
-        data = json.loads(match.group(1))
-        return Marker(
-            source_sha=str(data["source_sha"]),
-            families=tuple(data["families"]),
-            version=str(data.get("version", "?")),
-            source=data.get("source"),
-        )
-    except (ValueError, KeyError, TypeError):
+        return Marker.from_dict(json.loads(match.group(1)))
+    except ValueError:
         return None
 
 
 def marker_from_card_data(card_data: Any) -> Marker | None:
     """The variant marker from a repo's card metadata (as repo_info returns it), if present."""
     data = card_data.to_dict() if hasattr(card_data, "to_dict") else card_data
-    entry = data.get("hubfuse") if isinstance(data, dict) else None
-    if not isinstance(entry, dict):
-        return None
-    return find_marker(f"<!-- {VARIANT_MARKER}: {json.dumps(entry)} -->", VARIANT_MARKER)
+    return Marker.from_dict(data.get("hubfuse")) if isinstance(data, dict) else None
 
 
 def _environment() -> jinja2.Environment:
@@ -171,6 +178,7 @@ def render_variant_card(
     upstream = ModelCard(upstream_card) if upstream_card else None
     inherited = upstream.data.to_dict() if upstream else {}
     families = report.safe_families
+    marker = Marker(source_sha, tuple(families), __version__, source=source_repo)
     tags = list(
         dict.fromkeys([*(inherited.get("tags") or []), "hubfuse", *(f"fusion-{f}" for f in families)])
     )
@@ -184,7 +192,7 @@ def render_variant_card(
         language=inherited.get("language"),
         tags=tags,
         # The marker again, as metadata: repo_info returns it, so a later run need not download the card.
-        hubfuse=json.loads(Marker(source_sha, tuple(families), __version__, source=source_repo).to_json()),
+        hubfuse=marker.to_dict(),
     )
     fused = sorted(
         {m: c for f in report.families if f.verdict == "safe" for m, c in f.fused_modules.items()}.items()
@@ -206,7 +214,7 @@ def render_variant_card(
             hubfuse_version=__version__,
             transformers_version=report.transformers_version,
             torch_version=report.torch_version,
-            marker=Marker(source_sha, tuple(families), __version__, source=source_repo).to_json(),
+            marker=marker.to_json(),
             upstream_body=(upstream.text.strip() if upstream else ""),
         )
     )

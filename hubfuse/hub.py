@@ -267,9 +267,13 @@ class Hub:
 
     def _cached_snapshot(self, repo_id: str, sha: str, patterns: list[str], repo_type: str) -> Path | None:
         from huggingface_hub import constants
+        from huggingface_hub.file_download import repo_folder_name
 
         folder = (
-            Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}" / "snapshots" / sha
+            Path(constants.HF_HUB_CACHE)
+            / repo_folder_name(repo_id=repo_id, repo_type=repo_type)
+            / "snapshots"
+            / sha
         )
         return folder if _complete_marker_matches(folder, patterns, repo_type) else None
 
@@ -356,13 +360,6 @@ class Hub:
     def delete_repo(self, repo_id: str, repo_type: str = "model") -> None:
         self.call(
             f"delete {repo_id}", lambda: self.api.delete_repo(repo_id, repo_type=repo_type, missing_ok=True)
-        )
-
-    def comment(self, repo_id: str, num: int, text: str, repo_type: str = "model") -> None:
-        self.call(
-            f"comment on {repo_id}#{num}",
-            lambda: self.api.comment_discussion(repo_id, num, text, repo_type=repo_type),
-            retry=False,
         )
 
     def close(self, repo_id: str, num: int, comment: str | None = None, repo_type: str = "model") -> None:
