@@ -81,6 +81,7 @@ def run_demo(data_dir: Path) -> PublishReport:
     from hubfuse.hub import Hub
     from hubfuse.localhub import LocalHub
     from hubfuse.pipeline import publish
+    from hubfuse.report import local_hub_pages
 
     with LocalHub(data_dir / "hub") as hub_server:
         endpoint = hub_server.endpoint
@@ -106,5 +107,10 @@ def run_demo(data_dir: Path) -> PublishReport:
             report.actions.append(
                 Action("downstream", "checked", f"fused modules after a plain load: {fused}")
             )
-    log.info(f"the local hub stopped; browse it again with: hubfuse hub serve --data {data_dir / 'hub'}")
+        report.pages = local_hub_pages(endpoint, report)
+    port = endpoint.rsplit(":", 1)[-1]
+    log.info(
+        "the local hub stopped; to open the pages below, serve it again on the same port:"
+        f" hubfuse hub serve --data {data_dir / 'hub'} --port {port}"
+    )
     return report

@@ -198,6 +198,22 @@ class Hub:
         prefix = "" if repo_type == "model" else f"{repo_type}s/"
         return f"{self.endpoint}/{prefix}{repo_id}"
 
+    def is_local_hub(self) -> bool:
+        """Whether the endpoint is hubfuse's own local hub, which names itself in a header of every
+        answer; one anonymous HEAD request, none for the Hub itself."""
+        import httpx2
+        from huggingface_hub.utils import get_session
+
+        from hubfuse.localhub import LOCALHUB_HEADER
+
+        if self.endpoint == OFFICIAL_ENDPOINT:
+            return False
+        try:
+            response = get_session().head(f"{self.endpoint}/", timeout=10)
+        except httpx2.HTTPError:
+            return False
+        return LOCALHUB_HEADER in response.headers
+
     # -- identity --------------------------------------------------------------------------
 
     def whoami(self) -> str:

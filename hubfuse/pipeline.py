@@ -97,6 +97,7 @@ class PublishReport:
     pr_title: str | None = None
     pr_description: str | None = None
     variant_card: str | None = None
+    pages: dict[str, str] = field(default_factory=dict)  # local hub only: what to look at, and where
 
     @property
     def wrote(self) -> bool:
@@ -116,6 +117,7 @@ class PublishReport:
             "pr_title": self.pr_title,
             "pr_description": self.pr_description,
             "variant_card": self.variant_card,
+            "pages": self.pages,
         }
 
 

@@ -135,6 +135,9 @@ def render_publish_text(report: PublishReport) -> str:
             f"{action.step:<10} {action.status:<16} {action.detail}"
             + (f"  {action.url}" if action.url else "")
         )
+    if report.pages:
+        lines += ["", "pages on the local hub:"]
+        lines += [f"  {label:<20} {url}" for label, url in report.pages.items()]
     if report.dry_run:
         if report.config_diff:
             lines += ["", "config.json diff:", report.config_diff.rstrip()]
@@ -143,6 +146,26 @@ def render_publish_text(report: PublishReport) -> str:
         if report.variant_card:
             lines += ["", "variant model card:", report.variant_card]
     return redact("\n".join(lines)) + "\n"
+
+
+def local_hub_pages(endpoint: str, report: PublishReport) -> dict[str, str]:
+    """The local hub's pages showing what this publish did, as the repo owners would see it."""
+    from urllib.parse import quote
+
+    pages = {"repos": f"{endpoint}/", "source repo": f"{endpoint}/{report.repo_id}"}
+    for action in report.actions:
+        if not action.url:
+            continue
+        if action.step == "config_pr" and action.status in ("opened", "exists", "opted_out"):
+            pages["pull request"] = action.url
+            if action.status != "opted_out":
+                num = action.url.rstrip("/").rsplit("/", 1)[-1]
+                pages["pull request files"] = (
+                    f"{endpoint}/{report.repo_id}/tree/{quote(f'refs/pr/{num}', safe='')}"
+                )
+        elif action.step == "variant" and action.status in ("created", "updated", "up_to_date"):
+            pages["variant"] = action.url
+    return pages
 
 
 def render_publish_markdown(report: PublishReport) -> str:

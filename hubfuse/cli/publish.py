@@ -97,7 +97,12 @@ def publish(
         trust_remote_code=trust_remote_code,
         timeout_s=timeout_s,
     )
-    report = run_publish(Hub(), options, logs_dir=report_dir / "logs" if report_dir else None)
+    hub = Hub()
+    report = run_publish(hub, options, logs_dir=report_dir / "logs" if report_dir else None)
+    if hub.is_local_hub():
+        from hubfuse.report import local_hub_pages
+
+        report.pages = local_hub_pages(hub.endpoint, report)
     _emit_publish(report, as_json, report_dir)
     sys.exit(_exit_code_for(report))
 

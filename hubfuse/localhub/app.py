@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from hubfuse.localhub import LOCALHUB_HEADER, pages
 from hubfuse.localhub import api_discussions as disc
 from hubfuse.localhub import api_read as read
 from hubfuse.localhub import api_write as write
@@ -36,6 +37,11 @@ _TYPE = r"(?P<type>models|datasets|spaces)"
 _REPO = r"(?P<ns>[^/]+)/(?P<name>[^/]+?)"
 _API_REPO = rf"/api/{_TYPE}/{_REPO}"
 _GIT_REPO = rf"/(?:(?P<type>datasets|spaces)/)?{_REPO}\.git"
+# A repo's pages: never a namespace the API's own paths start with, never a `.git` name.
+_PAGE_REPO = (
+    r"/(?:(?P<type>datasets|spaces)/)?(?!(?:api|datasets|spaces|_pages|lfs-upload)/)"
+    r"(?P<ns>[^/]+)/(?P<name>[^/]+?)(?<!\.git)"
+)
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,11 @@ class Route:
     methods: frozenset[str]
     pattern: re.Pattern[str]
     handler: Handler
+    page: bool = False
 
 
-def _route(methods: str, pattern: str, handler: Handler) -> Route:
-    return Route(frozenset(methods.split()), re.compile(f"^{pattern}$"), handler)
+def _route(methods: str, pattern: str, handler: Handler, *, page: bool = False) -> Route:
+    return Route(frozenset(methods.split()), re.compile(f"^{pattern}$"), handler, page)
 
 
 ROUTES: list[Route] = [
@@ -92,6 +99,16 @@ ROUTES: list[Route] = [
         rf"/(?:(?P<type>datasets|spaces)/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)",
         read.resolve_file,
     ),
+    # The HTML pages, after every API route: a path the API serves is never a page.
+    _route("GET HEAD", r"/", pages.index, page=True),
+    _route("GET HEAD", r"/_pages/style\.css", pages.stylesheet, page=True),
+    _route("POST", r"/login", pages.login, page=True),
+    _route("POST", r"/logout", pages.logout, page=True),
+    _route("GET HEAD", _PAGE_REPO, pages.repo_page, page=True),
+    _route("GET HEAD", rf"{_PAGE_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", pages.tree_page, page=True),
+    _route("GET HEAD", rf"{_PAGE_REPO}/blob/(?P<rev>[^/]+)/(?P<path>.+)", pages.blob_page, page=True),
+    _route("GET HEAD", rf"{_PAGE_REPO}/discussions", pages.discussions_page, page=True),
+    _route("GET HEAD", rf"{_PAGE_REPO}/discussions/(?P<num>\d+)", pages.discussion_page, page=True),
 ]
 _UPLOAD_RE = re.compile(r"^/lfs-upload/(?P<token>[A-Za-z0-9_=.-]+)$")
 
@@ -117,6 +134,7 @@ class HubApp:
         request = Request(scope, receive)
         response = await self._dispatch(request)
         if response is not None:
+            response.headers[LOCALHUB_HEADER] = "1"
             await response(scope, receive, send)
 
     async def _dispatch(self, request: Request) -> Response | None:
@@ -128,6 +146,10 @@ class HubApp:
                     raise ApiError(405, "Method not allowed")
                 return await write.lfs_upload(self.hub, request, upload.groupdict())
             route, params = self._match(method, raw_path)
+            if route.page:
+                return await pages.serve(
+                    self.hub, route.handler, request, params, self._endpoint(request), self._token(request)
+                )
             principal = None
             token = self._token(request)
             if token is not None:

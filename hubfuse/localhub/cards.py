@@ -50,3 +50,14 @@ def validate(content: str) -> tuple[list[str], list[str]]:
         if value is not None and not isinstance(value, str):
             errors.append(f'"{key}" must be a string')
     return errors, []
+
+
+def body(text: str) -> str:
+    """The README without its front matter."""
+    match = _FRONT_MATTER_RE.match(text)
+    return text[match.end() :].lstrip("\r\n") if match else text
+
+
+def yaml_text(value: Any) -> str:
+    """A metadata value as the card's YAML would spell it."""
+    return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=None).strip()

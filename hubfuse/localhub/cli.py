@@ -52,6 +52,7 @@ def serve(data_dir: Path, host: str, port: int, no_admin: bool, page_size: int, 
 
     def ready(endpoint: str) -> None:
         click.echo(endpoint)
+        click.echo(f"pages: open {endpoint}/ in a browser (Ctrl-C stops the hub)", err=True)
 
     run_server(
         data_dir,

@@ -309,10 +309,16 @@ def details_json(
         data["changes"] = changes
         data["filesWithConflicts"] = conflicts(store, repo, disc, refs)
         if with_diff:
-            head = refs["pulls"].get(str(disc["num"]))
-            fork = store.commit(repo, disc["baseCommit"]).tree
-            data["diff"] = diff(store, fork, store.commit(repo, head).tree) if head else ""
+            data["diff"] = pr_diff(store, repo, disc, refs)
     return data
+
+
+def pr_diff(store: Store, repo: RepoId, disc: dict[str, Any], refs: dict[str, dict[str, str]]) -> str:
+    """The pull request's changes since it forked from its base, as a unified diff."""
+    head = refs["pulls"].get(str(disc["num"]))
+    if head is None:
+        return ""
+    return diff(store, store.commit(repo, disc["baseCommit"]).tree, store.commit(repo, head).tree)
 
 
 def parse_num(value: str) -> int:
