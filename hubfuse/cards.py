@@ -86,12 +86,15 @@ def marker_from_card_data(card_data: Any) -> Marker | None:
 def _environment() -> jinja2.Environment:
     if not TEMPLATES.is_dir():
         raise BadInputError(f"card templates not found in {TEMPLATES}")
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
+    # A bare `|` inside a Markdown table cell ends the cell ("max |output diff|" lost its value).
+    environment.filters["cell"] = lambda text: str(text).replace("|", "\\|")
+    return environment
 
 
 def verification_rows(report: CheckReport) -> list[tuple[str, str]]:
