@@ -3,6 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The browser tests (tests/test_pages_browser.py) need Chromium; they skip, saying so, without it.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; } \
+    >/dev/null 2>&1 || echo "test.sh: could not install chromium; the browser tests will be skipped" >&2
+fi
 .venv/bin/ruff check hubfuse tests bench
 .venv/bin/ruff format --check hubfuse tests bench
 exec .venv/bin/python -m pytest "$@"
