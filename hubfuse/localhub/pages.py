@@ -13,6 +13,7 @@ every page carries a Content-Security-Policy that allows no script at all.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,16 @@ def cookie_name(request: Request) -> str:
     return f"hubfuse_token_{request.url.port or 80}"
 
 
+Handler = Callable[[Ctx], Response]
+
+
 async def serve(
-    hub: Hub, handler: Any, request: Request, params: dict[str, str], endpoint: str, header_token: str | None
+    hub: Hub,
+    handler: Handler,
+    request: Request,
+    params: dict[str, str],
+    endpoint: str,
+    header_token: str | None,
 ) -> Response:
     """Run a page handler; errors become HTML pages, every answer gets the security headers."""
     cookie_token = request.cookies.get(cookie_name(request))
@@ -93,7 +102,7 @@ def _with_headers(response: Response) -> Response:
     return response
 
 
-def _run(handler: Any, ctx: Ctx, stale_cookie: bool) -> Response:
+def _run(handler: Handler, ctx: Ctx, stale_cookie: bool) -> Response:
     ctx.request.state.stale_cookie = stale_cookie
     try:
         try:

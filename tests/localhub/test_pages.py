@@ -109,6 +109,20 @@ def test_api_paths_are_never_pages(hub: LocalHub, users, card_repo: str) -> None
     assert lfs.headers["content-type"] != "text/html"
 
 
+def test_datasets_are_listed_and_shown(hub: LocalHub, api: HfApi) -> None:
+    dataset = api.create_repo("acme/pages-data", repo_type="dataset").repo_id
+    api.upload_file(
+        path_or_fileobj=b"---\nlicense: cc0-1.0\n---\n# Data card",
+        path_in_repo="README.md",
+        repo_id=dataset,
+        repo_type="dataset",
+    )
+    assert f'href="/datasets/{dataset}"' in get(hub, "/").text
+    page = get(hub, f"/datasets/{dataset}").text
+    assert "<h1>Data card</h1>" in page and "<tr><th>license</th><td>cc0-1.0</td></tr>" in page
+    assert get(hub, f"/{dataset}").status_code == 401  # no model of that name
+
+
 def test_private_and_gated_repos_follow_the_api_rules(hub: LocalHub, users, api: HfApi) -> None:
     private = api.create_repo("acme/pages-private", private=True).repo_id
     api.upload_file(path_or_fileobj=b"# secret card", path_in_repo="README.md", repo_id=private)
