@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from hubfuse.fusion.verdict import CheckReport, FamilyResult
 from hubfuse.log import redact
@@ -150,8 +151,6 @@ def render_publish_text(report: PublishReport) -> str:
 
 def local_hub_pages(endpoint: str, report: PublishReport) -> dict[str, str]:
     """The local hub's pages showing what this publish did, as the repo owners would see it."""
-    from urllib.parse import quote
-
     pages = {"repos": f"{endpoint}/", "source repo": f"{endpoint}/{report.repo_id}"}
     for action in report.actions:
         if not action.url:

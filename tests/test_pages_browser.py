@@ -22,7 +22,7 @@ from huggingface_hub import HfApi
 
 from hubfuse.localhub import LocalHub
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = [
     pytest.mark.skipif(
         CHROMIUM is None,

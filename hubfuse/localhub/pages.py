@@ -262,6 +262,9 @@ def tree_page(ctx: Ctx) -> Response:
     commit = _resolve(ctx, repo, rev)
     folder = (ctx.params.get("path") or "").strip("/")
     listing = _listing(commit, folder)
+    if listing is None and folder in commit.tree:
+        base = f"/{repo.url_prefix}{repo.id}"
+        return RedirectResponse(f"{base}/blob/{quote(rev, safe='')}/{quote(folder)}", status_code=302)
     if listing is None:
         raise entry_not_found(folder, commit.id)
     refs = ctx.store.refs(repo)

@@ -77,6 +77,11 @@ def test_repo_page_renders_the_card_inert_and_the_files(hub: LocalHub, card_repo
     text = get(hub, f"/{card_repo}/blob/main/config.json")
     assert text.status_code == 200 and "&#34;a&#34;: 1" in text.text
     lfs = get(hub, f"/{card_repo}/blob/main/w/model.safetensors").text
+    a_file = get(hub, f"/{card_repo}/tree/main/w/model.safetensors")
+    assert (
+        a_file.status_code == 302
+        and a_file.headers["location"] == f"/{card_repo}/blob/main/w/model.safetensors"
+    )
     assert "Not shown: an LFS file" in lfs
 
     pr_files = get(hub, f"/{card_repo}/tree/refs%2Fpr%2F1")
