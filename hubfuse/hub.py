@@ -210,7 +210,7 @@ class Hub:
             return False
         try:
             response = get_session().head(f"{self.endpoint}/", timeout=10)
-        except httpx2.HTTPError:
+        except (httpx2.HTTPError, ConnectionError):  # ConnectionError: huggingface_hub's offline mode
             return False
         return LOCALHUB_HEADER in response.headers
 

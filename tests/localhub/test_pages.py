@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import httpx2
 import pytest
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, constants
 
 from hubfuse.hub import Hub
 from hubfuse.localhub import LocalHub
@@ -207,6 +207,10 @@ def plain_server() -> Iterator[str]:
     thread.join()
 
 
-def test_another_server_is_not_taken_for_the_local_hub(plain_server: str) -> None:
+def test_another_server_is_not_taken_for_the_local_hub(
+    plain_server: str, hub: LocalHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert not Hub(endpoint=plain_server, token="unused").is_local_hub()
     assert not Hub(endpoint="http://127.0.0.1:9", token="unused").is_local_hub()  # nothing listens
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert not Hub(endpoint=hub.endpoint, token="unused").is_local_hub()  # asks nothing when offline
