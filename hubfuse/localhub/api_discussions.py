@@ -15,11 +15,13 @@ _PAGE_SIZE = 50
 
 def list_discussions(ctx: Ctx) -> Response:
     repo = ctx.repo()
-    ctx.readable(repo)
     kind = ctx.query.get("type", "all")
     status = ctx.query.get("status", "all")
     author = ctx.query.get("author")
-    page = int(ctx.query.get("p", "0") or 0)
+    page_text = ctx.query.get("p", "0") or "0"
+    if not page_text.isdigit():
+        raise bad_request(f"Invalid page number: {page_text!r}")
+    page = int(page_text)
     found = []
     for disc in discussions.list_all(ctx.store, repo):
         if kind == "pull_request" and not disc["isPullRequest"]:
@@ -45,8 +47,8 @@ def list_discussions(ctx: Ctx) -> Response:
 
 
 def discussion_details(ctx: Ctx) -> Response:
+    """With `?diff=1` this returns file content: the route then requires content access (the gate)."""
     repo = ctx.repo()
-    ctx.readable(repo)
     disc = discussions.load(ctx.store, repo, discussions.parse_num(ctx.params["num"]))
     details = discussions.details_json(
         ctx.store, repo, disc, ctx.store.refs(repo), with_diff=ctx.flag("diff")
@@ -56,19 +58,17 @@ def discussion_details(ctx: Ctx) -> Response:
 
 def create_discussion(ctx: Ctx) -> Response:
     repo = ctx.repo()
-    ctx.readable(repo)
     principal = ctx.writer()
     payload = ctx.json()
-    title, description = payload.get("title"), payload.get("description") or ""
-    if not isinstance(title, str) or not isinstance(description, str):
-        raise bad_request("'title' and 'description' must be strings")
+    title = payload.string("title", required=True)
+    description = payload.string("description", "")
     with ctx.store.transaction(repo) as txn:
         disc = discussions.create(
             txn,
             author=principal.user,
             title=title,
             description=description,
-            pull_request=bool(payload.get("pullRequest")),
+            pull_request=payload.boolean("pullRequest"),
         )
     return JSONResponse(
         {
@@ -82,17 +82,16 @@ def create_discussion(ctx: Ctx) -> Response:
 def discussion_action(ctx: Ctx) -> Response:
     """comment, title, status and merge on one discussion, under the repo lock."""
     repo = ctx.repo()
-    ctx.readable(repo)
     principal = ctx.writer()
     action = ctx.params["action"]
-    payload: dict[str, Any] = ctx.json() or {}
+    payload = ctx.json()
     num = discussions.parse_num(ctx.params["num"])
     with ctx.store.transaction(repo) as txn:
         disc = discussions.load(ctx.store, repo, num)
         is_author = disc["author"] == principal.user
         if action == "comment":
-            text = payload.get("comment")
-            if not isinstance(text, str) or not text.strip():
+            text = payload.string("comment", "")
+            if not text.strip():
                 raise bad_request("'comment' must be a non-empty string")
             event = discussions.comment_event(principal.user, text)
             disc["events"].append(event)
@@ -100,17 +99,17 @@ def discussion_action(ctx: Ctx) -> Response:
         elif action == "title":
             if not (is_author or ctx.can_write(repo)):
                 raise forbidden("Only the author or a repo writer can rename this discussion")
-            result = {"newTitle": discussions.rename(disc, principal.user, str(payload.get("title", "")))}
+            result = {"newTitle": discussions.rename(disc, principal.user, payload.string("title", ""))}
         elif action == "status":
             if not (is_author or ctx.can_write(repo)):
                 raise forbidden("Only the author or a repo writer can change this discussion's status")
             event = discussions.change_status(
-                disc, principal.user, str(payload.get("status", "")), payload.get("comment")
+                disc, principal.user, payload.string("status", ""), payload.string("comment")
             )
             result = {"newStatus": event}
         else:  # merge
             ctx.writable(repo)
-            merge_commit = discussions.merge(txn, disc, principal.user, payload.get("comment"))
+            merge_commit = discussions.merge(txn, disc, principal.user, payload.string("comment"))
             return JSONResponse({"mergeCommitId": merge_commit.id})
         discussions.save(txn, disc)
     return JSONResponse(result)
@@ -118,7 +117,6 @@ def discussion_action(ctx: Ctx) -> Response:
 
 def comment_change(ctx: Ctx) -> Response:
     repo = ctx.repo()
-    ctx.readable(repo)
     principal = ctx.writer()
     num = discussions.parse_num(ctx.params["num"])
     with ctx.store.transaction(repo) as txn:
@@ -128,8 +126,8 @@ def comment_change(ctx: Ctx) -> Response:
         if ctx.params["op"] == "edit":
             if not is_comment_author:
                 raise forbidden("Only the comment's author can edit it")
-            content = ctx.json().get("content")
-            if not isinstance(content, str) or not content.strip():
+            content = ctx.json().string("content", "")
+            if not content.strip():
                 raise bad_request("'content' must be a non-empty string")
             event = discussions.edit_comment(disc, ctx.params["cid"], principal.user, content)
         else:

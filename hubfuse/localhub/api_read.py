@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, quote, urlencode
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from hubfuse.localhub import cards, views
-from hubfuse.localhub.apierror import ApiError, bad_request, entry_not_found, revision_not_found, unauthorized
+from hubfuse.localhub.apierror import ApiError, entry_not_found, revision_not_found, unauthorized
 from hubfuse.localhub.context import Ctx
 from hubfuse.localhub.storage import RepoId, RepoNotFound, ResolvedRevision, RevisionNotFound
 
@@ -58,9 +58,7 @@ def whoami(ctx: Ctx) -> Response:
 
 
 def validate_yaml(ctx: Ctx) -> Response:
-    content = ctx.json().get("content")
-    if not isinstance(content, str):
-        raise bad_request("'content' must be a string")
+    content = ctx.json().string("content", required=True)
     errors, warnings = cards.validate(content)
     body = {"errors": [{"message": e} for e in errors], "warnings": [{"message": w} for w in warnings]}
     return JSONResponse(body, status_code=400 if errors else 200)
@@ -68,10 +66,9 @@ def validate_yaml(ctx: Ctx) -> Response:
 
 def repo_info(ctx: Ctx) -> Response:
     repo = ctx.repo()
-    meta = ctx.readable(repo)
     revision = ctx.params.get("rev") or "main"
     commit = resolve(ctx, repo, revision).commit
-    info = views.repo_info(ctx.store, repo, meta, commit, blobs=ctx.flag("blobs"))
+    info = views.repo_info(ctx.store, repo, ctx.meta, commit, blobs=ctx.flag("blobs"))
     expand = ctx.query.getlist("expand") + ctx.query.getlist("expand[]")
     if expand:
         info = views.filter_expand(info, expand)
@@ -93,7 +90,7 @@ def list_repos(ctx: Ctx) -> Response:
         dropped.add("config")
     items = []
     for repo, meta in ctx.store.list_repos(repo_type):
-        if author and repo.namespace != author:
+        if author and repo.namespace.lower() != author.lower():
             continue
         if search and search not in repo.id.lower():
             continue
@@ -117,7 +114,6 @@ def list_repos(ctx: Ctx) -> Response:
 
 def tree(ctx: Ctx) -> Response:
     repo = ctx.repo()
-    ctx.readable(repo)
     resolved = _resolve_paged(ctx, repo)
     base = (ctx.params.get("path") or "").strip("/")
     listing = views.tree_listing(resolved.commit.tree, base, recursive=ctx.flag("recursive"))
@@ -136,18 +132,15 @@ def tree(ctx: Ctx) -> Response:
 
 def paths_info(ctx: Ctx) -> Response:
     repo = ctx.repo()
-    ctx.readable(repo)
     resolved = resolve(ctx, repo, ctx.params["rev"])
     content_type = ctx.request.headers.get("content-type", "")
     if "json" in content_type:
         payload = ctx.json()
-        paths, expand = payload.get("paths", []), bool(payload.get("expand"))
+        paths, expand = payload.strings("paths"), payload.boolean("expand")
     else:
-        form = parse_qs(ctx.body.decode("utf-8"), keep_blank_values=True)
+        form = parse_qs(ctx.body.decode("utf-8", "replace"), keep_blank_values=True)
         paths, expand = form.get("paths", []), form.get("expand", ["False"])[0].lower() in ("1", "true")
-    if isinstance(paths, str):
-        paths = [paths]
-    found = [info for p in paths if (info := views.path_info(resolved.commit.tree, str(p))) is not None]
+    found = [info for p in paths if (info := views.path_info(resolved.commit.tree, p)) is not None]
     if expand:
         last = views.last_commits(ctx.store, repo, resolved.commit, [item["path"] for item in found])
         for item in found:
@@ -159,13 +152,11 @@ def paths_info(ctx: Ctx) -> Response:
 
 def refs(ctx: Ctx) -> Response:
     repo = ctx.repo()
-    ctx.readable(repo)
     return JSONResponse(views.refs_json(ctx.store.refs(repo), include_prs=ctx.flag("include_prs")))
 
 
 def commits(ctx: Ctx) -> Response:
     repo = ctx.repo()
-    ctx.readable(repo)
     resolved = _resolve_paged(ctx, repo)
     formatted = "formatted" in ctx.query.getlist("expand[]") + ctx.query.getlist("expand")
     history = [views.commit_json(c, formatted=formatted) for c in ctx.store.history(repo, resolved.commit.id)]
@@ -173,11 +164,9 @@ def commits(ctx: Ctx) -> Response:
 
 
 def auth_check(ctx: Ctx) -> Response:
-    repo = ctx.repo()
+    """Read access (gate included) is the route's own requirement; `/write` adds write access."""
     if ctx.params.get("write"):
-        ctx.writable(repo)
-    else:
-        ctx.check_gate(repo, ctx.readable(repo))
+        ctx.writable(ctx.repo())
     return JSONResponse({"ok": True})
 
 
@@ -223,14 +212,12 @@ def _iter_file(path: str, start: int, length: int) -> Iterator[bytes]:
 
 def resolve_file(ctx: Ctx) -> Response:
     repo = ctx.repo()
-    meta = ctx.readable(repo)
     resolved = resolve(ctx, repo, ctx.params["rev"])
     commit = resolved.commit
     path = ctx.params["path"]
     entry = commit.tree.get(path)
     if entry is None:
         raise entry_not_found(path, commit.id)
-    ctx.check_gate(repo, meta)
     size = entry["size"]
     lfs = entry.get("lfs")
     etag = f'"{lfs["sha256"]}"' if lfs else f'"{entry["oid"]}"'

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -15,6 +14,7 @@ from hubfuse.localhub.api_read import resolve
 from hubfuse.localhub.apierror import ApiError, bad_request, conflict, forbidden, revision_not_found
 from hubfuse.localhub.commits import CommitRequest, apply_operations, new_commit, parse_commit_payload
 from hubfuse.localhub.context import Ctx, Hub
+from hubfuse.localhub.payload import Payload
 from hubfuse.localhub.storage import (
     REPO_TYPES,
     Commit,
@@ -34,18 +34,26 @@ STALE_PARENT_MESSAGE = "A commit has happened since. Please refresh and try agai
 # ---- repos ------------------------------------------------------------------------------------------
 
 
-def _repo_from_payload(ctx: Ctx, payload: dict[str, Any], owner_default: str) -> RepoId:
-    repo_type = payload.get("type") or "model"
+def _repo_type(payload: Payload) -> str:
+    repo_type = payload.string("type") or "model"
     if repo_type not in REPO_TYPES:
         raise bad_request(f"Invalid repo type: {repo_type!r}")
-    name = payload.get("name")
-    namespace = payload.get("organization") or owner_default
-    if isinstance(name, str) and "/" in name and not payload.get("organization"):
+    return repo_type
+
+
+def _repo_from_payload(ctx: Ctx, payload: Payload, owner_default: str) -> RepoId:
+    """The repo a create/delete body names, as stored when it exists (ids are case-insensitive)."""
+    repo_type = _repo_type(payload)
+    name = payload.string("name", required=True)
+    organization = payload.string("organization")
+    namespace = organization or owner_default
+    if "/" in name and not organization:
         namespace, _, name = name.partition("/")
     try:
-        return RepoId(repo_type, str(namespace), str(name))
+        repo = RepoId(repo_type, namespace, name)
     except ValueError:
         raise bad_request(f"Invalid repo name: {namespace}/{name}") from None
+    return ctx.store.canonical(repo) or repo
 
 
 def create_repo(ctx: Ctx) -> Response:
@@ -56,14 +64,15 @@ def create_repo(ctx: Ctx) -> Response:
         raise forbidden(
             f'You don\'t have the rights to create a {repo.type} under the namespace "{repo.namespace}"'
         )
-    private = bool(payload.get("private")) or payload.get("visibility") == "private"
-    extra = {"sdk": payload["sdk"]} if repo.type == "space" and payload.get("sdk") else None
-    url = ctx.repo_url(repo)
+    private = payload.boolean("private") or payload.string("visibility") == "private"
+    sdk = payload.string("sdk")
+    extra = {"sdk": sdk} if repo.type == "space" and sdk else None
     try:
-        ctx.store.create_repo(repo, private=private, extra=extra)
+        meta = ctx.store.create_repo(repo, private=private, extra=extra)
     except RepoExists:
-        raise conflict(f"You already created this {repo.type} repo", url=url) from None
-    return JSONResponse({"url": url, "name": repo.id, "id": object_id(repo)})
+        raise conflict(f"You already created this {repo.type} repo", url=ctx.repo_url(repo)) from None
+    created = RepoId.parse(repo.type, meta["id"])  # the namespace's existing casing, the name as asked
+    return JSONResponse({"url": ctx.repo_url(created), "name": created.id, "id": object_id(created)})
 
 
 def delete_repo(ctx: Ctx) -> Response:
@@ -79,12 +88,13 @@ def delete_repo(ctx: Ctx) -> Response:
 
 def move_repo(ctx: Ctx) -> Response:
     payload = ctx.json()
-    repo_type = payload.get("type") or "model"
+    repo_type = _repo_type(payload)
     try:
-        src = RepoId.parse(repo_type, str(payload.get("fromRepo")))
-        dst = RepoId.parse(repo_type, str(payload.get("toRepo")))
+        src = RepoId.parse(repo_type, payload.string("fromRepo", required=True))
+        dst = RepoId.parse(repo_type, payload.string("toRepo", required=True))
     except ValueError as exc:
         raise bad_request(str(exc)) from None
+    src = ctx.store.canonical(src) or src
     ctx.writable(src)
     principal = ctx.writer()
     if not principal.member_of(dst.namespace):
@@ -100,16 +110,21 @@ def update_settings(ctx: Ctx) -> Response:
     repo = ctx.repo()
     ctx.writable(repo)
     payload = ctx.json()
+    gated = payload.data.get("gated")
+    if "gated" in payload and gated not in ("auto", "manual", False):
+        raise bad_request(f"Invalid gated value: {gated!r}")
+    private = payload.boolean("private") if "private" in payload else None
+    visibility = payload.string("visibility")
+    if visibility is not None and visibility not in ("public", "private"):
+        raise bad_request(f"Invalid visibility: {visibility!r}")
     with ctx.store.transaction(repo) as txn:
         meta = txn.meta()
         if "gated" in payload:
-            if payload["gated"] not in ("auto", "manual", False):
-                raise bad_request(f"Invalid gated value: {payload['gated']!r}")
-            meta["gated"] = payload["gated"]
-        if "private" in payload:
-            meta["private"] = bool(payload["private"])
-        if payload.get("visibility") in ("public", "private"):
-            meta["private"] = payload["visibility"] == "private"
+            meta["gated"] = gated
+        if private is not None:
+            meta["private"] = private
+        if visibility is not None:
+            meta["private"] = visibility == "private"
         txn.save_meta(meta)
     return JSONResponse({"private": meta["private"], "gated": meta["gated"]})
 
@@ -117,8 +132,8 @@ def update_settings(ctx: Ctx) -> Response:
 def grant_access(ctx: Ctx) -> Response:
     repo = ctx.repo()
     ctx.writable(repo)
-    user = ctx.json().get("user")
-    if not isinstance(user, str) or not user:
+    user = ctx.json().string("user", "")
+    if not user:
         raise bad_request("'user' must be a user name")
     with ctx.store.transaction(repo) as txn:
         meta = txn.meta()
@@ -152,29 +167,24 @@ def _check_push(ctx: Ctx, repo: RepoId, resolved: ResolvedRevision, refs: dict[s
 
 def preupload(ctx: Ctx) -> Response:
     repo = ctx.repo()
-    ctx.readable(repo)
     resolved = resolve(ctx, repo, ctx.params["rev"])
     if ctx.flag("create_pr"):
         ctx.writer()
     else:
         _check_push(ctx, repo, resolved, ctx.store.refs(repo))
     payload = ctx.json()
-    files = payload.get("files")
-    if not isinstance(files, list):
-        raise bad_request("'files' must be a list")
+    files = payload.objects("files", required=True)
     tree = resolved.commit.tree
-    gitignore = payload.get("gitIgnore")
+    gitignore = payload.string("gitIgnore")
     if gitignore is None and ".gitignore" in tree and not tree[".gitignore"].get("lfs"):
         gitignore = ctx.store.read_entry(tree[".gitignore"]).decode("utf-8", "replace")
     answered = []
     for item in files:
-        path, size = item.get("path"), item.get("size", 0)
+        path, size = item.string("path", required=True), item.integer("size", 0)
         try:
-            sample = base64.b64decode(item.get("sample", ""), validate=True)
-        except (binascii.Error, TypeError):
+            sample = base64.b64decode(item.string("sample", ""), validate=True)
+        except binascii.Error:
             raise bad_request(f"Invalid base64 sample for {path!r}") from None
-        if not isinstance(path, str) or not isinstance(size, int):
-            raise bad_request("Each file needs a 'path' and an integer 'size'")
         mode = lfs.upload_mode(path, size, sample)
         existing = tree.get(path)
         oid = None
@@ -195,7 +205,6 @@ def _stale(head: str, parent: str | None) -> bool:
 
 def commit(ctx: Ctx) -> Response:
     repo = ctx.repo()
-    ctx.readable(repo)
     principal = ctx.writer()
     request = parse_commit_payload(ctx.body)
     revision = ctx.params["rev"]
@@ -276,7 +285,7 @@ def create_branch(ctx: Ctx) -> Response:
     repo = ctx.repo()
     ctx.writable(repo)
     branch = _ref_name(ctx.params["ref"])
-    starting_point = ctx.json().get("startingPoint") or "main"
+    starting_point = ctx.json().string("startingPoint") or "main"
     with ctx.store.transaction(repo) as txn:
         if branch in txn.refs["branches"]:
             raise conflict(f"Reference refs/heads/{branch} already exists")
@@ -305,8 +314,7 @@ def delete_branch(ctx: Ctx) -> Response:
 def create_tag(ctx: Ctx) -> Response:
     repo = ctx.repo()
     ctx.writable(repo)
-    payload = ctx.json()
-    tag = _ref_name(str(payload.get("tag", "")))
+    tag = _ref_name(ctx.json().string("tag", ""))
     with ctx.store.transaction(repo) as txn:
         if tag in txn.refs["tags"]:
             raise conflict(f"Tag {tag} already exists")
@@ -334,10 +342,8 @@ def delete_tag(ctx: Ctx) -> Response:
 
 def lfs_batch(ctx: Ctx) -> Response:
     repo = ctx.repo()
-    ctx.readable(repo)
-    ctx.writer()
     payload = ctx.json()
-    ref = (payload.get("ref") or {}).get("name") if isinstance(payload.get("ref"), dict) else None
+    ref = payload.object("ref").string("name")
     if ref:  # no ref means a PR is being opened, which any write token may do
         try:
             resolved = ctx.store.resolve(repo, ref)
@@ -345,15 +351,19 @@ def lfs_batch(ctx: Ctx) -> Response:
             ctx.writable(repo)
         else:
             _check_push(ctx, repo, resolved, ctx.store.refs(repo))
-    body = lfs.batch_response(ctx.store, ctx.hub.signer, repo, payload, ctx.endpoint)
+    checked = {
+        "operation": payload.string("operation"),
+        "transfers": payload.strings("transfers"),
+        "objects": payload.array("objects", required=True),
+    }
+    body = lfs.batch_response(ctx.store, ctx.hub.signer, repo, checked, ctx.endpoint)
     return JSONResponse(body, media_type=lfs.LFS_CONTENT_TYPE)
 
 
 def lfs_verify(ctx: Ctx) -> Response:
     repo = ctx.repo()
-    ctx.readable(repo)
     payload = ctx.json()
-    oid, size = str(payload.get("oid", "")), payload.get("size")
+    oid, size = payload.string("oid", ""), payload.integer("size")
     if not ctx.store.lfs_linked(repo, oid) or ctx.store.lfs_path(oid).stat().st_size != size:
         raise ApiError(404, f"LFS object {oid} not found in this repo")
     return JSONResponse({"oid": oid, "size": size}, media_type=lfs.LFS_CONTENT_TYPE)

@@ -11,10 +11,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -24,14 +24,21 @@ from hubfuse.localhub import api_read as read
 from hubfuse.localhub import api_write as write
 from hubfuse.localhub.apierror import ApiError, repo_not_found, revision_not_found
 from hubfuse.localhub.auth import AuthStore
-from hubfuse.localhub.context import Ctx, Hub
+from hubfuse.localhub.context import Access, AccessRule, Ctx, Hub
 from hubfuse.localhub.faults import ControlMiddleware, FaultInjector, RateLimiter, RequestLog
 from hubfuse.localhub.lfs import UploadSigner
-from hubfuse.localhub.storage import RepoNotFound, RevisionNotFound, Store
+from hubfuse.localhub.payload import read_body
+from hubfuse.localhub.storage import RepoId, RepoNotFound, RevisionNotFound, Store
 
 logger = logging.getLogger("hubfuse.localhub")
 
 Handler = Callable[[Ctx], Response]
+
+JSON_MAX_BODY = 1024 * 1024
+README_MAX_BODY = 8 * 1024 * 1024
+BATCH_MAX_BODY = 16 * 1024 * 1024
+# Inline (regular) files are at most 10 MiB each and arrive base64-encoded; larger ones go through LFS.
+COMMIT_MAX_BODY = 100 * 1024 * 1024
 
 _TYPE = r"(?P<type>models|datasets|spaces)"
 _REPO = r"(?P<ns>[^/]+)/(?P<name>[^/]+?)"
@@ -49,68 +56,121 @@ class Route:
     methods: frozenset[str]
     pattern: re.Pattern[str]
     handler: Handler
-    page: bool = False
+    access: AccessRule  # checked before the handler runs and before the body is read
+    writer: bool  # needs a write token before the body is read
+    max_body: int  # bytes; a longer body is refused with 413 unread
+    page: bool  # an HTML page (`pages.serve` runs it, with the same access rule)
 
 
-def _route(methods: str, pattern: str, handler: Handler, *, page: bool = False) -> Route:
-    return Route(frozenset(methods.split()), re.compile(f"^{pattern}$"), handler, page)
+def _route(
+    methods: str,
+    pattern: str,
+    handler: Handler,
+    access: AccessRule = Access.METADATA,
+    *,
+    writer: bool = False,
+    max_body: int = JSON_MAX_BODY,
+    page: bool = False,
+) -> Route:
+    compiled = re.compile(f"^{pattern}$")
+    # By construction: a route that names a repo always declares what it reveals of it.
+    if ("ns" in compiled.groupindex) == (access is Access.NONE):
+        raise ValueError(f"route {pattern}: repo routes need a read access rule, other routes none")
+    return Route(frozenset(methods.split()), compiled, handler, access, writer, max_body, page)
+
+
+def _diff_access(ctx: Ctx) -> Access:
+    return Access.CONTENT if ctx.flag("diff") else Access.METADATA
+
+
+def _auth_check_access(ctx: Ctx) -> Access:
+    return Access.METADATA if ctx.params.get("write") else Access.CONTENT
 
 
 ROUTES: list[Route] = [
-    _route("GET", r"/api/whoami-v2", read.whoami),
-    _route("POST", r"/api/validate-yaml", read.validate_yaml),
-    _route("POST", r"/api/repos/create", write.create_repo),
-    _route("DELETE", r"/api/repos/delete", write.delete_repo),
-    _route("POST", r"/api/repos/move", write.move_repo),
-    _route("GET", rf"/api/{_TYPE}", read.list_repos),
+    _route("GET", r"/api/whoami-v2", read.whoami, Access.NONE),
+    _route("POST", r"/api/validate-yaml", read.validate_yaml, Access.NONE, max_body=README_MAX_BODY),
+    _route("POST", r"/api/repos/create", write.create_repo, Access.NONE, writer=True),
+    _route("DELETE", r"/api/repos/delete", write.delete_repo, Access.NONE, writer=True),
+    _route("POST", r"/api/repos/move", write.move_repo, Access.NONE, writer=True),
+    _route("GET", rf"/api/{_TYPE}", read.list_repos, Access.NONE),
     _route("GET", rf"{_API_REPO}", read.repo_info),
     _route("GET", rf"{_API_REPO}/revision/(?P<rev>[^/]+)", read.repo_info),
-    _route("PUT", rf"{_API_REPO}/settings", write.update_settings),
+    _route("PUT", rf"{_API_REPO}/settings", write.update_settings, writer=True),
     _route("GET", rf"{_API_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", read.tree),
     _route("POST", rf"{_API_REPO}/paths-info/(?P<rev>[^/]+)", read.paths_info),
     _route("GET", rf"{_API_REPO}/refs", read.refs),
     _route("GET", rf"{_API_REPO}/commits/(?P<rev>[^/]+)", read.commits),
-    _route("GET", rf"{_API_REPO}/auth-check(?:/(?P<write>write))?", read.auth_check),
+    _route("GET", rf"{_API_REPO}/auth-check(?:/(?P<write>write))?", read.auth_check, _auth_check_access),
     _route("GET POST", rf"{_API_REPO}/xet-(?:read|write)-token/.*", read.xet_token),
-    _route("POST", rf"{_API_REPO}/preupload/(?P<rev>[^/]+)", write.preupload),
-    _route("POST", rf"{_API_REPO}/commit/(?P<rev>[^/]+)", write.commit),
-    _route("POST", rf"{_API_REPO}/branch/(?P<ref>.+)", write.create_branch),
-    _route("DELETE", rf"{_API_REPO}/branch/(?P<ref>.+)", write.delete_branch),
-    _route("POST", rf"{_API_REPO}/tag/(?P<ref>.+)", write.create_tag),
-    _route("DELETE", rf"{_API_REPO}/tag/(?P<ref>.+)", write.delete_tag),
-    _route("POST", rf"{_API_REPO}/user-access-request/grant", write.grant_access),
+    _route(
+        "POST",
+        rf"{_API_REPO}/preupload/(?P<rev>[^/]+)",
+        write.preupload,
+        writer=True,
+        max_body=BATCH_MAX_BODY,
+    ),
+    _route(
+        "POST", rf"{_API_REPO}/commit/(?P<rev>[^/]+)", write.commit, writer=True, max_body=COMMIT_MAX_BODY
+    ),
+    _route("POST", rf"{_API_REPO}/branch/(?P<ref>.+)", write.create_branch, writer=True),
+    _route("DELETE", rf"{_API_REPO}/branch/(?P<ref>.+)", write.delete_branch, writer=True),
+    _route("POST", rf"{_API_REPO}/tag/(?P<ref>.+)", write.create_tag, writer=True),
+    _route("DELETE", rf"{_API_REPO}/tag/(?P<ref>.+)", write.delete_tag, writer=True),
+    _route("POST", rf"{_API_REPO}/user-access-request/grant", write.grant_access, writer=True),
     _route("GET", rf"{_API_REPO}/discussions", disc.list_discussions),
-    _route("POST", rf"{_API_REPO}/discussions", disc.create_discussion),
-    _route("GET", rf"{_API_REPO}/discussions/(?P<num>\d+)", disc.discussion_details),
+    _route("POST", rf"{_API_REPO}/discussions", disc.create_discussion, writer=True),
+    _route("GET", rf"{_API_REPO}/discussions/(?P<num>\d+)", disc.discussion_details, _diff_access),
     _route(
         "POST",
         rf"{_API_REPO}/discussions/(?P<num>\d+)/(?P<action>comment|title|status|merge)",
         disc.discussion_action,
+        writer=True,
     ),
     _route(
         "POST",
         rf"{_API_REPO}/discussions/(?P<num>\d+)/comment/(?P<cid>[^/]+)/(?P<op>edit|hide)",
         disc.comment_change,
+        writer=True,
     ),
-    _route("POST", rf"{_GIT_REPO}/info/lfs/objects/batch", write.lfs_batch),
+    _route(
+        "POST", rf"{_GIT_REPO}/info/lfs/objects/batch", write.lfs_batch, writer=True, max_body=BATCH_MAX_BODY
+    ),
     _route("POST", rf"{_GIT_REPO}/info/lfs/objects/verify", write.lfs_verify),
     _route(
         "GET HEAD",
         rf"/(?:(?P<type>datasets|spaces)/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)",
         read.resolve_file,
+        Access.CONTENT,
     ),
     # The HTML pages, after every API route: a path the API serves is never a page.
-    _route("GET HEAD", r"/", pages.index, page=True),
-    _route("GET HEAD", r"/_pages/style\.css", pages.stylesheet, page=True),
-    _route("POST", r"/login", pages.login, page=True),
-    _route("POST", r"/logout", pages.logout, page=True),
+    _route("GET HEAD", r"/", pages.index, Access.NONE, page=True),
+    _route("GET HEAD", r"/_pages/style\.css", pages.stylesheet, Access.NONE, page=True),
+    _route("POST", r"/login", pages.login, Access.NONE, page=True),
+    _route("POST", r"/logout", pages.logout, Access.NONE, page=True),
     _route("GET HEAD", _PAGE_REPO, pages.repo_page, page=True),
     _route("GET HEAD", rf"{_PAGE_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", pages.tree_page, page=True),
     _route("GET HEAD", rf"{_PAGE_REPO}/blob/(?P<rev>[^/]+)/(?P<path>.+)", pages.blob_page, page=True),
     _route("GET HEAD", rf"{_PAGE_REPO}/discussions", pages.discussions_page, page=True),
     _route("GET HEAD", rf"{_PAGE_REPO}/discussions/(?P<num>\d+)", pages.discussion_page, page=True),
 ]
+# Paths that name a repo no route can serve (an id without a namespace, like `gpt2`): RepoNotFound.
+_REPO_SHAPED_RE = re.compile(rf"^/api/{_TYPE}/|/resolve/")
 _UPLOAD_RE = re.compile(r"^/lfs-upload/(?P<token>[A-Za-z0-9_=.-]+)$")
+
+
+def _moved_redirect(request: Request, match: re.Match[str], moved: RepoId) -> Response:
+    """A relative redirect to the same path under the repo's new id, as the Hub answers renamed repos."""
+    raw_path = match.string
+    start, end = match.start("ns"), match.end("name")
+    location = raw_path[:start] + quote(moved.namespace) + "/" + quote(moved.name) + raw_path[end:]
+    if query := request.scope.get("query_string", b"").decode("latin-1"):
+        location += f"?{query}"
+    return Response(b"", status_code=307, headers={"Location": location})
+
+
+def _params(match: re.Match[str]) -> dict[str, str]:
+    return {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
 
 
 def _error_response(error: ApiError) -> Response:
@@ -145,10 +205,11 @@ class HubApp:
                 if method != "PUT":
                     raise ApiError(405, "Method not allowed")
                 return await write.lfs_upload(self.hub, request, upload.groupdict())
-            route, params = self._match(method, raw_path)
-            if route.page:
+            found = self._match(method, raw_path)
+            if found is not None and found[0].page:
+                route, match = found
                 return await pages.serve(
-                    self.hub, route.handler, request, params, self._endpoint(request), self._token(request)
+                    self.hub, route, _params(match), request, self._endpoint(request), self._token(request)
                 )
             principal = None
             token = self._token(request)
@@ -156,14 +217,38 @@ class HubApp:
                 principal = self.hub.auth.lookup(token)
                 if principal is None:
                     raise ApiError(401, "Invalid credentials in Authorization header")
-            body = await request.body() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
-            ctx = Ctx(self.hub, request, params, body, principal, self._endpoint(request))
+            if found is None:
+                raise repo_not_found("", authenticated=principal is not None)
+            route, match = found
+            ctx = Ctx(self.hub, request, _params(match), principal, self._endpoint(request))
+            # Who may do this is settled before a byte of the body is read.
+            redirect = await run_in_threadpool(self._authorize, route, match, ctx)
+            if redirect is not None:
+                return redirect
+            if method in ("POST", "PUT", "PATCH", "DELETE"):
+                ctx.body = await read_body(request, route.max_body)
             return await run_in_threadpool(self._run, route.handler, ctx)
         except ApiError as error:
             return _error_response(error)
+        except ClientDisconnect:
+            return None
         except Exception:
             logger.exception("localhub: unhandled error on %s %s", method, raw_path)
             return _error_response(ApiError(500, "Internal server error"))
+
+    @staticmethod
+    def _authorize(route: Route, match: re.Match[str], ctx: Ctx) -> Response | None:
+        """The route's read access and write-token requirement; a redirect when the repo was moved."""
+        if route.access is not Access.NONE:
+            repo = ctx.repo()
+            if not ctx.store.exists(repo) and (moved := ctx.store.moved_to(repo)) is not None:
+                ctx.readable(moved)  # a redirect must not reveal a repo the caller cannot see
+                return _moved_redirect(ctx.request, match, moved)
+            access = route.access if isinstance(route.access, Access) else route.access(ctx)
+            ctx.meta = ctx.check_read(repo, access)
+        if route.writer:
+            ctx.writer()
+        return None
 
     @staticmethod
     def _run(handler: Handler, ctx: Ctx) -> Response:
@@ -175,7 +260,8 @@ class HubApp:
             raise revision_not_found(str(exc)) from None
 
     @staticmethod
-    def _match(method: str, raw_path: str) -> tuple[Route, dict[str, str]]:
+    def _match(method: str, raw_path: str) -> tuple[Route, re.Match[str]] | None:
+        """The route and its match; None for a repo-shaped path no route serves (RepoNotFound)."""
         path_matched = False
         for route in ROUTES:
             match = route.pattern.match(raw_path)
@@ -183,9 +269,11 @@ class HubApp:
                 continue
             path_matched = True
             if method in route.methods:
-                return route, {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
+                return route, match
         if path_matched:
             raise ApiError(405, f"Method {method} not allowed on {raw_path}")
+        if _REPO_SHAPED_RE.search(raw_path):
+            return None
         raise ApiError(404, f"Not found: {method} {raw_path}")
 
     @staticmethod

@@ -37,7 +37,8 @@ class Principal:
         return self.role == "write"
 
     def member_of(self, namespace: str) -> bool:
-        return namespace == self.user or namespace in self.orgs
+        folded = namespace.lower()  # names are case-insensitive, as on the Hub
+        return folded == self.user.lower() or folded in (org.lower() for org in self.orgs)
 
 
 def new_token() -> str:

@@ -4,21 +4,37 @@ Access mirrors the Hub: a private repo is invisible (RepoNotFound: 401 anonymous
 anyone outside its namespace; a gated repo's files answer `GatedRepo` (401 anonymous, 403 otherwise)
 to users who were not granted access; writes need a `write` token of the namespace's user or of a
 member of its org.
+
+Read access is declared per route (`Access`) and checked by the dispatcher before the handler runs
+and before the request body is read, so no route can forget it; `Ctx.check_read` is that one check.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
-from hubfuse.localhub.apierror import ApiError, bad_request, forbidden, repo_not_found, unauthorized
+from hubfuse.localhub.apierror import ApiError, forbidden, repo_not_found, unauthorized
 from hubfuse.localhub.auth import AuthStore, Principal
 from hubfuse.localhub.lfs import UploadSigner
+from hubfuse.localhub.payload import Payload
 from hubfuse.localhub.storage import RepoId, Store
+
+
+class Access(Enum):
+    """What a route reveals of the repo it names, hence what the caller must be allowed to read."""
+
+    NONE = "none"  # the route names no repo
+    METADATA = "metadata"  # the repo exists, its refs, tree, settings: private repos stay invisible
+    CONTENT = "content"  # file bytes (downloads, diffs): also needs the gate passed
+
+
+AccessRule = Access | Callable[["Ctx"], Access]
 
 
 @dataclass
@@ -34,9 +50,11 @@ class Ctx:
     hub: Hub
     request: Request
     params: dict[str, str]
-    body: bytes
     principal: Principal | None
     endpoint: str
+    body: bytes = b""
+    meta: dict[str, Any] = field(default_factory=dict)  # the checked repo's meta, for repo routes
+    _repo: RepoId | None = None
 
     @property
     def store(self) -> Store:
@@ -49,27 +67,31 @@ class Ctx:
     def flag(self, name: str) -> bool:
         return self.query.get(name, "").lower() in ("1", "true", "yes")
 
-    def json(self) -> Any:
-        if not self.body.strip():
-            return {}
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            raise bad_request("Request body is not valid JSON") from None
+    def json(self) -> Payload:
+        return Payload.parse(self.body)
 
     def repo(self) -> RepoId:
-        plural = self.params.get("type") or "models"
-        try:
-            return RepoId(plural.removesuffix("s"), self.params["ns"], self.params["name"])
-        except ValueError:
-            raise repo_not_found(
-                f"{self.params.get('ns')}/{self.params.get('name')}", authenticated=self.principal is not None
-            ) from None
+        """The repo the path names, as stored (ids are case-insensitive; the created casing is kept)."""
+        if self._repo is None:
+            plural = self.params.get("type") or "models"
+            try:
+                named = RepoId(plural.removesuffix("s"), self.params["ns"], self.params["name"])
+            except (ValueError, KeyError):
+                raise repo_not_found("", authenticated=self.principal is not None) from None
+            self._repo = self.store.canonical(named) or named
+        return self._repo
 
     def repo_url(self, repo: RepoId) -> str:
         return f"{self.endpoint}/{repo.url_prefix}{repo.id}"
 
     # ---- access ----------------------------------------------------------------------------------
+
+    def check_read(self, repo: RepoId, access: Access) -> dict[str, Any]:
+        """The one read check: the repo's meta if the caller may see what `access` reveals."""
+        meta = self.readable(repo)
+        if access is Access.CONTENT:
+            self.check_gate(repo, meta)
+        return meta
 
     def readable(self, repo: RepoId) -> dict[str, Any]:
         """The repo's meta if the caller may see the repo at all."""

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
 import jinja2
@@ -32,9 +32,12 @@ from hubfuse.localhub.apierror import (
     repo_not_found,
     revision_not_found,
 )
-from hubfuse.localhub.context import Ctx, Hub
+from hubfuse.localhub.context import Access, AccessRule, Ctx, Hub
 from hubfuse.localhub.markup import diff_lines, human_size, render_markdown
 from hubfuse.localhub.storage import Commit, RepoId, RepoNotFound, RevisionNotFound
+
+if TYPE_CHECKING:
+    from hubfuse.localhub.app import Route
 
 logger = logging.getLogger("hubfuse.localhub")
 
@@ -75,13 +78,14 @@ Handler = Callable[[Ctx], Response]
 
 async def serve(
     hub: Hub,
-    handler: Handler,
-    request: Request,
+    route: Route,
     params: dict[str, str],
+    request: Request,
     endpoint: str,
     header_token: str | None,
 ) -> Response:
-    """Run a page handler; errors become HTML pages, every answer gets the security headers."""
+    """Run a page route: its access rule first, as for the API; errors become HTML pages, every
+    answer gets the security headers."""
     cookie_token = request.cookies.get(cookie_name(request))
     token = header_token or cookie_token
     principal = hub.auth.lookup(token) if token else None
@@ -91,9 +95,9 @@ async def serve(
             body += chunk
             if len(body) > _FORM_MAX_BYTES:
                 return _with_headers(HTMLResponse("Request body too large", status_code=413))
-    ctx = Ctx(hub, request, params, body, principal, endpoint)
+    ctx = Ctx(hub, request, params, principal, endpoint, body=body)
     stale = bool(cookie_token) and not header_token and principal is None
-    response = await run_in_threadpool(_run, handler, ctx, stale)
+    response = await run_in_threadpool(_run, route.handler, route.access, ctx, stale)
     return _with_headers(response)
 
 
@@ -102,10 +106,12 @@ def _with_headers(response: Response) -> Response:
     return response
 
 
-def _run(handler: Handler, ctx: Ctx, stale_cookie: bool) -> Response:
+def _run(handler: Handler, access: AccessRule, ctx: Ctx, stale_cookie: bool) -> Response:
     ctx.request.state.stale_cookie = stale_cookie
     try:
         try:
+            if access is not Access.NONE:
+                ctx.meta = ctx.check_read(ctx.repo(), access if isinstance(access, Access) else access(ctx))
             return handler(ctx)
         except RepoNotFound:
             raise repo_not_found("", authenticated=ctx.principal is not None) from None

@@ -10,8 +10,12 @@ Layout under the data dir:
         commits/<id>.json        {id, parents, tree: {path: {oid, size, lfs?}}, title, message, author, date}
         lfs/<sha256>             marker: this LFS object was uploaded to (or committed in) this repo
         discussions/<n>.json
+    redirects.json               {"models/old-ns/old-name": "new-ns/new-name"}: where moved repos went (keys lowercase)
     locks/                       lock files (kept outside the repo folders so a delete cannot race them)
     tmp/                         temp files; everything is written there or beside its target, then renamed
+
+Repo ids are case-insensitive, as on the Hub: a repo's folder keeps the casing it was created with and
+`Store.canonical` finds it whatever the casing asked for.
 
 Commits and blobs never change once written; `refs.json` and `meta.json` are replaced atomically, and
 every read-modify-write of a repo happens inside `Store.transaction`, which holds the repo's lock.
@@ -124,6 +128,11 @@ class RepoId:
     def key(self) -> str:
         return f"{self.type}s/{self.id}"
 
+    @property
+    def folded_key(self) -> str:
+        """The key two spellings of one repo share."""
+        return self.key.lower()
+
     @classmethod
     def parse(cls, repo_type: str, repo_id: str) -> RepoId:
         namespace, sep, name = repo_id.partition("/")
@@ -229,6 +238,18 @@ class RepoTxn:
         atomic_write_json(self.dir / "meta.json", meta)
 
 
+def _find_folded(folder: Path, name: str) -> str | None:
+    """The entry of `folder` named `name` in any casing (the exact one first)."""
+    if (folder / name).is_dir():
+        return name
+    folded = name.lower()
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if entry.name.lower() == folded and entry.is_dir():
+                return entry.name
+    return None
+
+
 class Store:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).absolute()
@@ -290,6 +311,46 @@ class Store:
     def exists(self, repo: RepoId) -> bool:
         return (self.repo_dir(repo) / "meta.json").exists()
 
+    def canonical(self, repo: RepoId) -> RepoId | None:
+        """The stored repo `repo` names in any casing, or None when there is none."""
+        if self.exists(repo):
+            return repo
+        namespace = _find_folded(self.root / "repos" / f"{repo.type}s", repo.namespace)
+        if namespace is None:
+            return None
+        name = _find_folded(self.root / "repos" / f"{repo.type}s" / namespace, repo.name)
+        if name is None:
+            return None
+        found = RepoId(repo.type, namespace, name)
+        return found if self.exists(found) else None
+
+    def _namespace_casing(self, repo: RepoId) -> RepoId:
+        """`repo` under its namespace's existing casing, if the namespace has repos already."""
+        namespace = _find_folded(self.root / "repos" / f"{repo.type}s", repo.namespace)
+        return RepoId(repo.type, namespace, repo.name) if namespace else repo
+
+    def moved_to(self, repo: RepoId) -> RepoId | None:
+        """Where a repo that was moved away from this name went (None when it was not moved)."""
+        try:
+            target = read_json(self.root / "redirects.json").get(repo.folded_key)
+        except FileNotFoundError:
+            return None
+        return RepoId.parse(repo.type, target) if isinstance(target, str) else None
+
+    def _record_move(self, src: RepoId, dst: RepoId) -> None:
+        path = self.root / "redirects.json"
+        try:
+            redirects = read_json(path)
+        except FileNotFoundError:
+            redirects = {}
+        # Older names of `src` now lead to `dst` too; `dst` is a live repo again, never a redirect.
+        for key, target in redirects.items():
+            if f"{src.type}s/{target}".lower() == src.folded_key:
+                redirects[key] = dst.id
+        redirects[src.folded_key] = dst.id
+        redirects.pop(dst.folded_key, None)
+        atomic_write_json(path, redirects)
+
     def meta(self, repo: RepoId) -> dict[str, Any]:
         try:
             return read_json(self.repo_dir(repo) / "meta.json")
@@ -300,8 +361,9 @@ class Store:
         self, repo: RepoId, *, private: bool = False, extra: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         with self._global_lock().hold():
-            if self.exists(repo):
+            if self.canonical(repo) is not None:
                 raise RepoExists(repo.id)
+            repo = self._namespace_casing(repo)
             staging = self.root / "tmp" / f"repo-{uuid.uuid4().hex}"
             meta = {
                 "type": repo.type,
@@ -343,13 +405,16 @@ class Store:
         with self._global_lock().hold(), self._repo_lock(src).hold():
             if not self.exists(src):
                 raise RepoNotFound(src.id)
-            if self.exists(dst):
+            if self.canonical(dst) not in (None, src):  # a move may change the casing alone
                 raise RepoExists(dst.id)
+            dst = self._namespace_casing(dst)
             meta = self.meta(src)
             meta["id"] = dst.id
             atomic_write_json(self.repo_dir(src) / "meta.json", meta)
             self.repo_dir(dst).parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.repo_dir(src), self.repo_dir(dst))
+            if src.folded_key != dst.folded_key:
+                self._record_move(src, dst)
 
     def list_repos(self, repo_type: str) -> list[tuple[RepoId, dict[str, Any]]]:
         base = self.root / "repos" / f"{repo_type}s"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import httpx2
 import pytest
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 from hubfuse.localhub import LocalHub
@@ -172,4 +173,39 @@ def test_branches_and_tags(api: HfApi, repo_id: str) -> None:
 def test_move_repo(api: HfApi, repo_id: str) -> None:
     api.move_repo(repo_id, "acme/moved-here")
     assert api.repo_exists("acme/moved-here")
-    assert not api.repo_exists(repo_id)
+    assert api.model_info(repo_id).id == "acme/moved-here"  # the old name redirects, as on the Hub
+
+
+def test_repo_ids_are_case_insensitive(hub: LocalHub, api: HfApi) -> None:
+    api.create_repo("alice/CaseRepo")
+    api.upload_file(path_or_fileobj=b"hi", path_in_repo="a.txt", repo_id="alice/caserepo")
+    for spelling in ("alice/CaseRepo", "alice/caserepo", "ALICE/CASEREPO"):
+        assert api.model_info(spelling).id == "alice/CaseRepo"  # the created casing, whatever was asked
+    assert api.list_repo_files("Alice/caseREPO") == [".gitattributes", "a.txt"]
+    with pytest.raises(HfHubHTTPError) as excinfo:
+        api.create_repo("alice/CASEREPO")
+    assert excinfo.value.response.status_code == 409
+    assert [m.id for m in api.list_models(author="ALICE", search="caserepo")] == ["alice/CaseRepo"]
+
+
+def test_moved_repo_redirects_from_its_old_name(
+    hub: LocalHub, api: HfApi, repo_id: str, tmp_path: Path
+) -> None:
+    api.upload_file(path_or_fileobj=b"moved", path_in_repo="m.txt", repo_id=repo_id)
+    api.move_repo(repo_id, "acme/moved-twice")
+    api.move_repo("acme/moved-twice", "acme/Moved-Final")
+    for old in (repo_id, "acme/moved-twice"):
+        assert api.model_info(old).id == "acme/Moved-Final"
+        path = hf_hub_download(old, "m.txt", endpoint=hub.endpoint, token=False, cache_dir=tmp_path / "c")
+        assert Path(path).read_bytes() == b"moved"
+    raw = httpx2.get(f"{hub.endpoint}/api/models/{repo_id}/tree/main?recursive=1", follow_redirects=False)
+    assert raw.status_code == 307
+    assert raw.headers["location"] == "/api/models/acme/Moved-Final/tree/main?recursive=1"
+
+
+def test_id_without_namespace_is_repo_not_found(hub: LocalHub, api: HfApi) -> None:
+    assert api.repo_exists("gpt2") is False
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info("gpt2", revision="main")
+    with pytest.raises(RepositoryNotFoundError):
+        hf_hub_download("gpt2", "config.json", endpoint=hub.endpoint, token=False)
