@@ -7,6 +7,17 @@
 from __future__ import annotations
 
 
+def header_safe(text: str) -> str:
+    """`text` as a header value: printable ASCII only, anything else backslash-escaped.
+
+    Messages quote what the client sent (paths, revisions); a control character copied into a header
+    would make the HTTP layer drop the connection instead of answering, which clients retry.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c if c.isascii() and c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 class ApiError(Exception):
     def __init__(
         self,
@@ -25,11 +36,8 @@ class ApiError(Exception):
         self.body = body
 
     def response_headers(self) -> dict[str, str]:
-        headers = dict(self.headers)
-        # Header values must be latin-1; keep the message readable and on one line.
-        headers["X-Error-Message"] = (
-            self.message.replace("\r", " ").replace("\n", " ").encode("latin-1", "replace").decode("latin-1")
-        )
+        headers = {name: header_safe(value) for name, value in self.headers.items()}
+        headers["X-Error-Message"] = header_safe(self.message)
         if self.code:
             headers["X-Error-Code"] = self.code
         return headers

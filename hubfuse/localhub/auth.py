@@ -103,7 +103,7 @@ class AuthStore:
                 "orgs": orgs,
                 "createdAt": now_iso(),
             }
-            atomic_write_json(self.path, data)
+            atomic_write_json(self.path, data, mode=0o600)  # plaintext tokens: the owner's eyes only
         return token
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hubfuse.localhub.apierror import ApiError, bad_request
+from hubfuse.localhub.payload import Payload
 from hubfuse.localhub.storage import Commit, RepoId, Store, lfs_entry
 
 Tree = dict[str, dict[str, Any]]
@@ -44,40 +45,48 @@ def validate_path(path: object) -> str:
 
 
 def parse_commit_payload(body: bytes) -> CommitRequest:
-    header: dict[str, Any] | None = None
+    header: Payload | None = None
     operations: list[Operation] = []
     for number, line in enumerate(body.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
-            key, value = item["key"], item["value"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, RecursionError):
             raise bad_request(f"Invalid NDJSON line {number}") from None
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("key"), str)
+            or not isinstance(item.get("value"), dict)
+        ):
+            raise bad_request(
+                f"NDJSON line {number} must be an object with a string 'key' and an object 'value'"
+            )
+        key, value = item["key"], Payload(item["value"])
         if key == "header":
             header = value
         elif key == "file":
-            if value.get("encoding", "base64") != "base64":
-                raise bad_request(f"Unsupported encoding: {value.get('encoding')!r}")
+            if value.string("encoding", "base64") != "base64":
+                raise bad_request(f"Unsupported encoding: {value.data.get('encoding')!r}")
+            path = validate_path(value.data.get("path"))
             try:
-                content = base64.b64decode(value["content"], validate=True)
-            except (binascii.Error, KeyError, TypeError):
-                raise bad_request(f"Invalid base64 content for {value.get('path')!r}") from None
-            operations.append(Operation("file", validate_path(value.get("path")), content=content))
+                content = base64.b64decode(value.string("content", required=True), validate=True)
+            except binascii.Error:
+                raise bad_request(f"Invalid base64 content for {path!r}") from None
+            operations.append(Operation("file", path, content=content))
         elif key == "lfsFile":
-            if value.get("algo", "sha256") != "sha256":
-                raise bad_request(f"Unsupported LFS algo: {value.get('algo')!r}")
-            size = value.get("size")
+            if value.string("algo", "sha256") != "sha256":
+                raise bad_request(f"Unsupported LFS algo: {value.data.get('algo')!r}")
             operations.append(
                 Operation(
                     "lfsFile",
-                    validate_path(value.get("path")),
-                    oid=str(value.get("oid", "")).lower(),
-                    size=size if isinstance(size, int) else None,
+                    validate_path(value.data.get("path")),
+                    oid=value.string("oid", "").lower(),
+                    size=value.integer("size"),
                 )
             )
         elif key in ("deletedFile", "deletedFolder"):
-            path = value.get("path")
+            path = value.data.get("path")
             if key == "deletedFolder" and isinstance(path, str):
                 path = path.rstrip("/")
             operations.append(Operation(key, validate_path(path)))
@@ -85,15 +94,15 @@ def parse_commit_payload(body: bytes) -> CommitRequest:
             raise bad_request(f"Unknown commit operation: {key!r}")
     if header is None:
         raise bad_request("Missing header line in commit payload")
-    summary = header.get("summary")
-    if not isinstance(summary, str) or not summary.strip():
+    summary = header.string("summary", "")
+    if not summary.strip():
         raise bad_request("Commit summary must not be empty")
-    parent = header.get("parentCommit")
-    if parent is not None and (not isinstance(parent, str) or not _PARENT_RE.match(parent)):
+    parent = header.string("parentCommit")
+    if parent is not None and not _PARENT_RE.match(parent):
         raise bad_request(f"Invalid parentCommit: {parent!r}")
     return CommitRequest(
         summary=summary.strip(),
-        description=str(header.get("description") or ""),
+        description=header.string("description", ""),
         parent_commit=parent.lower() if parent else None,
         operations=operations,
     )

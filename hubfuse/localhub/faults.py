@@ -30,7 +30,23 @@ from urllib.parse import parse_qs
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ADMIN_PREFIX = "/_localhub/"
+_ADMIN_MAX_BODY = 1024 * 1024
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+_RULE_KEYS = {"method", "path", "action", "status", "times", "after", "retry_after", "after_bytes"}
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int  # JSON true/false are not numbers
+
+
+def _count(data: dict[str, Any], key: str, default: int, *, maximum: int | None = None) -> int:
+    value = data.get(key, default)
+    if not _is_int(value) or value < 0 or (maximum is not None and value > maximum):
+        bound = f" up to {maximum}" if maximum is not None else ""
+        raise ValueError(f"fault {key} must be a non-negative integer{bound}, not {value!r}")
+    return value
 
 
 @dataclass
@@ -46,21 +62,35 @@ class FaultRule:
     fired: int = 0
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FaultRule:
+    def from_json(cls, data: Any) -> FaultRule:
+        """A rule from its JSON form; ValueError for anything that would misfire later."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a fault rule must be an object, not {type(data).__name__}")
+        unknown = data.keys() - _RULE_KEYS
+        if unknown:
+            raise ValueError(f"unknown fault rule keys: {', '.join(sorted(unknown))}")
         action = data.get("action", data.get("status"))
         if isinstance(action, str) and action.isdigit():
             action = int(action)
-        if not (action == "drop" or (isinstance(action, int) and 400 <= action <= 599)):
+        if not (action == "drop" or (_is_int(action) and 400 <= action <= 599)):
             raise ValueError(f"fault action must be an HTTP error status or 'drop', not {action!r}")
         method = data.get("method")
+        if method is not None and not (isinstance(method, str) and re.fullmatch(r"[A-Za-z]+|\*", method)):
+            raise ValueError(f"fault method must be an HTTP method or '*', not {method!r}")
+        path = data.get("path", "")
+        if not isinstance(path, str):
+            raise ValueError(f"fault path must be a regex string, not {path!r}")
+        times = data.get("times", 1)
+        if times is not None and not (_is_int(times) and times >= 1):
+            raise ValueError(f"fault times must be a positive integer or null, not {times!r}")
         return cls(
-            path=re.compile(data.get("path", "")),
+            path=re.compile(path),
             action=action,
-            method=None if method in (None, "*") else str(method).upper(),
-            times=data.get("times", 1),
-            after=int(data.get("after", 0)),
-            retry_after=int(data.get("retry_after", 1)),
-            after_bytes=int(data.get("after_bytes", 0)),
+            method=None if method in (None, "*") else method.upper(),
+            times=times,
+            after=_count(data, "after", 0),
+            retry_after=_count(data, "retry_after", 1, maximum=3600),
+            after_bytes=_count(data, "after_bytes", 0),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -180,6 +210,17 @@ class RateLimiter:
             return used <= self.limit, headers
 
 
+def _rate_limit(payload: Any) -> tuple[int | None, int]:
+    if not isinstance(payload, dict):
+        raise ValueError("the rate limit must be an object {limit, window}")
+    limit, window = payload.get("limit"), payload.get("window", 300)
+    if limit is not None and not (_is_int(limit) and limit >= 1):
+        raise ValueError(f"limit must be a positive integer or null, not {limit!r}")
+    if not (_is_int(window) and window >= 1):
+        raise ValueError(f"window must be a positive number of seconds, not {window!r}")
+    return limit, window
+
+
 def ratelimit_headers(remaining: int, reset: int, limit: int, window: int) -> dict[str, str]:
     # The IETF draft format the Hub uses, which huggingface_hub parses on a 429.
     return {
@@ -209,15 +250,56 @@ async def _json_response(send: Send, status: int, body: Any, headers: dict[str, 
     return len(payload)
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body; None once it grows past `limit`."""
     body = b""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return body
         body += message.get("body", b"")
+        if len(body) > limit:
+            return None
         if not message.get("more_body"):
             return body
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _loopback_host(host: str) -> bool:
+    """`host` (a Host header, or an Origin's host part) names the loopback interface."""
+    if host.startswith("["):
+        name = host[1 : host.find("]")] if "]" in host else host
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name.lower() in _LOOPBACK
+
+
+def _admin_refusal(scope: Scope) -> str | None:
+    """Why a loopback request must still be refused: a web page can reach loopback too.
+
+    A page on another origin can send a "simple" cross-origin POST (text/plain, no preflight), and a
+    DNS-rebound name makes the browser send a foreign Host. Requiring a loopback Host (and Origin,
+    when there is one) and a JSON content type on changes closes both.
+    """
+    host = _header(scope, b"host")
+    if host is None or not _loopback_host(host):
+        return "the admin API answers only requests addressed to a loopback host"
+    origin = _header(scope, b"origin")
+    if origin is not None:
+        scheme, _, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not _loopback_host(rest.split("/", 1)[0]):
+            return "the admin API refuses cross-origin requests"
+    if scope["method"] not in ("GET", "HEAD"):
+        content_type = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+        if content_type != "application/json":
+            return "admin requests that change something must be sent as application/json"
+    return None
 
 
 def _token_of(scope: Scope) -> str | None:
@@ -358,12 +440,21 @@ class ControlMiddleware:
             return
         what = scope["path"][len(ADMIN_PREFIX) :].strip("/")
         method = scope["method"]
-        body = await _read_body(receive)
-        query = parse_qs(scope.get("query_string", b"").decode())
+        refusal = _admin_refusal(scope)
+        if refusal is not None:
+            await _json_response(send, 403, {"error": refusal})
+            return
+        body = await _read_body(receive, _ADMIN_MAX_BODY)
+        if body is None:
+            await _json_response(
+                send, 413, {"error": f"admin request bodies are limited to {_ADMIN_MAX_BODY} bytes"}
+            )
+            return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         try:
             payload = json.loads(body) if body.strip() else None
             result = self._admin_action(what, method, payload, query)
-        except (ValueError, TypeError, KeyError, re.error) as exc:
+        except (ValueError, TypeError, KeyError, re.error, RecursionError) as exc:
             await _json_response(send, 400, {"error": str(exc)})
             return
         if result is None:
@@ -380,6 +471,8 @@ class ControlMiddleware:
             rules = payload.get("rules", []) if isinstance(payload, dict) and "rules" in payload else payload
             if isinstance(rules, dict):
                 rules = [rules]
+            if rules is not None and not isinstance(rules, list):
+                raise ValueError("fault rules must be a list of rule objects")
             if method == "POST":
                 self.faults.add(rules or [])
             elif method == "PUT":
@@ -394,11 +487,15 @@ class ControlMiddleware:
                 self.log.clear()
             elif method != "GET":
                 return None
-            since = int(query.get("since", ["0"])[0])
+            since_text = query.get("since", ["0"])[0]
+            if not since_text.isdigit():
+                raise ValueError(f"since must be a request sequence number, not {since_text!r}")
+            since = int(since_text)
             return self.log.to_json(since, entries=not query.get("summary"))
         if what == "ratelimit":
             if method in ("PUT", "POST"):
-                self.limiter.configure(payload.get("limit"), int(payload.get("window", 300)))
+                limit, window = _rate_limit(payload)
+                self.limiter.configure(limit, window)
             elif method == "DELETE":
                 self.limiter.configure(None)
             elif method != "GET":
