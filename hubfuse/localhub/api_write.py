@@ -9,7 +9,7 @@ import re
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from hubfuse.localhub import discussions, lfs
+from hubfuse.localhub import cards, discussions, lfs
 from hubfuse.localhub.api_read import resolve
 from hubfuse.localhub.apierror import ApiError, bad_request, conflict, forbidden, revision_not_found
 from hubfuse.localhub.commits import CommitRequest, apply_operations, new_commit, parse_commit_payload
@@ -199,6 +199,15 @@ def preupload(ctx: Ctx) -> Response:
     return JSONResponse({"files": answered, "commitOid": resolved.commit.id})
 
 
+def _check_card(request: CommitRequest) -> None:
+    """A README.md whose metadata the Hub would refuse is refused here too, whole commit and all."""
+    for op in request.operations:
+        if op.kind == "file" and op.path == "README.md":
+            errors, _ = cards.validate(op.content.decode("utf-8", "replace"))
+            if errors:
+                raise bad_request(f"Invalid metadata in README.md: {'; '.join(errors)}")
+
+
 def _stale(head: str, parent: str | None) -> bool:
     return parent is not None and not head.startswith(parent)
 
@@ -207,6 +216,7 @@ def commit(ctx: Ctx) -> Response:
     repo = ctx.repo()
     principal = ctx.writer()
     request = parse_commit_payload(ctx.body)
+    _check_card(request)
     revision = ctx.params["rev"]
     create_pr = ctx.flag("create_pr")
     pr_url = None

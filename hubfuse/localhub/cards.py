@@ -1,13 +1,88 @@
-"""README front matter: the `cardData` of repo info and the `/api/validate-yaml` check."""
+"""README front matter: the `cardData` of repo info and the `/api/validate-yaml` check.
+
+A README is anyone's input, parsed on anonymous requests, so the parsing is bounded: the front matter's
+size, the expansion of YAML aliases ("billion laughs": a few hundred bytes that expand to gigabytes
+once serialised), nesting, and the size of the `cardData` served.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import yaml
 
+from hubfuse.hub_licenses import OTHER, is_hub_license
+
+FRONT_MATTER_MAX_BYTES = 1024 * 1024
+CARD_DATA_MAX_BYTES = 1024 * 1024
+# Nodes that aliases may add beyond those written out: real cards use a handful of aliases, if any.
+ALIAS_EXPANSION_MAX_NODES = 10_000
+
 _FRONT_MATTER_RE = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)(?:\r?\n)?^---[ \t]*$", re.DOTALL | re.MULTILINE)
+_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class CardTooLarge(ValueError):
+    pass
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand it by more than ALIAS_EXPANSION_MAX_NODES nodes.
+
+    Sizes are computed bottom-up once per distinct node, so the check is linear in the document,
+    whatever the expansion it measures.
+    """
+    expanded: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            on_path.discard(key)
+            expanded[key] = 1 + sum(expanded[id(child)] for child in _children(node))
+            if expanded[key] > len(expanded) + ALIAS_EXPANSION_MAX_NODES:
+                raise CardTooLarge(
+                    f"YAML aliases expand the metadata beyond {ALIAS_EXPANSION_MAX_NODES} extra nodes"
+                )
+            continue
+        if key in expanded:
+            continue
+        if key in on_path:
+            raise CardTooLarge("YAML metadata refers to itself through an alias")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in expanded)
+
+
+class BoundedLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """A safe loader that refuses alias expansion beyond a small limit."""
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        return node
+
+
+def load_metadata(raw: str) -> Any:
+    """The YAML front matter as data; `CardTooLarge` or `yaml.YAMLError` when it cannot be taken."""
+    if len(raw.encode("utf-8")) > FRONT_MATTER_MAX_BYTES:
+        raise CardTooLarge(f"README metadata is larger than {FRONT_MATTER_MAX_BYTES} bytes")
+    try:
+        return yaml.load(raw, Loader=BoundedLoader)
+    except RecursionError:
+        raise CardTooLarge("README metadata is nested too deeply") from None
 
 
 def front_matter(text: str) -> str | None:
@@ -17,23 +92,30 @@ def front_matter(text: str) -> str | None:
 
 
 def card_data(readme: bytes) -> dict[str, Any] | None:
+    """The metadata as repo info serves it; None when absent, invalid or too large to serve."""
     try:
         raw = front_matter(readme.decode("utf-8"))
         if raw is None:
             return None
-        data = yaml.safe_load(raw)
-    except (UnicodeDecodeError, yaml.YAMLError):
+        data = load_metadata(raw)
+        if not isinstance(data, dict):
+            return None
+        if len(json.dumps(data, default=str)) > CARD_DATA_MAX_BYTES:
+            return None
+    except (UnicodeDecodeError, yaml.YAMLError, CardTooLarge, ValueError, RecursionError):
         return None
-    return data if isinstance(data, dict) else None
+    return data
 
 
 def validate(content: str) -> tuple[list[str], list[str]]:
-    """(errors, warnings) for a README, like the Hub's metadata validation (syntax and shape only)."""
+    """(errors, warnings) for a README, like the Hub's metadata validation."""
     raw = front_matter(content)
     try:
-        data = yaml.safe_load(raw) if raw is not None else None
+        data = load_metadata(raw) if raw is not None else None
     except yaml.YAMLError as exc:
         return [f"Invalid YAML in README.md metadata: {' '.join(str(exc).split())}"], []
+    except CardTooLarge as exc:
+        return [f"Invalid README.md metadata: {exc}"], []
     if data is None:  # the Hub's wording, which huggingface_hub shows as a warning
         return [], ["empty or missing yaml metadata in repo card"]
     if not isinstance(data, dict):
@@ -45,11 +127,78 @@ def validate(content: str) -> tuple[list[str], list[str]]:
             errors.append(f'"{key}" must be a string or a list of strings')
         elif isinstance(value, list) and not all(isinstance(item, str) for item in value):
             errors.append(f'"{key}" must be a list of strings')
-    for key in ("license", "library_name", "pipeline_tag"):
+    for key in ("library_name", "pipeline_tag", "license_name", "license_link"):
         value = data.get(key)
         if value is not None and not isinstance(value, str):
             errors.append(f'"{key}" must be a string')
-    return errors, []
+    errors += _license_errors(data.get("license"))
+    if "model-index" in data:
+        errors += [f'"model-index": {problem}' for problem in model_index_errors(data["model-index"])]
+    warnings = []
+    if data.get("license") == OTHER and not data.get("license_name"):
+        warnings.append(
+            '"license" is "other": name the license in "license_name" (and link it in "license_link")'
+        )
+    return errors, warnings
+
+
+def _license_errors(value: object) -> list[str]:
+    if value is None:
+        return []
+    licenses = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, str) for item in licenses):
+        return ['"license" must be a license id (a string) or a list of them']
+    unknown = [item for item in licenses if not is_hub_license(item)]
+    if unknown:
+        return [
+            f'"license" must be one of the Hub\'s license ids (https://hf.co/docs/hub/repositories-licenses), '
+            f'not {", ".join(repr(item) for item in unknown)}; for another license use "license: other" '
+            'with "license_name" and "license_link"'
+        ]
+    return []
+
+
+def model_index_errors(model_index: object) -> list[str]:
+    """What makes `model-index` unreadable, checked as the Hub's eval-results schema requires."""
+    if not isinstance(model_index, list) or not model_index:
+        return ["must be a non-empty list of models"]
+    problems: list[str] = []
+    for i, model in enumerate(model_index):
+        where = f"[{i}]"
+        if not isinstance(model, dict):
+            problems.append(f"{where} must be a mapping")
+            continue
+        if not isinstance(model.get("name"), str):
+            problems.append(f"{where}.name must be a string")
+        results = model.get("results")
+        if not isinstance(results, list):
+            problems.append(f"{where}.results must be a list")
+            continue
+        for j, result in enumerate(results):
+            problems += _result_errors(f"{where}.results[{j}]", result)
+    return problems
+
+
+def _result_errors(where: str, result: object) -> list[str]:
+    if not isinstance(result, dict):
+        return [f"{where} must be a mapping"]
+    problems = []
+    task, dataset, metrics = result.get("task"), result.get("dataset"), result.get("metrics")
+    if not isinstance(task, dict) or not isinstance(task.get("type"), str):
+        problems.append(f"{where}.task.type must be a string")
+    if not isinstance(dataset, dict) or not all(isinstance(dataset.get(k), str) for k in ("type", "name")):
+        problems.append(f"{where}.dataset needs string 'type' and 'name'")
+    if not isinstance(metrics, list) or not metrics:
+        problems.append(f"{where}.metrics must be a non-empty list")
+    else:
+        for k, metric in enumerate(metrics):
+            if (
+                not isinstance(metric, dict)
+                or not isinstance(metric.get("type"), str)
+                or "value" not in metric
+            ):
+                problems.append(f"{where}.metrics[{k}] needs a string 'type' and a 'value'")
+    return problems
 
 
 def body(text: str) -> str:

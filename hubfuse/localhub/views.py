@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
-import struct
+import os
+from pathlib import Path
 from typing import Any
 
+from hubfuse.errors import CheckpointError
 from hubfuse.localhub.cards import card_data
 from hubfuse.localhub.storage import Commit, RepoId, Store
+from hubfuse.safetensors_header import METADATA_KEY, parse_header
 
 _CONFIG_MAX_BYTES = 5 * 1024 * 1024
-_SAFETENSORS_HEADER_MAX = 100 * 1024 * 1024
+# Well above real checkpoints (a shard of thousands of tensors has a header of a few hundred kB),
+# far below safetensors' own 100 MB: this is parsed for anonymous callers.
+SAFETENSORS_HEADER_MAX = 8 * 1024 * 1024
+SAFETENSORS_HEADERS_BUDGET = 32 * 1024 * 1024  # all of one commit's headers together
+_HEADER_MAX_DIGITS = 20
+_HEADER_MAX_DIMS = 16
 
 
 def object_id(repo: RepoId) -> str:
@@ -29,31 +38,79 @@ def _read_small(store: Store, commit: Commit, path: str) -> bytes | None:
         return None
 
 
-def _safetensors_parameters(store: Store, entry: dict[str, Any]) -> dict[str, int] | None:
-    """Parameter count per dtype from a safetensors header, or None when it cannot be read."""
+def _small_int(text: str) -> int:
+    if len(text.lstrip("-")) > _HEADER_MAX_DIGITS:
+        raise ValueError("number too long for a safetensors header")
+    return int(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} in a safetensors header")
+
+
+def _bounded(raw: bytes) -> bool:
+    """Cheap checks that keep the strict parse below linear time, whatever the file says.
+
+    Offsets and dimensions fit in 64 bits (20 digits) and real tensors have a handful of dimensions;
+    a header outside that (huge integers, thousands of dimensions, deep nesting) is not parsed.
+    """
     try:
-        with open(store.entry_path(entry), "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            if length > _SAFETENSORS_HEADER_MAX:
+        document = json.loads(raw, parse_int=_small_int, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(document, dict) and all(
+        name == METADATA_KEY
+        or (isinstance(entry, dict) and len(entry.get("shape") or ()) <= _HEADER_MAX_DIMS)
+        for name, entry in document.items()
+    )
+
+
+def _header_length(blob: Path) -> int:
+    try:
+        with open(blob, "rb") as f:
+            return int.from_bytes(f.read(8), "little")
+    except OSError:
+        return 0
+
+
+@functools.lru_cache(maxsize=4096)
+def _safetensors_parameters(blob: Path) -> dict[str, int] | None:
+    """Parameter count per dtype from a safetensors file's header, or None when it cannot be read.
+
+    Blobs are content-addressed, so the answer is cached by path: an anonymous `model_info` pays for a
+    header at most once.
+    """
+    try:
+        with open(blob, "rb") as f:
+            file_size = os.fstat(f.fileno()).st_size
+            length = int.from_bytes(f.read(8), "little")
+            if length > SAFETENSORS_HEADER_MAX or length > file_size - 8:
                 return None
-            header = json.loads(f.read(length))
-        counts: dict[str, int] = {}
-        for name, tensor in header.items():
-            if name != "__metadata__":
-                counts[tensor["dtype"]] = counts.get(tensor["dtype"], 0) + math.prod(tensor["shape"])
-        return counts
-    except (OSError, ValueError, KeyError, TypeError, struct.error):
+            raw = f.read(length)
+        if not _bounded(raw):
+            return None
+        header = parse_header(raw, path=blob, file_size=file_size)
+    except (OSError, CheckpointError, ValueError, RecursionError):
         return None
+    counts: dict[str, int] = {}
+    for tensor in header.tensors:
+        counts[tensor.dtype] = counts.get(tensor.dtype, 0) + math.prod(tensor.shape)
+    return counts
 
 
 def safetensors_info(store: Store, commit: Commit) -> dict[str, Any] | None:
     """The `safetensors` summary of repo info: parameters per dtype over every .safetensors file."""
     totals: dict[str, int] = {}
     found = False
+    header_bytes = 0
     for path, entry in commit.tree.items():
         if not path.endswith(".safetensors"):
             continue
-        counts = _safetensors_parameters(store, entry)
+        blob = store.entry_path(entry)
+        header_bytes += _header_length(blob)
+        if header_bytes > SAFETENSORS_HEADERS_BUDGET:
+            return None
+        counts = _safetensors_parameters(blob)
         if counts is None:
             return None
         found = True
@@ -105,7 +162,7 @@ def repo_info(
         if raw_config is not None:
             try:
                 config = json.loads(raw_config)
-            except ValueError:
+            except (ValueError, RecursionError):
                 config = None
             if isinstance(config, dict):
                 info["config"] = config
