@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import yaml
 
 from hubfuse import __version__
 from hubfuse.errors import BadInputError
 from hubfuse.fusion.verdict import CheckReport
+from hubfuse.hub_licenses import OTHER, is_hub_license
 from hubfuse.log import redact
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "model_cards"
@@ -166,6 +168,38 @@ def render_pr_description(
     return redact(text)
 
 
+def _string(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _strings(value: object) -> list[str]:
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+def inherited_license(source_repo: str, source_url: str, inherited: dict[str, Any]) -> dict[str, str | None]:
+    """The source card's license in a form the Hub accepts for the variant.
+
+    A Hub license id is kept; any other id becomes `license: other` naming it, with a link to the source
+    (the Hub refuses unknown ids); a license that is not an id at all cannot be carried over honestly,
+    so the variant is refused.
+    """
+    value = inherited.get("license")
+    name, link = _string(inherited.get("license_name")), _string(inherited.get("license_link"))
+    if value is None:
+        return {"license": None, "license_name": None, "license_link": None}
+    if not isinstance(value, str) or not value.strip():
+        raise BadInputError(
+            f"{source_repo}: the model card's license {value!r} is not a license id, so the variant cannot "
+            "carry it over; fix the source card or publish without --variant"
+        )
+    if value == OTHER:
+        return {"license": OTHER, "license_name": name, "license_link": link or source_url}
+    if is_hub_license(value):
+        return {"license": value, "license_name": None, "license_link": None}
+    slug = re.sub(r"[^a-z0-9.]+", "-", value.lower()).strip("-") or "custom"
+    return {"license": OTHER, "license_name": name or slug, "license_link": link or source_url}
+
+
 def render_variant_card(
     *,
     source_repo: str,
@@ -178,21 +212,25 @@ def render_variant_card(
     """The variant's README.md: ModelCardData metadata, hubfuse's section, the upstream body."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    upstream = ModelCard(upstream_card) if upstream_card else None
+    # The upstream metadata is only read from: eval results (`model-index`) are not carried over, so a
+    # malformed one must not stop the variant.
+    try:
+        upstream = ModelCard(upstream_card, ignore_metadata_errors=True) if upstream_card else None
+    except (ValueError, yaml.YAMLError) as exc:
+        raise BadInputError(f"{source_repo}: the model card's metadata cannot be read: {exc}") from exc
     inherited = upstream.data.to_dict() if upstream else {}
     families = report.safe_families
     marker = Marker(source_sha, tuple(families), __version__, source=source_repo)
     tags = list(
-        dict.fromkeys([*(inherited.get("tags") or []), "hubfuse", *(f"fusion-{f}" for f in families)])
+        dict.fromkeys([*_strings(inherited.get("tags")), "hubfuse", *(f"fusion-{f}" for f in families)])
     )
+    language = inherited.get("language")
     data = ModelCardData(
         base_model=source_repo,
-        license=inherited.get("license"),
-        license_name=inherited.get("license_name"),
-        license_link=inherited.get("license_link"),
-        pipeline_tag=inherited.get("pipeline_tag"),
-        library_name=inherited.get("library_name") or "transformers",
-        language=inherited.get("language"),
+        **inherited_license(source_repo, source_url, inherited),
+        pipeline_tag=_string(inherited.get("pipeline_tag")),
+        library_name=_string(inherited.get("library_name")) or "transformers",
+        language=language if isinstance(language, str) else (_strings(language) or None),
         tags=tags,
         # The marker again, as metadata: repo_info returns it, so a later run need not download the card.
         hubfuse=marker.to_dict(),

@@ -374,6 +374,7 @@ class VariantPlan:
     status: str  # up_to_date | create | update
     head: str | None = None
     files: list[str] = field(default_factory=list)
+    card: str | None = None  # rendered and validated before anything is written; None: no variant
 
     @property
     def needs_write(self) -> bool:
@@ -423,24 +424,13 @@ def apply_variant(
         )
         return
     families = report.safe_families
-    if len(families) != 1:
+    card = plan.card
+    if card is None:
         out.actions.append(
             Action("variant", "skipped", "a variant fusing several families at once is not supported yet")
         )
         return
-    upstream_card = (
-        (snapshot / "README.md").read_text(encoding="utf-8") if (snapshot / "README.md").is_file() else None
-    )
-    card = render_variant_card(
-        source_repo=source.repo_id,
-        source_url=hub.repo_url(source.repo_id),
-        variant_repo=plan.target,
-        report=report,
-        source_sha=source.sha,
-        upstream_card=upstream_card,
-    )
     out.variant_card = card
-    _validate_card(card)
 
     files = _variant_files(snapshot, artifacts / families[0])
     operations: list[Any] = [CommitOperationAdd(name, str(path)) for name, path in files.items()]
@@ -490,13 +480,33 @@ def _variant_files(snapshot: Path, fused_dir: Path) -> dict[str, Path]:
     return files
 
 
+def prepare_variant_card(
+    hub: Hub, source: Source, plan: VariantPlan, snapshot: Path, report: CheckReport
+) -> None:
+    """Render the variant's card into `plan` and have the Hub validate it, before anything is written:
+    a source card whose metadata cannot be carried over stops the run with nothing published."""
+    if not plan.needs_write or len(report.safe_families) != 1:
+        return
+    readme = snapshot / "README.md"
+    plan.card = render_variant_card(
+        source_repo=source.repo_id,
+        source_url=hub.repo_url(source.repo_id),
+        variant_repo=plan.target,
+        report=report,
+        source_sha=source.sha,
+        upstream_card=readme.read_text(encoding="utf-8") if readme.is_file() else None,
+    )
+    _validate_card(plan.card)
+
+
 def _validate_card(card: str) -> None:
     from huggingface_hub import ModelCard
 
     try:
         ModelCard(card).validate()
     except ValueError as exc:
-        raise BadInputError(f"the generated model card does not validate: {exc}") from exc
+        reason = " ".join(str(exc).split())  # the client's message spans lines; ours is one
+        raise BadInputError(f"the generated model card does not validate: {reason}") from exc
 
 
 # -- the whole run ------------------------------------------------------------------------------
@@ -574,6 +584,8 @@ def publish(
                 hub, source, (snapshot / "config.json").read_text(encoding="utf-8"), families, options
             )
             variant_plan = plan_variant(hub, source, families, options) if options.variant else None
+            if variant_plan is not None:
+                prepare_variant_card(hub, source, variant_plan, snapshot, report)
             writes = config_plan.needs_write or (variant_plan is not None and variant_plan.needs_write)
             # The Hub accepts a PR based on an older commit, so "main moved" is checked here, right
             # before writing, as well as through the parent check of every commit.

@@ -420,3 +420,36 @@ def test_github_actions_logging_and_step_summary(hub, api, checkpoints, tmp_path
     )
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines()[-1].startswith("::error::")
+
+
+def test_variant_carries_card_metadata_in_a_form_the_hub_accepts(hub, api, checkpoints, tmp_path):
+    repo = "org/odd-card-model"
+    seed(api, repo, checkpoints(SAFE))
+    # Cards from before the Hub validated metadata: an id that is not the Hub's, a broken model-index.
+    hub.put_legacy_file(
+        repo,
+        "README.md",
+        b"---\nlicense: Acme Research License v2\npipeline_tag: image-text-to-text\n"
+        b"model-index:\n- name: odd\n  results:\n  - task: {}\n---\n# Odd card\n",
+    )
+    result = run_publish(hub, tmp_path, repo, "--variant", "--json")
+    assert result.returncode == 0, result.stderr
+    card = api.model_info(f"{repo}-fused").card_data.to_dict()
+    assert (card["license"], card["license_name"], card["license_link"]) == (
+        "other",
+        "acme-research-license-v2",
+        f"{hub.endpoint}/{repo}",
+    )
+    assert card["pipeline_tag"] == "image-text-to-text" and "model-index" not in card
+
+
+def test_variant_refused_before_any_write_when_the_card_cannot_be_carried(hub, api, checkpoints, tmp_path):
+    repo = "org/unlicensable-model"
+    seed(api, repo, checkpoints(SAFE))
+    hub.put_legacy_file(repo, "README.md", b"---\nlicense: {name: custom, terms: see paper}\n---\n# Card\n")
+    result = run_publish(hub, tmp_path, repo, "--variant")
+    assert result.returncode == 2, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "license" in error and "--variant" in error and "Traceback" not in result.stderr
+    assert hubfuse_prs(api, repo) == []  # not even the config PR
+    assert not api.repo_exists(f"{repo}-fused")

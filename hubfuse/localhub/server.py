@@ -21,7 +21,7 @@ import uvicorn
 
 from hubfuse.localhub.app import LocalHubApp, create_app
 from hubfuse.localhub.auth import add_token
-from hubfuse.localhub.storage import RepoId, Store
+from hubfuse.localhub.storage import Commit, RepoId, Store
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -227,6 +227,28 @@ class LocalHub:
             if user not in meta.setdefault("gatedAccess", []):
                 meta["gatedAccess"].append(user)
             txn.save_meta(meta)
+
+    def put_legacy_file(self, repo_id: str, path: str, data: bytes, repo_type: str = "model") -> str:
+        """Commit `data` at `path` straight into the store, past every check the server makes.
+
+        For tests: this is how a repo holding content from before a check existed looks (the real Hub
+        has cards older than its metadata validation). Returns the new commit id.
+        """
+        store = Store(self.data_dir)
+        repo = RepoId.parse(repo_type, repo_id)
+        with store.transaction(repo) as txn:
+            head = store.resolve(repo, "main", txn.refs).commit
+            created = Commit.create(
+                parents=[head.id],
+                tree={**head.tree, path: store.put_regular(data)},
+                title=f"Upload {path} (legacy)",
+                message="",
+                author="legacy",
+            )
+            txn.write_commit(created)
+            txn.refs["branches"]["main"] = created.id
+            txn.save_refs()
+        return created.id
 
     # ---- admin API -------------------------------------------------------------------------------
 

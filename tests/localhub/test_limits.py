@@ -14,8 +14,6 @@ import pytest
 from huggingface_hub import HfApi
 
 from hubfuse.localhub import LocalHub
-from hubfuse.localhub.commits import CommitRequest, Operation, new_commit
-from hubfuse.localhub.storage import RepoId, Store
 
 BILLION_LAUGHS = (
     "---\n"
@@ -103,18 +101,8 @@ def test_alias_bombs_are_refused(hub: LocalHub, api: HfApi, repo_id: str) -> Non
     with pytest.raises(ValueError, match="aliases"):  # the client asks validate-yaml first
         api.upload_file(path_or_fileobj=BILLION_LAUGHS.encode(), path_in_repo="README.md", repo_id=repo_id)
 
-    # One written before the server checked READMEs (straight into the store) is not expanded either.
-    store = Store(hub.data_dir)
-    repo = RepoId.parse("model", repo_id)
-    with store.transaction(repo) as txn:
-        head = store.resolve(repo, "main", txn.refs).commit
-        tree = {**head.tree, "README.md": store.put_regular(BILLION_LAUGHS.encode())}
-        commit = new_commit(
-            head, tree, CommitRequest("old README", "", None, [Operation("file", "README.md")]), "x"
-        )
-        txn.write_commit(commit)
-        txn.refs["branches"]["main"] = commit.id
-        txn.save_refs()
+    # One written before the server checked READMEs is not expanded either.
+    hub.put_legacy_file(repo_id, "README.md", BILLION_LAUGHS.encode())
     response = httpx2.get(f"{hub.endpoint}/api/models/{repo_id}")
     assert response.status_code == 200 and len(response.content) < 10_000
     assert "cardData" not in response.json()
