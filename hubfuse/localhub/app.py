@@ -245,7 +245,10 @@ class HubApp:
                 ctx.readable(moved)  # a redirect must not reveal a repo the caller cannot see
                 return _moved_redirect(ctx.request, match, moved)
             access = route.access if isinstance(route.access, Access) else route.access(ctx)
-            ctx.meta = ctx.check_read(repo, access)
+            try:
+                ctx.meta = ctx.check_read(repo, access)
+            except RepoNotFound:  # deleted while we looked
+                raise repo_not_found(repo.id, authenticated=ctx.principal is not None) from None
         if route.writer:
             ctx.writer()
         return None
