@@ -47,8 +47,19 @@ def _requests(repo: str) -> list[tuple[str, str]]:
     ]
 
 
+def _page_requests(repo: str) -> list[tuple[str, str]]:
+    """A request for every HTML page that names a repo (they answer errors as pages, not JSON)."""
+    return [
+        ("GET", f"/{repo}"),
+        ("GET", f"/{repo}/tree/main"),
+        ("GET", f"/{repo}/blob/refs%2Fpr%2F1/config.json"),
+        ("GET", f"/{repo}/discussions"),
+        ("GET", f"/{repo}/discussions/1"),
+    ]
+
+
 def test_every_repo_route_is_in_the_sweep() -> None:
-    swept = _requests("ns/name")
+    swept = _requests("ns/name") + _page_requests("ns/name")
     for route in ROUTES:
         if route.access is Access.NONE:
             continue
@@ -75,6 +86,10 @@ def test_private_repo_is_invisible_on_every_route(hub: LocalHub, users, private_
                 method,
                 path,
             )
+            assert b"secret" not in response.content
+        for method, path in _page_requests(private_pr_repo):
+            response = httpx2.request(method, f"{hub.endpoint}{path}", headers=headers)
+            assert response.status_code == status, (method, path)
             assert b"secret" not in response.content
 
 
