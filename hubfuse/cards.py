@@ -15,13 +15,14 @@ from typing import Any
 import jinja2
 import yaml
 
-from hubfuse import __version__
+from hubfuse import __version__, strictjson
 from hubfuse.errors import BadInputError
 from hubfuse.fusion.verdict import CheckReport
 from hubfuse.hub_licenses import OTHER, is_hub_license
 from hubfuse.log import redact
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "model_cards"
+# Package data (so an installed wheel renders cards); the repo's top-level model_cards/ links here.
+TEMPLATES = Path(__file__).resolve().parent / "model_cards"
 PR_MARKER = "hubfuse"
 VARIANT_MARKER = "hubfuse-variant"
 PR_TITLE_SUFFIX = "(hubfuse)"
@@ -74,8 +75,8 @@ def find_marker(text: str | None, kind: str) -> Marker | None:
     if not match:
         return None
     try:
-        return Marker.from_dict(json.loads(match.group(1)))
-    except ValueError:
+        return Marker.from_dict(strictjson.loads(match.group(1)))
+    except ValueError:  # StrictJSONError included: PR text is anyone's input
         return None
 
 

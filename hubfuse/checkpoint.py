@@ -1,19 +1,28 @@
 """Open a local checkpoint folder and refuse, in one line, anything hubfuse must not run on.
 
-Nothing here imports torch or loads weights: it reads config.json and the safetensors headers.
+Nothing here imports torch or loads weights: it reads the folder's JSON files (strictly, see
+`strictjson`) and the safetensors headers. What passes is recorded as the exact list of files
+hubfuse validated; model loads see only those (`stage_validated_files`).
 """
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hubfuse import strictjson
 from hubfuse.errors import BadInputError, CheckpointError
 from hubfuse.transformers_info import known_model_types
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# Files a checkpoint may carry that hubfuse never copies or publishes: code and pickles.
+NEVER_COPIED_SUFFIXES = (".py", ".pyc", *PICKLE_SUFFIXES)
+# Keys by which a JSON file makes transformers import the repo's own Python code.
+REMOTE_CODE_KEYS = ("auto_map", "custom_pipelines")
+# Besides config.json and the weights, the one file transformers reads when loading a model.
+LOADED_SIDE_FILES = ("generation_config.json",)
 
 
 @dataclass(frozen=True)
@@ -26,24 +35,71 @@ class Checkpoint:
     weight_files: tuple[Path, ...]
     trust_remote_code: bool = False
     existing_fusion_config: Any = field(default=None)
+    # Every file a model load may read, each validated: config.json, the safetensors files (and
+    # their index) hubfuse indexed, generation_config.json, and with trust_remote_code the *.py.
+    validated_files: tuple[Path, ...] = ()
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file from a checkpoint or repo, read strictly; `CheckpointError` naming it otherwise."""
+    try:
+        return strictjson.read_file(path)
+    except strictjson.StrictJSONError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def read_config_text(text: str, *, where: str = "config.json") -> dict[str, Any]:
+    """config.json text (e.g. as read from the Hub), parsed strictly into an object."""
+    try:
+        config = strictjson.loads(text)
+    except strictjson.StrictJSONError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{where}: expected a JSON object, found {type(config).__name__}")
+    return config
 
 
 def _read_config(path: Path) -> tuple[str, dict[str, Any]]:
     config_path = path / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{path}: no config.json (is this a transformers model folder?)")
-    try:
-        text = config_path.read_text(encoding="utf-8")
-        config = json.loads(text)
-    except UnicodeDecodeError as exc:
-        raise CheckpointError(f"{config_path}: not UTF-8 text ({exc.reason})") from exc
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(
-            f"{config_path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from exc
+    config = read_json(config_path)
     if not isinstance(config, dict):
         raise CheckpointError(f"{config_path}: expected a JSON object, found {type(config).__name__}")
-    return text, config
+    return config_path.read_text(encoding="utf-8"), config
+
+
+def declares_remote_code(document: Any) -> str | None:
+    """The first key of `document` (at any depth) that makes transformers run a repo's own code."""
+    pending = [document]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            found = next((key for key in REMOTE_CODE_KEYS if key in node), None)
+            if found is not None:
+                return found
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return None
+
+
+def _screen_json_files(path: Path, config: dict[str, Any], trust_remote_code: bool) -> None:
+    """Every JSON file in the folder parses within the strict limits and declares no custom code.
+
+    A publish copies the tokenizer and processor files into the variant, and transformers honours
+    `auto_map` in any of them: screening config.json alone would republish someone's code.
+    """
+    for json_path in sorted(path.glob("*.json")):
+        document = config if json_path.name == "config.json" else read_json(json_path)
+        key = declares_remote_code(document)
+        if key is not None and not trust_remote_code:
+            raise BadInputError(
+                f"{path}: {json_path.name} declares custom code ({key}); rerun with --trust-remote-code "
+                "only if you trust this repo's Python files"
+            )
 
 
 def _weight_files(path: Path) -> tuple[Path, ...]:
@@ -92,11 +148,7 @@ def open_checkpoint(source: str | Path, *, trust_remote_code: bool = False) -> C
     if not isinstance(model_type, str) or not model_type:
         raise CheckpointError(f"{path / 'config.json'}: no model_type")
 
-    if "auto_map" in config and not trust_remote_code:
-        raise BadInputError(
-            f"{path}: config.json declares custom code (auto_map); rerun with --trust-remote-code "
-            "only if you trust this repo's Python files"
-        )
+    _screen_json_files(path, config, trust_remote_code)
     if model_type not in known_model_types() and not trust_remote_code:
         from importlib.metadata import version
 
@@ -118,12 +170,8 @@ def open_checkpoint(source: str | Path, *, trust_remote_code: bool = False) -> C
                 f"{exc} -- this already breaks every plain from_pretrained of this model"
             ) from exc
 
-    weight_files = _weight_files(path)
-    # Reading every header up front turns a truncated file or lying offsets into a clear error
-    # before any worker loads the model.
-    from hubfuse.verify import index_checkpoint
-
-    index_checkpoint(path)
+    _weight_files(path)  # pickle-only folders get their own message
+    weight_files = _validated_weight_files(path, config)
 
     return Checkpoint(
         path=path,
@@ -134,4 +182,56 @@ def open_checkpoint(source: str | Path, *, trust_remote_code: bool = False) -> C
         weight_files=weight_files,
         trust_remote_code=trust_remote_code,
         existing_fusion_config=existing,
+        validated_files=(
+            path / "config.json",
+            *weight_files,
+            *(path / name for name in LOADED_SIDE_FILES if (path / name).is_file()),
+            *(sorted(path.glob("*.py")) if trust_remote_code else ()),
+        ),
     )
+
+
+def _validated_weight_files(path: Path, config: dict[str, Any]) -> tuple[Path, ...]:
+    """The weight files transformers will load, every header read and checked.
+
+    Reading every header up front turns a truncated file or lying offsets into a clear error
+    before any worker loads the model. Only the two layouts transformers loads as safetensors
+    are accepted, so that no load can go looking for other files (pickles) beside them.
+    """
+    from hubfuse.verify import INDEX_FILE, SINGLE_FILE, index_checkpoint
+
+    if not (path / SINGLE_FILE).is_file() and not (path / INDEX_FILE).is_file():
+        found = ", ".join(p.name for p in sorted(path.glob("*.safetensors"))[:3])
+        raise CheckpointError(
+            f"{path}: no {SINGLE_FILE} or {INDEX_FILE} (found {found}); transformers loads only those "
+            "names, so rename the file or add the index"
+        )
+    chosen = SINGLE_FILE if (path / SINGLE_FILE).is_file() else INDEX_FILE  # transformers' order
+    explicit = config.get("transformers_weights")
+    if explicit is not None and explicit != chosen:
+        raise BadInputError(
+            f"{path / 'config.json'}: transformers_weights names {str(explicit)[:80]!r}, not {chosen}, "
+            "the file hubfuse verifies; remove the key or point it at that file"
+        )
+    index = index_checkpoint(path)
+    if not index:
+        raise CheckpointError(f"{path}: the checkpoint holds no tensors")
+    files = {tensor.file for tensor in index.values()}
+    if not (path / SINGLE_FILE).is_file():
+        files.add(path / INDEX_FILE)
+    return tuple(sorted(files))
+
+
+def stage_validated_files(checkpoint: Checkpoint, target: Path) -> Path:
+    """`target`, a folder of links to exactly the files hubfuse validated: what every load reads.
+
+    transformers picks its weight files itself (and falls back to `pytorch_model.bin`, unpickled
+    with torch.load, when it finds no safetensors it recognises); a folder holding nothing else
+    leaves it no other choice.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    for path in checkpoint.validated_files:
+        link = target / path.relative_to(checkpoint.path)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(path.resolve(), link)
+    return target

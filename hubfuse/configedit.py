@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from hubfuse import strictjson
 from hubfuse.errors import BadInputError
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -82,9 +83,9 @@ def _indent_unit(text: str, open_brace: int, members: list[_Member]) -> str | No
 def set_top_level_key(text: str, key: str, value: Any) -> str:
     """Return `text` with top-level `key` set to `value`, everything else untouched."""
     try:
-        original = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"config.json is not valid JSON: {exc}") from exc
+        original = strictjson.loads(text)
+    except strictjson.StrictJSONError as exc:
+        raise BadInputError(f"config.json {exc}") from None
     if not isinstance(original, dict):
         raise BadInputError("config.json is not a JSON object")
 

@@ -10,7 +10,6 @@ from an earlier run may only conclude that there is nothing to do.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from hubfuse.cards import (
     render_pr_description,
     render_variant_card,
 )
-from hubfuse.checkpoint import open_checkpoint
+from hubfuse.checkpoint import NEVER_COPIED_SUFFIXES, open_checkpoint, read_config_text
 from hubfuse.configedit import set_top_level_key, unified_diff
 from hubfuse.errors import BadInputError, ConflictError, HubUnavailableError
 from hubfuse.fusion.check import check_checkpoint, installed_versions
@@ -245,7 +244,7 @@ def plan_config_pr(
 ) -> ConfigPlan:
     """Read-only: what the config PR step has to do for these verified families."""
     wanted = {name: True for name in families}
-    if json.loads(config_text).get("fusion_config") == wanted:
+    if read_config_text(config_text).get("fusion_config") == wanted:
         return ConfigPlan("up_to_date", config_text)
     edited = set_top_level_key(config_text, "fusion_config", wanted)
     earlier = hubfuse_prs(hub, source.repo_id) if hub.token else []
@@ -467,14 +466,17 @@ _VARIANT_SKIP = {"README.md", "config.json", "model.safetensors.index.json", ".g
 
 
 def _variant_files(snapshot: Path, fused_dir: Path) -> dict[str, Path]:
-    """The verified fused save (weights, config) plus the source's tokenizer and processor files."""
-    files = {p.name: p for p in fused_dir.iterdir() if p.is_file()}
+    """The verified fused save (weights, config) plus the source's tokenizer and processor files.
+
+    Never code or pickles; every JSON among them was screened for custom code by open_checkpoint.
+    """
+    files = {p.name: p for p in fused_dir.iterdir() if p.is_file() and p.suffix not in NEVER_COPIED_SUFFIXES}
     for path in snapshot.iterdir():
         if (
             path.is_file()
             and path.name not in files
             and path.name not in _VARIANT_SKIP
-            and path.suffix != ".safetensors"
+            and path.suffix not in (".safetensors", *NEVER_COPIED_SUFFIXES)
         ):
             files[path.name] = path
     return files

@@ -84,6 +84,7 @@ def render_text(report: CheckReport, *, list_tensors: bool = False) -> str:
                 lines.append(f"  config.json {change}")
             identical = family.roundtrip.files_byte_identical
             lines.append(f"  files byte-identical: {'yes' if identical else 'no'} (informational)")
+    lines += skipped_lines(report, "  ")
     lines += ["", f"verdict: {report.verdict} (exit {int(report.exit_code)})"]
     return redact("\n".join(lines)) + "\n"
 
@@ -103,8 +104,13 @@ def render_markdown(report: CheckReport) -> str:
         if family.reasons:
             lines += ["", f"**{family.name}** ({VERDICT_LABEL[family.verdict]}):", ""]
             lines += [f"- {reason}" for reason in family.reasons]
+    lines += ["", *skipped_lines(report, "- ")] if report.skipped_families else []
     lines += ["", f"**Verdict: {report.verdict}**", ""]
     return redact("\n".join(lines)) + "\n"
+
+
+def skipped_lines(report: CheckReport, bullet: str) -> list[str]:
+    return [f"{bullet}{name}: skipped, {why}" for name, why in report.skipped_families.items()]
 
 
 def write_report_dir(report: CheckReport, directory: Path) -> None:
@@ -130,6 +136,7 @@ def render_publish_text(report: PublishReport) -> str:
         lines += ["", *_table(FAMILY_HEADER, family_rows(report.check))]
         for family in report.check.families:
             lines += [f"  {family.name}: {reason}" for reason in family.reasons]
+        lines += skipped_lines(report.check, "  ")
     lines.append("")
     for action in report.actions:
         lines.append(
@@ -179,6 +186,7 @@ def render_publish_markdown(report: PublishReport) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in family_rows(report.check)]
         for family in report.check.families:
             lines += [f"- {family.name}: {reason}" for reason in family.reasons]
+        lines += skipped_lines(report.check, "- ")
         lines.append("")
     lines += ["| step | status | detail |", "|---|---|---|"]
     for action in report.actions:

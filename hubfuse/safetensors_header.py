@@ -12,13 +12,12 @@ transformers can load and whose every byte belongs to exactly one tensor.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hubfuse import strictjson
 from hubfuse.errors import CheckpointError
 
 # Element sizes in bits, from safetensors' `Dtype::bitsize` (safetensors 0.8).
@@ -50,6 +49,8 @@ DTYPE_BITS: dict[str, int] = {
 LENGTH_PREFIX_BYTES = 8
 MAX_HEADER_BYTES = 100_000_000  # safetensors refuses larger headers
 METADATA_KEY = "__metadata__"
+MAX_HEADER_DEPTH = 8  # the format itself nests 3 levels: header -> entry -> shape
+U64_LIMIT = 1 << 64  # safetensors stores sizes, shapes and offsets as 64-bit unsigned integers
 _REDOWNLOAD = "re-download or re-save the checkpoint"
 
 
@@ -108,9 +109,28 @@ def parse_header(raw: bytes, *, path: Path, file_size: int) -> SafetensorsHeader
     return SafetensorsHeader(path, file_size, data_start, tuple(tensors), metadata)
 
 
+def element_count(shape: tuple[int, ...]) -> int | None:
+    """The number of elements of `shape`; None when it overflows 64 bits, as safetensors refuses.
+
+    Multiplied left to right with the overflow checked at every step, like safetensors'
+    `checked_mul`: the running product never grows past 128 bits, so a shape of thousands of
+    huge dimensions costs linear, not quadratic, time.
+    """
+    count = 1
+    for dim in shape:
+        count *= dim
+        if count >= U64_LIMIT:
+            return None
+    return count
+
+
 def element_bytes(dtype: str, shape: tuple[int, ...]) -> int | None:
-    """Bytes a tensor of `dtype` and `shape` occupies; None when not a whole number of bytes."""
-    bits = math.prod(shape) * DTYPE_BITS[dtype]
+    """Bytes a tensor of `dtype` and `shape` occupies; None when not a whole number of bytes
+    or beyond 64 bits."""
+    count = element_count(shape)
+    if count is None:
+        return None
+    bits = count * DTYPE_BITS[dtype]
     return bits // 8 if bits % 8 == 0 else None
 
 
@@ -137,15 +157,17 @@ def _read_header_length(path: Path, prefix: bytes, file_size: int) -> int:
 
 def _decode_json(raw: bytes, path: Path) -> dict[str, Any]:
     try:
-        document = json.loads(
-            raw.decode("utf-8"),
+        document = strictjson.loads(
+            raw,
+            max_bytes=MAX_HEADER_BYTES,
+            max_depth=MAX_HEADER_DEPTH,
+            allow_constants=False,
             object_pairs_hook=_reject_duplicate_keys,
-            parse_constant=_reject_constant,
         )
     except _HeaderLie as e:
         raise CheckpointError(f"{path}: header {e}; {_REDOWNLOAD}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: header is not valid JSON ({e}); {_REDOWNLOAD}") from None
+    except strictjson.StrictJSONError as e:
+        raise CheckpointError(f"{path}: header {e}; {_REDOWNLOAD}") from None
     if not isinstance(document, dict):
         raise CheckpointError(
             f"{path}: header is a JSON {type(document).__name__}, not an object; {_REDOWNLOAD}"
@@ -158,13 +180,9 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for key, value in pairs:
         if key in document:
             # json.loads keeps the last one silently: a header naming a tensor twice is ambiguous.
-            raise _HeaderLie(f"lists key {key!r} twice")
+            raise _HeaderLie(f"lists key {_brief(key)} twice")
         document[key] = value
     return document
-
-
-def _reject_constant(name: str) -> Any:
-    raise _HeaderLie(f"contains {name}, which is not JSON")
 
 
 def _parse_metadata(value: object, path: Path) -> dict[str, str] | None:
@@ -176,36 +194,52 @@ def _parse_metadata(value: object, path: Path) -> dict[str, str] | None:
 
 
 def _is_count(value: object) -> bool:
-    return type(value) is int and value >= 0  # `type is`: JSON true/false are not sizes
+    # `type is`: JSON true/false are not sizes.
+    return type(value) is int and 0 <= value < U64_LIMIT
 
 
 def _parse_entry(name: str, entry: object, path: Path, data_start: int) -> TensorLocation:
-    where = f"{path}: tensor {name!r}"
+    where = f"{path}: tensor {_brief(name)}"
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
         raise CheckpointError(f"{where}: header entry must be an object with dtype, shape and data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
         raise CheckpointError(
-            f"{where} has unknown dtype {dtype!r} (safetensors knows {', '.join(DTYPE_BITS)}); "
+            f"{where} has unknown dtype {_brief(dtype)} (safetensors knows {', '.join(DTYPE_BITS)}); "
             "a newer safetensors may be needed, or the file is corrupt"
         )
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-        raise CheckpointError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+        raise CheckpointError(
+            f"{where}: shape must be a list of non-negative 64-bit integers, got {_brief(shape)}"
+        )
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
-        raise CheckpointError(f"{where}: data_offsets must be two non-negative integers, got {offsets!r}")
+        raise CheckpointError(
+            f"{where}: data_offsets must be two non-negative 64-bit integers, got {_brief(offsets)}"
+        )
     begin, end = offsets
     if begin > end:
         raise CheckpointError(f"{where}: data_offsets begin {begin} is after end {end}; {_REDOWNLOAD}")
     dims = tuple(shape)
+    count = element_count(dims)
+    if count is None:
+        raise CheckpointError(
+            f"{where}: shape {_brief(shape)} has more elements than 64 bits can count; {_REDOWNLOAD}"
+        )
     needed = element_bytes(dtype, dims)
     if needed is None:
-        raise CheckpointError(f"{where}: {math.prod(dims)} {dtype} elements are not a whole number of bytes")
+        raise CheckpointError(f"{where}: {count} {dtype} elements are not a whole number of bytes")
     if end - begin != needed:
         raise CheckpointError(
-            f"{where}: data_offsets span {end - begin} bytes but {dtype} {list(dims)} needs {needed}; "
+            f"{where}: data_offsets span {end - begin} bytes but {dtype} {_brief(shape)} needs {needed}; "
             f"the header is wrong; {_REDOWNLOAD}"
         )
     return TensorLocation(name, path, dtype, dims, data_start + begin, data_start + end)
+
+
+def _brief(value: object, limit: int = 80) -> str:
+    """`repr(value)` cut to `limit` characters: a hostile header can hold megabytes of shape."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_coverage(tensors: list[TensorLocation], path: Path, *, data_start: int, file_size: int) -> None:
@@ -218,7 +252,7 @@ def _check_coverage(tensors: list[TensorLocation], path: Path, *, data_start: in
         last = max(tensors, key=lambda t: t.end)
         if last.end > file_size:
             raise CheckpointError(
-                f"{path}: tensor {last.name!r} needs data bytes up to {last.end - data_start} but the file "
+                f"{path}: tensor {_brief(last.name)} needs data bytes up to {last.end - data_start} but the file "
                 f"holds only {data_size}: the file is truncated (or its header is wrong); {_REDOWNLOAD}"
             )
     covered, previous = data_start, ""
@@ -226,12 +260,12 @@ def _check_coverage(tensors: list[TensorLocation], path: Path, *, data_start: in
         begin, end = tensor.start - data_start, tensor.end - data_start
         if tensor.start < covered:
             raise CheckpointError(
-                f"{path}: tensor {tensor.name!r} (data bytes {begin}..{end}) overlaps tensor {previous!r} "
+                f"{path}: tensor {_brief(tensor.name)} (data bytes {begin}..{end}) overlaps tensor {_brief(previous)} "
                 f"(ending at {covered - data_start}); the header is wrong; {_REDOWNLOAD}"
             )
         if tensor.start > covered:
             raise CheckpointError(
-                f"{path}: data bytes {covered - data_start}..{begin} before tensor {tensor.name!r} belong "
+                f"{path}: data bytes {covered - data_start}..{begin} before tensor {_brief(tensor.name)} belong "
                 f"to no tensor; safetensors requires tensors to cover the data without gaps; {_REDOWNLOAD}"
             )
         covered, previous = tensor.end, tensor.name

@@ -177,7 +177,18 @@ def load_spec(path: str | Path) -> Spec:
         line, message = located[0]
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         raise BadInputError(f"{path}:{line}: {message}{more}")
+    _check_families(path, node, data)
     return _to_spec(path, data)
+
+
+def _check_families(path: Path, node: yaml.Node | None, data: dict[str, Any]) -> None:
+    from hubfuse.fusion.families import check_requested_families
+
+    for position, family in enumerate(data.get("families") or ()):
+        try:
+            check_requested_families([family], where="families")
+        except BadInputError as exc:
+            raise BadInputError(f"{path}:{_line_of(node, ['families', position])}: {exc}") from None
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:

@@ -8,7 +8,6 @@ the checkpoint size and the disk is read sequentially.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -16,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from hubfuse import strictjson
 from hubfuse.errors import CheckpointError
 from hubfuse.safetensors_header import TensorLocation, read_header
 
@@ -159,14 +159,18 @@ def _index_sharded(folder: Path) -> dict[str, TensorLocation]:
 
 def _read_weight_map(index_path: Path) -> dict[str, str]:
     try:
-        document = json.loads(index_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{index_path}: cannot read the shard index: {e}") from e
+        document = strictjson.read_file(index_path)
+    except OSError as e:
+        raise CheckpointError(f"{index_path}: cannot read the shard index: {e.strerror or e}") from None
+    except strictjson.StrictJSONError as e:
+        raise CheckpointError(f"{index_path}: the shard index {e}") from None
     weight_map = document.get("weight_map") if isinstance(document, dict) else None
     if not isinstance(weight_map, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
     ):
         raise CheckpointError(f"{index_path}: has no weight_map object of tensor name -> shard file")
+    if not weight_map:
+        raise CheckpointError(f"{index_path}: its weight_map is empty, so it names no tensor to load")
     for shard in set(weight_map.values()):
         parts = PurePosixPath(shard).parts
         if not parts or shard.startswith(("/", "\\")) or ".." in parts or "\\" in shard:

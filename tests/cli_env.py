@@ -31,3 +31,13 @@ def run_hubfuse(
     return subprocess.run(
         [sys.executable, "-m", "hubfuse", *args], capture_output=True, text=True, env=env, timeout=timeout
     )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    """The command failed as hubfuse promises: exit `code`, one `error:` line naming `needles`."""
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_env import assert_one_line_error
 
 
 def hubfuse(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -20,15 +21,6 @@ def hubfuse(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.
         timeout=600,
         env=env,
     )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 @pytest.fixture()

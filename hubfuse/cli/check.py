@@ -28,8 +28,10 @@ def _check_options(f: Any) -> Any:
 def _run_check(options: CheckOptions) -> None:
     from hubfuse.checkpoint import open_checkpoint
     from hubfuse.fusion.check import check_checkpoint
+    from hubfuse.fusion.families import check_requested_families
     from hubfuse.report import append_step_summary, render_markdown, render_text, to_json, write_report_dir
 
+    check_requested_families(options.families)
     checkpoint = open_checkpoint(options.source, trust_remote_code=options.trust_remote_code)
     report = check_checkpoint(
         checkpoint,

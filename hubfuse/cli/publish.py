@@ -80,11 +80,13 @@ def publish(
 
     Talks to $HF_ENDPOINT (default: the Hugging Face Hub) with $HF_TOKEN.
     """
+    from hubfuse.fusion.families import check_requested_families
     from hubfuse.hub import Hub
     from hubfuse.pipeline import PublishOptions
     from hubfuse.pipeline import publish as run_publish
 
     _check_repo_id(repo_id)
+    check_requested_families(families)
     options = PublishOptions(
         repo_id=repo_id,
         revision=revision,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hubfuse import __version__
-from hubfuse.checkpoint import Checkpoint
+from hubfuse.checkpoint import Checkpoint, stage_validated_files
 from hubfuse.configedit import set_top_level_key
 from hubfuse.fusion import worker
 from hubfuse.fusion.families import resolve_families
@@ -31,7 +31,6 @@ from hubfuse.transformers_info import modeling_modules
 from hubfuse.verify import compare_checkpoints, config_changes, files_byte_identical, index_checkpoint
 
 DEFAULT_TIMEOUT_S = 1800.0
-_REPO_FILES_FOR_DOWNSTREAM = ("generation_config.json",)
 
 
 class _Unsafe(Exception):
@@ -62,12 +61,15 @@ def check_checkpoint(
     fused-layout save as `artifacts_dir/<family>` (what a fused variant repo publishes).
     """
     worker.preload(modeling_modules(checkpoint.model_type))
-    families = resolve_families(families)
+    selection = resolve_families(families)
     results = []
     dtype: str | None = None
-    for family in families:
+    for family, why in selection.skipped.items():
+        log.info(f"skipping fusion family {family}: {why}")
+    for family in selection.families:
         with log.group(f"check {family} on {checkpoint.path}"), _scratch_dir() as work:
-            family_check = _FamilyCheck(checkpoint, family, work, timeout, list_tensors)
+            source = stage_validated_files(checkpoint, work / "source")
+            family_check = _FamilyCheck(checkpoint, source, family, work, timeout, list_tensors)
             result = family_check.run()
             results.append(result)
             dtype = dtype or family_check.dtype
@@ -89,6 +91,7 @@ def check_checkpoint(
         hubfuse_version=__version__,
         families=results,
         dtype=dtype,
+        skipped_families=selection.skipped,
     )
 
 
@@ -101,9 +104,16 @@ def installed_versions() -> dict[str, str]:
 
 class _FamilyCheck:
     def __init__(
-        self, checkpoint: Checkpoint, family: str, work: Path, timeout: float, list_tensors: bool
+        self,
+        checkpoint: Checkpoint,
+        source: Path,
+        family: str,
+        work: Path,
+        timeout: float,
+        list_tensors: bool,
     ) -> None:
         self.checkpoint = checkpoint
+        self.source = source  # the validated files only: every load reads from here
         self.family = family
         self.work = work
         self.timeout = timeout
@@ -143,7 +153,7 @@ class _FamilyCheck:
         self.result.reasons.append(reason)
 
     def _check(self) -> None:
-        source = str(self.checkpoint.path)
+        source = str(self.source)
         trust = self.checkpoint.trust_remote_code
         reference = self._probe("discover", "probe_reference", source, self.family, str(self.work), trust)
         if not reference["fusable"]:
@@ -261,8 +271,8 @@ class _FamilyCheck:
         target.max_abs_output_diff = worst
 
     def _judge_roundtrip(self, resave: Path) -> None:
-        comparison = compare_checkpoints(self.checkpoint.path, resave)
-        identity = files_byte_identical(self.checkpoint.path, resave)
+        comparison = compare_checkpoints(self.source, resave)
+        identity = files_byte_identical(self.source, resave)
         resaved_config = json.loads((resave / "config.json").read_text())
         roundtrip = Roundtrip(
             tensors_bit_exact=comparison.tensors_bit_exact,
@@ -282,7 +292,7 @@ class _FamilyCheck:
                     "shape": list(t.shape),
                     "status": bad.get(t.name, "bit-exact"),
                 }
-                for t in sorted(index_checkpoint(self.checkpoint.path).values(), key=lambda t: t.name)
+                for t in sorted(index_checkpoint(self.source).values(), key=lambda t: t.name)
             ] + [{"name": name, "status": kind} for name, kind in sorted(bad.items()) if kind == "unexpected"]
         self.result.roundtrip = roundtrip
         if not comparison.tensors_bit_exact:
@@ -296,16 +306,8 @@ class _FamilyCheck:
 
     def _downstream_copy(self) -> Path:
         """The checkpoint as a downstream user sees it after the config PR: links plus the edited config."""
-        target = self.work / "downstream"
-        target.mkdir(exist_ok=True)
-        source = self.checkpoint.path
-        for path in source.iterdir():
-            if path.name != "config.json" and (
-                path.suffix == ".safetensors"
-                or path.name.endswith(".index.json")
-                or path.name in _REPO_FILES_FOR_DOWNSTREAM
-            ):
-                (target / path.name).symlink_to(path.resolve())
+        target = stage_validated_files(self.checkpoint, self.work / "downstream")
+        (target / "config.json").unlink()
         edited = set_top_level_key(self.checkpoint.config_text, "fusion_config", {self.family: True})
         (target / "config.json").write_text(edited, encoding="utf-8")
         return target

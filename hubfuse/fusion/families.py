@@ -80,17 +80,54 @@ VERIFIERS: dict[str, FamilyVerifier] = {
 }
 
 
-def resolve_families(requested: tuple[str, ...] | list[str]) -> list[str]:
-    """The requested families in order, or every family the installed transformers knows."""
+UNVERIFIABLE = "hubfuse has no independent statement of its correct result, so it cannot verify it"
+
+
+def check_requested_families(requested: tuple[str, ...] | list[str], *, where: str = "--family") -> None:
+    """Refuse, before any download or model load, a family hubfuse cannot verify.
+
+    Needs no worker: whatever transformers registers, hubfuse can only verify the families it
+    has a verifier for.
+    """
     from hubfuse.errors import BadInputError
 
+    for name in requested:
+        if name not in VERIFIERS:
+            raise BadInputError(
+                f"{where}: unknown fusion family {name!r}; hubfuse can verify: {', '.join(sorted(VERIFIERS))}"
+            )
+
+
+@dataclass(frozen=True)
+class FamilySelection:
+    families: list[str]  # to check, in order
+    skipped: dict[str, str]  # registered by transformers but not checked: family -> why
+
+
+def resolve_families(requested: tuple[str, ...] | list[str]) -> FamilySelection:
+    """The requested families in order, or by default every registered family hubfuse can verify.
+
+    A family transformers registers and hubfuse cannot verify is skipped by default (and said
+    so), never checked: a verdict on it would be transformers verifying itself.
+    """
+    from hubfuse.errors import BadInputError
+
+    check_requested_families(requested)
     known = family_names()
-    if not requested:
-        return sorted(known)
-    unknown = [name for name in requested if name not in known]
-    if unknown:
-        raise BadInputError(f"unknown fusion family {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    unverifiable = [name for name in requested if name not in VERIFIERS]
-    if unverifiable:
-        raise BadInputError(f"hubfuse cannot verify family {unverifiable[0]!r} yet; upgrade hubfuse")
-    return list(dict.fromkeys(requested))
+    if requested:
+        missing = [name for name in requested if name not in known]
+        if missing:
+            from importlib.metadata import version
+
+            raise BadInputError(
+                f"fusion family {missing[0]!r} is not registered by the installed transformers "
+                f"{version('transformers')} (registered: {', '.join(sorted(known)) or 'none'})"
+            )
+        return FamilySelection(list(dict.fromkeys(requested)), {})
+    families = [name for name in sorted(known) if name in VERIFIERS]
+    skipped = {name: UNVERIFIABLE for name in sorted(known) if name not in VERIFIERS}
+    if not families:
+        raise BadInputError(
+            f"hubfuse can verify none of the fusion families transformers registers ({', '.join(sorted(known))})"
+        )
+    return FamilySelection(families, skipped)

@@ -81,6 +81,8 @@ def _load(
         "dtype": "auto",
         "output_loading_info": True,
         "trust_remote_code": trust_remote_code,
+        # Never fall back to pickle weights (torch.load), whatever else the folder holds.
+        "use_safetensors": True,
     }
     if fusion_config is not None:
         kwargs["fusion_config"] = fusion_config

@@ -71,6 +71,8 @@ class CheckReport:
     families: list[FamilyResult]
     dtype: str | None = None
     revision: str | None = None
+    # Families transformers registers that were not checked, with why (never a verdict).
+    skipped_families: dict[str, str] = field(default_factory=dict)
 
     @property
     def verdict(self) -> Verdict:

@@ -30,6 +30,10 @@ from typing import Any
 
 # Probes are named, not passed as functions, so the parent never imports torch itself.
 PROBES_MODULE = "hubfuse.fusion.probes"
+# Modules every worker imports before its probe (comma-separated): plugins that register with
+# transformers, e.g. an extra fusion family. Imported in the forkserver and again, to surface
+# an import error, in each child.
+PRELOAD_ENV = "HUBFUSE_WORKER_PRELOAD"
 _PRELOAD = [PROBES_MODULE]
 _context: BaseContext | None = None
 _start_lock = threading.Lock()
@@ -54,7 +58,7 @@ def _get_context() -> BaseContext:
     global _context
     if _context is None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(list(_PRELOAD))
+        ctx.set_forkserver_preload([*_PRELOAD, *_env_preload()])
         _context = ctx
         atexit.register(_stop_forkserver)
     return _context
@@ -96,12 +100,18 @@ def _without_main_module() -> Iterator[None]:
             sys.modules["__main__"] = real_main
 
 
+def _env_preload() -> list[str]:
+    return [name.strip() for name in os.environ.get(PRELOAD_ENV, "").split(",") if name.strip()]
+
+
 def _child_main(conn: Connection, module: str, probe: str, args: tuple[Any, ...], log_path: str) -> None:
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
     try:
+        for plugin in _env_preload():  # the forkserver ignores a failed preload import; we do not
+            importlib.import_module(plugin)
         func = getattr(importlib.import_module(module), probe)
         result: dict[str, Any] = {"ok": True, "value": func(*args)}
     except BaseException as exc:  # the parent turns any failure into a verdict
