@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hubfuse import strictjson
-from hubfuse.errors import BadInputError, CheckpointError
+from hubfuse.errors import BadInputError, CheckpointError, brief
 from hubfuse.transformers_info import known_model_types
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -153,7 +153,7 @@ def open_checkpoint(source: str | Path, *, trust_remote_code: bool = False) -> C
         from importlib.metadata import version
 
         raise BadInputError(
-            f"{path}: model_type {model_type!r} is unknown to the installed transformers "
+            f"{path}: model_type {brief(model_type)} is unknown to the installed transformers "
             f"{version('transformers')}; upgrade transformers or check config.json"
         )
 

@@ -54,3 +54,9 @@ class ConflictError(HubfuseError):
 
 class BudgetExhaustedError(HubfuseError):
     exit_code = ExitCode.BUDGET
+
+
+def brief(value: object, limit: int = 80) -> str:
+    """`repr(value)` cut to `limit` characters, for messages quoting input that may be huge."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

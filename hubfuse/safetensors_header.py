@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hubfuse import strictjson
-from hubfuse.errors import CheckpointError
+from hubfuse.errors import CheckpointError, brief
 
 # Element sizes in bits, from safetensors' `Dtype::bitsize` (safetensors 0.8).
 DTYPE_BITS: dict[str, int] = {
@@ -180,7 +180,7 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for key, value in pairs:
         if key in document:
             # json.loads keeps the last one silently: a header naming a tensor twice is ambiguous.
-            raise _HeaderLie(f"lists key {_brief(key)} twice")
+            raise _HeaderLie(f"lists key {brief(key)} twice")
         document[key] = value
     return document
 
@@ -199,22 +199,22 @@ def _is_count(value: object) -> bool:
 
 
 def _parse_entry(name: str, entry: object, path: Path, data_start: int) -> TensorLocation:
-    where = f"{path}: tensor {_brief(name)}"
+    where = f"{path}: tensor {brief(name)}"
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
         raise CheckpointError(f"{where}: header entry must be an object with dtype, shape and data_offsets")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
         raise CheckpointError(
-            f"{where} has unknown dtype {_brief(dtype)} (safetensors knows {', '.join(DTYPE_BITS)}); "
+            f"{where} has unknown dtype {brief(dtype)} (safetensors knows {', '.join(DTYPE_BITS)}); "
             "a newer safetensors may be needed, or the file is corrupt"
         )
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
         raise CheckpointError(
-            f"{where}: shape must be a list of non-negative 64-bit integers, got {_brief(shape)}"
+            f"{where}: shape must be a list of non-negative 64-bit integers, got {brief(shape)}"
         )
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
         raise CheckpointError(
-            f"{where}: data_offsets must be two non-negative 64-bit integers, got {_brief(offsets)}"
+            f"{where}: data_offsets must be two non-negative 64-bit integers, got {brief(offsets)}"
         )
     begin, end = offsets
     if begin > end:
@@ -223,23 +223,17 @@ def _parse_entry(name: str, entry: object, path: Path, data_start: int) -> Tenso
     count = element_count(dims)
     if count is None:
         raise CheckpointError(
-            f"{where}: shape {_brief(shape)} has more elements than 64 bits can count; {_REDOWNLOAD}"
+            f"{where}: shape {brief(shape)} has more elements than 64 bits can count; {_REDOWNLOAD}"
         )
     needed = element_bytes(dtype, dims)
     if needed is None:
         raise CheckpointError(f"{where}: {count} {dtype} elements are not a whole number of bytes")
     if end - begin != needed:
         raise CheckpointError(
-            f"{where}: data_offsets span {end - begin} bytes but {dtype} {_brief(shape)} needs {needed}; "
+            f"{where}: data_offsets span {end - begin} bytes but {dtype} {brief(shape)} needs {needed}; "
             f"the header is wrong; {_REDOWNLOAD}"
         )
     return TensorLocation(name, path, dtype, dims, data_start + begin, data_start + end)
-
-
-def _brief(value: object, limit: int = 80) -> str:
-    """`repr(value)` cut to `limit` characters: a hostile header can hold megabytes of shape."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_coverage(tensors: list[TensorLocation], path: Path, *, data_start: int, file_size: int) -> None:
@@ -252,7 +246,7 @@ def _check_coverage(tensors: list[TensorLocation], path: Path, *, data_start: in
         last = max(tensors, key=lambda t: t.end)
         if last.end > file_size:
             raise CheckpointError(
-                f"{path}: tensor {_brief(last.name)} needs data bytes up to {last.end - data_start} but the file "
+                f"{path}: tensor {brief(last.name)} needs data bytes up to {last.end - data_start} but the file "
                 f"holds only {data_size}: the file is truncated (or its header is wrong); {_REDOWNLOAD}"
             )
     covered, previous = data_start, ""
@@ -260,12 +254,12 @@ def _check_coverage(tensors: list[TensorLocation], path: Path, *, data_start: in
         begin, end = tensor.start - data_start, tensor.end - data_start
         if tensor.start < covered:
             raise CheckpointError(
-                f"{path}: tensor {_brief(tensor.name)} (data bytes {begin}..{end}) overlaps tensor {_brief(previous)} "
+                f"{path}: tensor {brief(tensor.name)} (data bytes {begin}..{end}) overlaps tensor {brief(previous)} "
                 f"(ending at {covered - data_start}); the header is wrong; {_REDOWNLOAD}"
             )
         if tensor.start > covered:
             raise CheckpointError(
-                f"{path}: data bytes {covered - data_start}..{begin} before tensor {_brief(tensor.name)} belong "
+                f"{path}: data bytes {covered - data_start}..{begin} before tensor {brief(tensor.name)} belong "
                 f"to no tensor; safetensors requires tensors to cover the data without gaps; {_REDOWNLOAD}"
             )
         covered, previous = tensor.end, tensor.name

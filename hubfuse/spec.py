@@ -8,7 +8,7 @@ repos:                          # at least one of ids / author / search
   include: ["*-VL-*"]           # fnmatch patterns on the repo id
   exclude: ["*-AWQ", "*-GGUF"]
   model_types: [qwen3_vl]       # from the repo's config.json
-families: [patch_embeddings]    # default: every family
+families: [patch_embeddings]    # default: every registered family hubfuse can verify
 variant: {enabled: true, name_template: "{name}-fused", namespace: my-org}
 limits: {max_repos: 50, max_prs: 10, request_budget: 5000}
 ledger: {repo: my-org/hubfuse-ledger}   # a dataset repo; default: a local file

@@ -11,6 +11,7 @@ Dependency-free and importable without torch (the local hub reuses it).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -27,7 +28,7 @@ MAX_NUMBER_CHARS = 40  # 2**64 has 20 digits, a float's repr at most 24 characte
 _STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
-_NUMBER_RUN = re.compile(r"[0-9.eE+\-]+")
+_NUMBER_CHARS = "[0-9.eE+\\-]"
 
 
 class StrictJSONError(ValueError):
@@ -51,8 +52,15 @@ def _depth(structure: str) -> int:
     return max(0, max(accumulate(map(_DEPTH_STEP.__getitem__, brackets))))
 
 
-def _longest_number(structure: str) -> int:
-    return max(map(len, _NUMBER_RUN.findall(structure)), default=0)
+@functools.cache
+def _number_longer_than(limit: int) -> re.Pattern[str]:
+    return re.compile(f"{_NUMBER_CHARS}{{{limit + 1},}}")
+
+
+def _too_long_number(structure: str, limit: int) -> int | None:
+    """The length of the first number token longer than `limit` characters, if any."""
+    match = _number_longer_than(limit).search(structure)
+    return len(match.group()) if match else None
 
 
 def loads(
@@ -86,9 +94,9 @@ def loads(
     depth = _depth(structure)
     if depth > max_depth:
         raise StrictJSONError(f"nests {depth} levels deep, over the limit of {max_depth}")
-    longest = _longest_number(structure)
-    if longest > max_number_chars:
-        raise StrictJSONError(f"holds a {longest}-character number, over the limit of {max_number_chars}")
+    too_long = _too_long_number(structure, max_number_chars)
+    if too_long is not None:
+        raise StrictJSONError(f"holds a {too_long}-character number, over the limit of {max_number_chars}")
 
     def parse_constant(name: str) -> float:
         if not allow_constants:

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from hubfuse import strictjson
-from hubfuse.errors import CheckpointError
+from hubfuse.errors import CheckpointError, brief
 from hubfuse.safetensors_header import TensorLocation, read_header
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "read_tensor_bytes",
 ]
 
+_MAX_NAME_BYTES = 255  # per path component, on every filesystem hubfuse runs on
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 DEFAULT_CHUNK_BYTES = 1 << 20  # two of these stay in L2/L3 cache between the read and the compare
@@ -120,7 +121,7 @@ def _index_files(files: list[Path]) -> dict[str, TensorLocation]:
         for tensor in read_header(path).tensors:
             if tensor.name in index:
                 raise CheckpointError(
-                    f"{path.parent}: tensor {tensor.name!r} is stored twice, in "
+                    f"{path.parent}: tensor {brief(tensor.name)} is stored twice, in "
                     f"{index[tensor.name].file.name} and {path.name}; remove the stray file"
                 )
             index[tensor.name] = tensor
@@ -135,7 +136,7 @@ def _index_sharded(folder: Path) -> dict[str, TensorLocation]:
         if not path.is_file():
             example = next(name for name, s in weight_map.items() if s == shard)
             raise CheckpointError(
-                f"{folder / INDEX_FILE}: shard {shard!r} (holding e.g. {example!r}) is missing "
+                f"{folder / INDEX_FILE}: shard {brief(shard)} (holding e.g. {brief(example)}) is missing "
                 f"from {folder}; download it"
             )
         shards[shard] = {t.name: t for t in read_header(path).tensors}
@@ -143,7 +144,7 @@ def _index_sharded(folder: Path) -> dict[str, TensorLocation]:
     for name, shard in weight_map.items():
         if name not in shards[shard]:
             raise CheckpointError(
-                f"{folder / INDEX_FILE}: maps tensor {name!r} to {shard!r}, which does not hold it; "
+                f"{folder / INDEX_FILE}: maps tensor {brief(name)} to {brief(shard)}, which does not hold it; "
                 "the index and the shards disagree, re-download or re-save the checkpoint"
             )
         index[name] = shards[shard][name]
@@ -151,7 +152,7 @@ def _index_sharded(folder: Path) -> dict[str, TensorLocation]:
         for name in tensors:
             if weight_map.get(name) != shard:
                 raise CheckpointError(
-                    f"{folder / shard}: holds tensor {name!r}, which {INDEX_FILE} does not map to this "
+                    f"{folder / shard}: holds tensor {brief(name)}, which {INDEX_FILE} does not map to this "
                     "shard; the index and the shards disagree, re-download or re-save the checkpoint"
                 )
     return index
@@ -174,8 +175,20 @@ def _read_weight_map(index_path: Path) -> dict[str, str]:
     for shard in set(weight_map.values()):
         parts = PurePosixPath(shard).parts
         if not parts or shard.startswith(("/", "\\")) or ".." in parts or "\\" in shard:
-            raise CheckpointError(f"{index_path}: shard name {shard!r} points outside the checkpoint folder")
+            raise CheckpointError(
+                f"{index_path}: shard name {brief(shard)} points outside the checkpoint folder"
+            )
+        if not _possible_file_name(parts):
+            raise CheckpointError(f"{index_path}: shard name {brief(shard)} is not a possible file name")
     return weight_map
+
+
+def _possible_file_name(parts: tuple[str, ...]) -> bool:
+    """Whether the OS can even look the name up (else stat raises instead of saying "missing")."""
+    try:
+        return all("\0" not in part and len(part.encode("utf-8")) <= _MAX_NAME_BYTES for part in parts)
+    except UnicodeEncodeError:  # lone surrogates, which JSON's \ud800 escapes can produce
+        return False
 
 
 # --- streamed byte comparison -----------------------------------------------------------------

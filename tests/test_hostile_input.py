@@ -91,6 +91,10 @@ HOSTILE: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
         lambda m: to_sharded(m, '{"metadata": {}, "weight_map": {}}'),
         ("model.safetensors.index.json", "weight_map is empty"),
     ),
+    "index naming a shard no filesystem can hold": (
+        lambda m: to_sharded(m, json.dumps({"weight_map": {"a": "x" * 5000 + ".safetensors"}})),
+        ("model.safetensors.index.json", "not a possible file name"),
+    ),
     "header nested 100k deep": (
         lambda m: write_safetensors(m / "model.safetensors", ('{"a": ' + deep(100_000) + "}").encode()),
         ("model.safetensors", "nests"),

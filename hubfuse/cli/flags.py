@@ -12,7 +12,7 @@ FAMILY = click.option(
     "families",
     multiple=True,
     metavar="NAME",
-    help="Fusion family (repeatable). Default: every family transformers knows.",
+    help="Fusion family (repeatable). Default: every family transformers registers that hubfuse can verify.",
 )
 JSON = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout (logs stay on stderr)."
