@@ -102,10 +102,9 @@ def _screen_json_files(path: Path, config: dict[str, Any], trust_remote_code: bo
             )
 
 
-def _weight_files(path: Path) -> tuple[Path, ...]:
-    safetensors = sorted(path.glob("*.safetensors"))
-    if safetensors:
-        return tuple(safetensors)
+def _refuse_pickle_only(path: Path) -> None:
+    if any(path.glob("*.safetensors")):
+        return
     pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
         raise CheckpointError(
@@ -170,7 +169,7 @@ def open_checkpoint(source: str | Path, *, trust_remote_code: bool = False) -> C
                 f"{exc} -- this already breaks every plain from_pretrained of this model"
             ) from exc
 
-    _weight_files(path)  # pickle-only folders get their own message
+    _refuse_pickle_only(path)
     weight_files = _validated_weight_files(path, config)
 
     return Checkpoint(
@@ -210,7 +209,7 @@ def _validated_weight_files(path: Path, config: dict[str, Any]) -> tuple[Path, .
     explicit = config.get("transformers_weights")
     if explicit is not None and explicit != chosen:
         raise BadInputError(
-            f"{path / 'config.json'}: transformers_weights names {str(explicit)[:80]!r}, not {chosen}, "
+            f"{path / 'config.json'}: transformers_weights names {brief(explicit)}, not {chosen}, "
             "the file hubfuse verifies; remove the key or point it at that file"
         )
     index = index_checkpoint(path)
