@@ -127,7 +127,7 @@ def validate_fusion_config(value: Any, *, where: str) -> None:
     for name, option in value.items():
         if name not in known:
             raise BadInputError(
-                f"{where}: unknown fusion family {name!r} (known: {', '.join(sorted(known))})"
+                f"{where}: unknown fusion family {brief(name)} (known: {', '.join(sorted(known))})"
             )
         if not isinstance(option, (bool, dict)):
             raise BadInputError(

@@ -3,8 +3,8 @@
 `json.loads` alone turns hostile input into a crash or a CPU sink: nesting a few thousand levels
 deep raises RecursionError, an integer of more than 4300 digits raises a ValueError, and integers
 just under that limit make any later arithmetic on them quadratic. Here every document is
-bounded before Python's parser sees it (size, nesting depth) and while it parses (number
-lengths), and every refusal is a `StrictJSONError` whose message is one line.
+bounded (size, nesting depth, length of every number) in linear time before Python's parser
+sees it, and every refusal is a `StrictJSONError` whose message is one line.
 
 Dependency-free and importable without torch (the local hub reuses it).
 """
