@@ -1,7 +1,7 @@
 """`hubfuse run` and `hubfuse plan`: the publish pipeline over the repos a spec selects.
 
-expand (Hub listing) -> shard -> skip what the ledger settles -> publish each repo in isolation
--> record it in the ledger -> summary. One repo failing never stops the others; the request
+expand (Hub listing) -> select (max_repos, then the shard: the same for plan and run) -> skip what
+the ledger settles -> publish each repo in isolation -> record it in the ledger -> summary. One repo failing never stops the others; the request
 budget and the kill switch stop the run cleanly and say what is left.
 """
 
@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from hubfuse import __version__
-from hubfuse.errors import BadInputError, BudgetExhaustedError, ExitCode, HubfuseError
-from hubfuse.fusion.check import installed_versions
+from hubfuse.errors import BadInputError, BudgetExhaustedError, ConflictError, ExitCode, HubfuseError
+from hubfuse.fusion.check import DEFAULT_TIMEOUT_S, installed_versions
 from hubfuse.hub import Hub
-from hubfuse.ledger import HubLedger, Ledger, LocalLedger, Record
-from hubfuse.log import log
+from hubfuse.ledger import HubLedger, Ledger, LocalLedger, Record, error_backoff_s
+from hubfuse.log import log, redact
 from hubfuse.pipeline import PublishOptions, PublishReport, publish
 from hubfuse.spec import Spec
 
@@ -85,16 +85,22 @@ def _selected(candidate: Candidate, spec: Spec) -> bool:
     return not selection.model_types or candidate.model_type in selection.model_types
 
 
-def plan(hub: Hub, spec: Spec, *, max_per_shard: int = 25, max_shards: int = 16) -> dict[str, Any]:
-    """The expanded repo list and a GitHub Actions matrix that fans it out over shards."""
-    candidates = expand(hub, spec)
+def select(candidates: list[Candidate], spec: Spec, shard: Shard) -> list[Candidate]:
+    """The repos one shard works on: the spec's first `max_repos` (by repo id), then the shard's
+    share of those. `plan` and `run` both select with this, so a matrix and its runs agree."""
     if spec.limits.max_repos is not None:
         candidates = candidates[: spec.limits.max_repos]
+    return [c for c in candidates if shard.owns(c.repo_id)]
+
+
+def plan(hub: Hub, spec: Spec, *, max_per_shard: int = 25, max_shards: int = 16) -> dict[str, Any]:
+    """The expanded repo list and a GitHub Actions matrix that fans it out over shards."""
+    expanded = expand(hub, spec)
+    candidates = select(expanded, spec, Shard(1, 1))
     shards = max(1, min(max_shards, math.ceil(len(candidates) / max_per_shard)))
     include = []
     for index in range(1, shards + 1):
-        shard = Shard(index, shards)
-        count = sum(shard.owns(c.repo_id) for c in candidates)
+        count = len(select(expanded, spec, Shard(index, shards)))
         include.append({"spec": str(spec.path), "shard": f"{index}/{shards}", "repos": count})
     return {
         "spec": spec.name,
@@ -111,10 +117,13 @@ def plan(hub: Hub, spec: Spec, *, max_per_shard: int = 25, max_shards: int = 16)
 class RepoOutcome:
     repo_id: str
     sha: str | None
-    outcome: str  # published, up_to_date, unsafe, not_applicable, opted_out, dry_run, skipped, error, deferred, not_reached
+    # published, up_to_date, unsafe, not_applicable, opted_out, dry_run, skipped,
+    # error (could not check, or a failure), conflict, deferred, not_reached
+    outcome: str
     detail: str = ""
     links: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    verdict: str | None = None  # the check's verdict, when the repo got that far
 
 
 @dataclass
@@ -135,6 +144,8 @@ class BatchSummary:
             return ExitCode.BUDGET
         if any(r.outcome == "error" for r in self.repos):
             return ExitCode.UNSAFE
+        if any(r.outcome == "conflict" for r in self.repos):
+            return ExitCode.CONFLICT
         return ExitCode.OK
 
     def counts(self) -> dict[str, int]:
@@ -151,8 +162,9 @@ def _outcome_of(report: PublishReport) -> tuple[str, str]:
     statuses = {a.status for a in report.actions}
     verdict = report.check.verdict if report.check else None
     if verdict in ("unsafe", "error", "not_applicable"):
+        # `error` is "could not check", never "unsafe": it is retried, an unsafe verdict is final.
         reasons = [r for f in report.check.families for r in f.reasons] if report.check else []
-        return ("unsafe" if verdict == "error" else verdict), (reasons[0] if reasons else verdict or "")
+        return verdict, (reasons[0] if reasons else verdict or "")
     if statuses & {"opened", "superseded", "created", "updated"}:
         return "published", ", ".join(sorted(statuses))
     if any(s.startswith("would_") for s in statuses):
@@ -197,21 +209,14 @@ class _PendingRecords:
 
 
 class _Guard:
-    """Checked before every write: the kill switch stops them all at once."""
+    """Checked before every write to a model repo, never from a cache (one request each): the
+    kill switch engaged between two writes stops the second."""
 
-    def __init__(self, ledger: Ledger, refresh_s: float = 30.0) -> None:
+    def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        self.refresh_s = refresh_s
-        self._checked_at = 0.0
-        self._on = False
 
     def engaged(self) -> bool:
-        if os.environ.get(KILL_SWITCH_ENV):
-            return True
-        if time.monotonic() - self._checked_at > self.refresh_s:
-            self._on = self.ledger.kill_switch()
-            self._checked_at = time.monotonic()
-        return self._on
+        return bool(os.environ.get(KILL_SWITCH_ENV)) or self.ledger.kill_switch()
 
     def __call__(self) -> None:
         if self.engaged():
@@ -231,6 +236,7 @@ def run(
     shard: Shard | None = None,
     dry_run: bool = False,
     ledger_dir: Path = Path(".hubfuse/ledgers"),
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> BatchSummary:
     shard = shard or Shard(1, 1)
     dry_run = dry_run or spec.dry_run
@@ -242,9 +248,7 @@ def run(
 
     try:
         with log.group(f"expand {spec.name}"):
-            candidates = [c for c in expand(hub, spec) if shard.owns(c.repo_id)]
-            if spec.limits.max_repos is not None:
-                candidates = candidates[: spec.limits.max_repos]
+            candidates = select(expand(hub, spec), spec, shard)
             records = ledger.load()
             log.info(f"{len(candidates)} repos in shard {summary.shard}; ledger at {ledger.location}")
     except BudgetExhaustedError as exc:
@@ -261,17 +265,27 @@ def run(
                 summary.repos.append(
                     RepoOutcome(candidate.repo_id, candidate.sha, "skipped", f"ledger: {record.outcome}")
                 )
+            elif (
+                candidate.sha
+                and record is not None
+                and record.backing_off(candidate.sha, families, versions, timeout_s, time.time())
+            ):
+                why = (
+                    f"could not check {record.errors} time(s) in a row; next try after "
+                    f"{_utc(record.retry_after or 0)} (or with a larger --timeout)"
+                )
+                summary.repos.append(RepoOutcome(candidate.repo_id, candidate.sha, "deferred", why))
             elif not dry_run and guard.engaged():
                 raise BudgetExhaustedError("kill switch engaged")
             elif spec.limits.max_prs is not None and prs_opened >= spec.limits.max_prs and not dry_run:
                 why = f"PR limit of {spec.limits.max_prs} reached"
                 summary.repos.append(RepoOutcome(candidate.repo_id, candidate.sha, "deferred", why))
             else:
-                outcome = _publish_one(hub, spec, candidate, dry_run, guard)
+                outcome = _publish_one(hub, spec, candidate, dry_run, guard, timeout_s)
                 summary.repos.append(outcome)
                 prs_opened += int(outcome.outcome == "published" and "opened" in outcome.detail)
-                if outcome.outcome != "error" and outcome.sha:
-                    pending.add(_record(candidate, outcome, families, versions))
+                if outcome.sha:
+                    pending.add(_record(candidate, outcome, families, versions, record, timeout_s))
             done += 1
     except BudgetExhaustedError as exc:
         summary.stopped = str(exc)
@@ -285,9 +299,14 @@ def run(
 
 
 def _record(
-    candidate: Candidate, outcome: RepoOutcome, families: list[str], versions: dict[str, str]
+    candidate: Candidate,
+    outcome: RepoOutcome,
+    families: list[str],
+    versions: dict[str, str],
+    previous: Record | None,
+    timeout_s: float,
 ) -> Record:
-    return Record(
+    record = Record(
         repo_id=candidate.repo_id,
         sha=outcome.sha or "",
         families=families,
@@ -296,52 +315,63 @@ def _record(
         torch=versions["torch"],
         outcome=outcome.outcome,
         detail=outcome.detail,
+        extra=previous.extra if previous is not None else {},
     )
+    if outcome.verdict == "error":  # could not check: retried, after a back-off that doubles
+        again = (
+            previous is not None
+            and previous.outcome == "error"
+            and previous.same_check(record.sha, families, versions)
+        )
+        record.errors = (previous.errors if again and previous else 0) + 1
+        record.retry_after = record.updated_at + error_backoff_s(record.errors)
+        record.timeout_s = timeout_s
+    return record
 
 
-def _publish_one(hub: Hub, spec: Spec, candidate: Candidate, dry_run: bool, guard: _Guard) -> RepoOutcome:
+def _utc(epoch_s: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch_s))
+
+
+def _publish_one(
+    hub: Hub, spec: Spec, candidate: Candidate, dry_run: bool, guard: _Guard, timeout_s: float
+) -> RepoOutcome:
     start = time.monotonic()
     options = PublishOptions(
         repo_id=candidate.repo_id,
         revision=spec.revision,
         families=spec.families,
         variant=spec.variant,
-        variant_repo=_variant_repo(spec, candidate.repo_id),
         variant_name_template=spec.variant_name_template,
+        variant_namespace=spec.variant_namespace,
         dry_run=dry_run,
+        timeout_s=timeout_s,
         write_guard=guard,
     )
+    report = PublishReport.for_options(options)
     with log.group(f"publish {candidate.repo_id}"):
         try:
-            report = publish(hub, options)
+            publish(hub, options, out=report)
         except BudgetExhaustedError:
             raise
-        except HubfuseError as exc:
-            log.error(f"{candidate.repo_id}: {exc}")
-            return RepoOutcome(
-                candidate.repo_id, candidate.sha, "error", str(exc), seconds=time.monotonic() - start
-            )
-        except Exception as exc:  # one repo's bug must not stop the batch
-            log.error(f"{candidate.repo_id}: internal error: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # one repo's failure, even a bug, must not stop the batch
+            report.fail(exc)
+            log.error(f"{candidate.repo_id}: {report.error}")
+            outcome = "conflict" if isinstance(exc, ConflictError) else "error"
             return RepoOutcome(
                 candidate.repo_id,
-                candidate.sha,
-                "error",
-                f"internal error: {type(exc).__name__}: {exc}",
-                seconds=time.monotonic() - start,
+                report.sha or candidate.sha,
+                outcome,
+                report.error or "",
+                links=[a.url for a in report.actions if a.url],
+                seconds=round(time.monotonic() - start, 2),
             )
     outcome, detail = _outcome_of(report)
     links = [a.url for a in report.actions if a.url]
+    verdict = report.check.verdict if report.check else None
     return RepoOutcome(
-        candidate.repo_id, report.sha, outcome, detail, links, round(time.monotonic() - start, 2)
+        candidate.repo_id, report.sha, outcome, detail, links, round(time.monotonic() - start, 2), verdict
     )
-
-
-def _variant_repo(spec: Spec, repo_id: str) -> str | None:
-    if not spec.variant or not spec.variant_namespace:
-        return None
-    name = repo_id.rpartition("/")[2]
-    return f"{spec.variant_namespace}/{spec.variant_name_template.format(name=name, namespace=spec.variant_namespace)}"
 
 
 def _not_reached(
@@ -374,4 +404,4 @@ def render_markdown(summary: BatchSummary) -> str:
         if repo.links:
             detail += " " + " ".join(f"[link]({url})" for url in repo.links)
         lines.append(f"| `{repo.repo_id}` | `{(repo.sha or '')[:12]}` | {repo.outcome} | {detail} |")
-    return "\n".join(lines) + "\n"
+    return redact("\n".join(lines)) + "\n"

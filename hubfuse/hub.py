@@ -24,7 +24,7 @@ from hubfuse.errors import (
     HubfuseError,
     HubUnavailableError,
 )
-from hubfuse.log import log, register_secret
+from hubfuse.log import clean_token, log, register_secret
 
 OFFICIAL_ENDPOINT = "https://huggingface.co"
 T = TypeVar("T")
@@ -165,7 +165,10 @@ class Hub:
         from huggingface_hub import HfApi, get_token
 
         self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or OFFICIAL_ENDPOINT).rstrip("/")
-        self.token = token or os.environ.get("HF_TOKEN") or get_token()
+        given = token or os.environ.get("HF_TOKEN")
+        register_secret(given)  # before anything can fail: the raw value's forms are secret too
+        # Cleaned as huggingface_hub cleans HF_TOKEN (a trailing newline from `echo` or a file).
+        self.token = clean_token(given) or get_token()
         register_secret(self.token)
         _configure_client(self.endpoint)
         self.api = HfApi(endpoint=self.endpoint, token=self.token)
@@ -314,11 +317,15 @@ class Hub:
 
         return self.call(f"read {repo_id}/{filename}@{sha[:12]}", fetch)
 
-    def pull_requests(self, repo_id: str, repo_type: str = "model") -> list[Any]:
+    def pull_requests(
+        self, repo_id: str, *, author: str | None = None, repo_type: str = "model"
+    ) -> list[Any]:
         return self.call(
             f"list pull requests of {repo_id}",
             lambda: list(
-                self.api.get_repo_discussions(repo_id, discussion_type="pull_request", repo_type=repo_type)
+                self.api.get_repo_discussions(
+                    repo_id, author=author, discussion_type="pull_request", repo_type=repo_type
+                )
             ),
         )
 
@@ -367,10 +374,13 @@ class Hub:
             retry=False,
         )
 
-    def create_repo(self, repo_id: str, *, private: bool = False, repo_type: str = "model") -> None:
+    def create_repo(
+        self, repo_id: str, *, private: bool = False, repo_type: str = "model", exist_ok: bool = True
+    ) -> None:
+        """With `exist_ok=False` a repo that already exists is a ConflictError: it is not ours."""
         self.call(
             f"create {repo_id}",
-            lambda: self.api.create_repo(repo_id, private=private, repo_type=repo_type, exist_ok=True),
+            lambda: self.api.create_repo(repo_id, private=private, repo_type=repo_type, exist_ok=exist_ok),
         )
 
     def delete_repo(self, repo_id: str, repo_type: str = "model") -> None:

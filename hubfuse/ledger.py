@@ -3,6 +3,11 @@
 A record holds the repo's commit, the families, the hubfuse / transformers / torch versions and
 the outcome. It is written after every repo, so a killed run resumes where it stopped.
 
+Records are read tolerantly: fields this version does not know (a newer hubfuse wrote them) are
+kept and written back, and a record it cannot read at all settles nothing and is kept as it was.
+`error` (could not check: a worker crashed, was killed or timed out) is never final: the repo is
+tried again after a bounded back-off, at once with a larger timeout or other versions.
+
 Two stores, one interface:
 - `HubLedger`: a JSON file in a Hub dataset repo, where the next scheduled run finds it. Each
   write is read-merge-commit with the head it read as parent; a concurrent shard's commit makes
@@ -17,16 +22,39 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
-from hubfuse.errors import ConflictError
+from hubfuse.errors import BadInputError, ConflictError
 from hubfuse.hub import Hub
-from hubfuse.log import log
+from hubfuse.log import log, redact
 
 FINAL_OUTCOMES = {"published", "up_to_date", "unsafe", "not_applicable", "opted_out", "dry_run"}
 KILL_SWITCH_FILE = "KILL_SWITCH"
+ERROR_BACKOFF_MAX_S = 7 * 24 * 3600.0
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "repo_id": str,
+    "sha": str,
+    "families": list,
+    "hubfuse": str,
+    "transformers": str,
+    "torch": str,
+    "outcome": str,
+    "detail": str,
+    "actions": list,
+    "updated_at": (int, float),
+    "errors": int,
+    "retry_after": (int, float, type(None)),
+    "timeout_s": (int, float, type(None)),
+}
+
+
+def error_backoff_s(errors: int) -> float:
+    """Seconds before a repo that could not be checked `errors` times in a row is tried again:
+    doubling from HUBFUSE_ERROR_BACKOFF_S (default one hour), never more than a week."""
+    base = float(os.environ.get("HUBFUSE_ERROR_BACKOFF_S", "3600"))
+    return min(base * 2 ** max(errors - 1, 0), ERROR_BACKOFF_MAX_S)
 
 
 @dataclass
@@ -41,29 +69,81 @@ class Record:
     detail: str = ""
     actions: list[dict[str, Any]] = field(default_factory=list)
     updated_at: float = field(default_factory=time.time)
+    errors: int = 0  # could-not-check verdicts in a row on this commit, families and versions
+    retry_after: float | None = None  # after an `error`: no new try before this time (epoch s)
+    timeout_s: float | None = None  # the load timeout that `error` ran under
+    extra: dict[str, Any] = field(default_factory=dict)  # fields this version does not know
+    unreadable: Any = field(default=None, repr=False)  # a record it cannot read at all, verbatim
 
-    def settles(self, sha: str, families: list[str], versions: dict[str, str]) -> bool:
-        """Whether this record already answers for `sha` with these families and versions."""
+    @classmethod
+    def from_dict(cls, repo_id: str, data: Any) -> Record:
+        known = {f.name for f in fields(cls)} - {"extra", "unreadable"}
+        if isinstance(data, dict) and all(
+            isinstance(data[name], _TYPES[name]) for name in known if name in data
+        ):
+            try:
+                return cls(
+                    **{k: v for k, v in data.items() if k in known and k != "repo_id"},
+                    repo_id=repo_id,
+                    extra={k: v for k, v in data.items() if k not in known},
+                )
+            except TypeError:  # a required field is missing
+                pass
+        log.warning(
+            f"ledger: the record of {repo_id} is unreadable; kept as it is, the repo is checked again"
+        )
+        return cls(repo_id, "", [], "", "", "", "unreadable", updated_at=0.0, unreadable=data)
+
+    def to_dict(self) -> Any:
+        if self.unreadable is not None:
+            return self.unreadable
+        document = asdict(self)
+        del document["extra"], document["unreadable"]
+        return {**self.extra, **document}
+
+    def same_check(self, sha: str, families: list[str], versions: dict[str, str]) -> bool:
+        """Whether this record is about `sha` with these families and versions."""
         return (
-            self.outcome in FINAL_OUTCOMES
-            and self.sha == sha
+            self.sha == sha
             and sorted(self.families) == sorted(families)
             and self.hubfuse == versions["hubfuse"]
             and self.transformers == versions["transformers"]
             and self.torch == versions["torch"]
         )
 
+    def settles(self, sha: str, families: list[str], versions: dict[str, str]) -> bool:
+        """Whether this record already answers for `sha` with these families and versions."""
+        return self.outcome in FINAL_OUTCOMES and self.same_check(sha, families, versions)
 
-def _decode(text: str | None) -> dict[str, Record]:
+    def backing_off(
+        self, sha: str, families: list[str], versions: dict[str, str], timeout_s: float, now: float
+    ) -> bool:
+        """After `error` on this very check: wait out the back-off, unless the timeout grew."""
+        return (
+            self.outcome == "error"
+            and self.retry_after is not None
+            and now < self.retry_after
+            and (self.timeout_s is None or timeout_s <= self.timeout_s)
+            and self.same_check(sha, families, versions)
+        )
+
+
+def _decode(text: str | None, where: str) -> dict[str, Record]:
     if not text:
         return {}
-    data = json.loads(text)
-    return {repo: Record(**record) for repo, record in data.get("records", {}).items()}
+    try:
+        data = json.loads(text)
+        records = data.get("records", {})
+        if not isinstance(records, dict):
+            raise ValueError("'records' is not a mapping")
+    except (ValueError, AttributeError) as exc:
+        raise BadInputError(f"the ledger {where} is not a hubfuse ledger: {exc}") from None
+    return {repo: Record.from_dict(repo, record) for repo, record in records.items()}
 
 
 def _encode(records: dict[str, Record]) -> str:
-    body = {"format": 1, "records": {repo: asdict(r) for repo, r in sorted(records.items())}}
-    return json.dumps(body, indent=1, sort_keys=True) + "\n"
+    body = {"format": 1, "records": {repo: r.to_dict() for repo, r in sorted(records.items())}}
+    return redact(json.dumps(body, indent=1, sort_keys=True)) + "\n"
 
 
 def _merge(current: dict[str, Record], updates: list[Record]) -> dict[str, Record]:
@@ -90,7 +170,7 @@ class LocalLedger:
 
     def load(self) -> dict[str, Record]:
         try:
-            return _decode(self.path.read_text(encoding="utf-8"))
+            return _decode(self.path.read_text(encoding="utf-8"), self.location)
         except FileNotFoundError:
             return {}
 
@@ -129,7 +209,9 @@ class HubLedger:
     def _read(self, head: str | None) -> dict[str, Record]:
         if head is None or self.filename not in self._files:
             return {}
-        return _decode(self.hub.read_text(self.repo_id, head, self.filename, repo_type="dataset"))
+        return _decode(
+            self.hub.read_text(self.repo_id, head, self.filename, repo_type="dataset"), self.location
+        )
 
     def load(self) -> dict[str, Record]:
         return self._read(self._head())
@@ -152,7 +234,7 @@ class HubLedger:
                     self.repo_id,
                     [CommitOperationAdd(self.filename, _encode(merged).encode("utf-8"))],
                     message=f"ledger: {len(records)} record(s)",
-                    description="\n".join(f"{r.repo_id}@{r.sha[:12]}: {r.outcome}" for r in records),
+                    description=redact("\n".join(f"{r.repo_id}@{r.sha[:12]}: {r.outcome}" for r in records)),
                     parent=head,
                     repo_type="dataset",
                 )

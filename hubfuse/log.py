@@ -7,6 +7,7 @@ through `redact`, so a token can never reach a log, whatever the caller formats 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sys
@@ -14,18 +15,40 @@ import time
 from collections.abc import Iterator
 from typing import TextIO
 
-_TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{8,}\b")
-_extra_secrets: set[str] = set()
+# Hub tokens by their look (user `hf_...` and OAuth `hf_oauth_...`), for tokens never registered.
+_TOKEN_PATTERN = re.compile(r"\bhf_(?:oauth_)?[A-Za-z0-9]{8,}\b")
+_secret_forms: set[str] = set()
+
+
+def clean_token(value: str | None) -> str | None:
+    """A token as huggingface_hub reads it from HF_TOKEN or a file: line breaks and outer spaces
+    removed; None when nothing is left."""
+    if value is None:
+        return None
+    return value.replace("\r", "").replace("\n", "").strip() or None
+
+
+def _forms(secret: str) -> set[str]:
+    from urllib.parse import quote, quote_plus
+
+    forms = {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], quote(secret, safe=""), quote_plus(secret)}
+    return {form for form in forms if len(form) >= 4}
 
 
 def register_secret(value: str | None) -> None:
-    """Make `redact` scrub `value` too (tokens that do not look like `hf_...`)."""
-    if value and len(value) >= 4:
-        _extra_secrets.add(value)
+    """Make `redact` scrub `value`, whatever its prefix, in every form a message can carry it:
+    raw, repr- and JSON-escaped, URL-encoded; both as given and as huggingface_hub cleans it."""
+    cleaned = clean_token(value)
+    if not value or not cleaned or len(cleaned) < 4:
+        return
+    _secret_forms.update(_forms(cleaned))
+    # The value as given (a trailing newline...) only where its form does not already hold the
+    # cleaned token: scrubbing that is enough, and leaves the line breaks around it alone.
+    _secret_forms.update(form for form in _forms(value) if not any(c in form for c in _forms(cleaned)))
 
 
 def redact(text: str) -> str:
-    for secret in _extra_secrets:
+    for secret in sorted(_secret_forms, key=len, reverse=True):  # longest first: no partial leftovers
         text = text.replace(secret, "***")
     return _TOKEN_PATTERN.sub("hf_***", text)
 
@@ -58,10 +81,14 @@ class Logger:
             self._write(message)
 
     def warning(self, message: str) -> None:
-        self._write(f"::warning::{_escape_command_data(message)}" if self.github else f"warning: {message}")
+        self._write(
+            f"::warning::{_escape_command_data(redact(message))}" if self.github else f"warning: {message}"
+        )
 
     def error(self, message: str) -> None:
-        self._write(f"::error::{_escape_command_data(message)}" if self.github else f"error: {message}")
+        self._write(
+            f"::error::{_escape_command_data(redact(message))}" if self.github else f"error: {message}"
+        )
 
     @contextlib.contextmanager
     def group(self, title: str) -> Iterator[None]:

@@ -22,6 +22,7 @@ from hubfuse.cards import (
     PR_MARKER,
     PR_TITLE_SUFFIX,
     VARIANT_MARKER,
+    Marker,
     find_marker,
     marker_from_card_data,
     pr_title,
@@ -30,11 +31,13 @@ from hubfuse.cards import (
 )
 from hubfuse.checkpoint import NEVER_COPIED_SUFFIXES, open_checkpoint, read_config_text
 from hubfuse.configedit import set_top_level_key, unified_diff
-from hubfuse.errors import BadInputError, ConflictError, HubUnavailableError
+from hubfuse.errors import BadInputError, ConflictError, HubfuseError, HubUnavailableError
 from hubfuse.fusion.check import check_checkpoint, installed_versions
 from hubfuse.fusion.verdict import CheckReport
 from hubfuse.hub import Hub
 from hubfuse.log import log
+from hubfuse.naming import DEFAULT_TEMPLATE
+from hubfuse.naming import variant_repo_id as name_variant
 from hubfuse.verdict_cache import VerdictCache
 
 WEIGHT_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "generation_config.json"]
@@ -61,7 +64,8 @@ class PublishOptions:
     families: tuple[str, ...] = ()
     variant: bool = False
     variant_repo: str | None = None
-    variant_name_template: str = "{name}-fused"
+    variant_name_template: str = DEFAULT_TEMPLATE
+    variant_namespace: str | None = None  # default: the source's namespace
     dry_run: bool = False
     force: bool = False
     trust_remote_code: bool = False
@@ -97,6 +101,20 @@ class PublishReport:
     pr_description: str | None = None
     variant_card: str | None = None
     pages: dict[str, str] = field(default_factory=dict)  # local hub only: what to look at, and where
+    # Set when the run failed: what was done and verified until then stays in the report.
+    error: str | None = None
+    error_exit_code: int | None = None
+
+    @classmethod
+    def for_options(cls, options: PublishOptions) -> PublishReport:
+        return cls(repo_id=options.repo_id, revision=options.revision or "main", dry_run=options.dry_run)
+
+    def fail(self, exc: BaseException) -> None:
+        if isinstance(exc, HubfuseError):
+            self.error, self.error_exit_code = str(exc), int(exc.exit_code)
+        else:
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            self.error, self.error_exit_code = f"internal error: {type(exc).__name__}: {first_line}", 1
 
     @property
     def wrote(self) -> bool:
@@ -117,6 +135,9 @@ class PublishReport:
             "pr_description": self.pr_description,
             "variant_card": self.variant_card,
             "pages": self.pages,
+            "error": None
+            if self.error is None
+            else {"message": self.error, "exit_code": self.error_exit_code},
         }
 
 
@@ -199,17 +220,25 @@ class HubfusePR:
 
 
 def hubfuse_prs(hub: Hub, repo_id: str) -> list[HubfusePR]:
-    """hubfuse's own earlier pull requests on this repo, recognised by title and marker."""
+    """hubfuse's own earlier pull requests on this repo: opened by this token's user, with
+    hubfuse's title and a marker in that user's own text. Anyone can copy the title and the
+    marker; nobody else can be the author, so a copy never counts (README: trust model)."""
     found = []
     me = hub.whoami()
-    for pr in hub.pull_requests(repo_id):
-        if PR_TITLE_SUFFIX not in pr.title:
+    for pr in hub.pull_requests(repo_id, author=me):
+        if pr.author != me or PR_TITLE_SUFFIX not in pr.title:
             continue
         details = hub.discussion_details(repo_id, pr.num)
-        texts = [getattr(event, "content", "") or "" for event in details.events]
+        texts = [
+            getattr(event, "content", "") or ""
+            for event in details.events
+            if event.type == "comment" and event.author == me
+        ]
         marker = next((m for m in (find_marker(t, PR_MARKER) for t in texts) if m), None)
         if marker is None:
             continue
+        # An opt-out is our PR closed by someone else (the owners); closing our own
+        # superseded PRs is not one.
         closers = [e.author for e in details.events if getattr(e, "new_status", None) == "closed"]
         found.append(
             HubfusePR(
@@ -217,7 +246,6 @@ def hubfuse_prs(hub: Hub, repo_id: str) -> list[HubfusePR]:
                 status=pr.status,
                 source_sha=marker.source_sha,
                 families=marker.families,
-                # Closing our own superseded PRs is not an owner's opt-out.
                 closed_by_owner=pr.status == "closed" and (not closers or closers[-1] != me),
                 url=f"{hub.repo_url(repo_id)}/discussions/{pr.num}",
             )
@@ -362,9 +390,33 @@ def _open_pr(hub: Hub, source: Source, edited: str, title: str, description: str
 def variant_repo_id(source_repo: str, options: PublishOptions) -> str:
     if options.variant_repo:
         return options.variant_repo
-    namespace, _, name = source_repo.rpartition("/")
-    variant = options.variant_name_template.format(name=name, namespace=namespace)
-    return f"{namespace}/{variant}" if namespace else variant
+    return name_variant(source_repo, options.variant_name_template, options.variant_namespace)
+
+
+def _variant_owner(hub: Hub, source: Source, options: PublishOptions) -> tuple[str, Any, Marker | None]:
+    """The variant repo's id, info and marker, if it may be written for this source.
+
+    A variant belongs to exactly one source, the one its marker names: any other source that
+    maps to the same name is a conflict, never an overwrite (not even with --force, which only
+    takes over a repo hubfuse did not make)."""
+    target = variant_repo_id(source.repo_id, options)
+    info = hub.info_or_none(target)
+    if info is None:
+        return target, None, None
+    marker = marker_from_card_data(getattr(info, "card_data", None))
+    if marker is None and "README.md" in [s.rfilename for s in (info.siblings or [])]:
+        marker = find_marker(hub.read_text(target, info.sha, "README.md"), VARIANT_MARKER)
+    if marker is None:
+        if not options.force:
+            raise ConflictError(
+                f"{target} exists and was not made by hubfuse; choose --variant-repo or pass --force"
+            )
+    elif (marker.source or "").lower() != source.repo_id.lower():
+        raise ConflictError(
+            f"{target} is the variant of {marker.source or 'an unnamed source'}, not of {source.repo_id}:"
+            " use a name_template with {namespace}, or --variant-repo"
+        )
+    return target, info, marker
 
 
 @dataclass
@@ -382,18 +434,10 @@ class VariantPlan:
 
 def plan_variant(hub: Hub, source: Source, families: list[str], options: PublishOptions) -> VariantPlan:
     """Read-only: is the variant repo missing, stale, up to date, or someone else's?"""
-    target = variant_repo_id(source.repo_id, options)
-    info = hub.info_or_none(target)
+    target, info, marker = _variant_owner(hub, source, options)
     if info is None:
         return VariantPlan(target, "create")
     files = [s.rfilename for s in (info.siblings or [])]
-    marker = marker_from_card_data(getattr(info, "card_data", None))
-    if marker is None and "README.md" in files:
-        marker = find_marker(hub.read_text(target, info.sha, "README.md"), VARIANT_MARKER)
-    if marker is None and not options.force:
-        raise ConflictError(
-            f"{target} exists and was not made by hubfuse; choose --variant-repo or pass --force"
-        )
     if (
         marker is not None
         and marker.source_sha == source.sha
@@ -447,7 +491,12 @@ def apply_variant(
     options.before_write()
     head = plan.head
     if plan.status == "create":
-        hub.create_repo(plan.target, private=source.private or source.gated)
+        try:
+            hub.create_repo(plan.target, private=source.private or source.gated, exist_ok=False)
+        except ConflictError:
+            raise ConflictError(
+                f"{plan.target} was created meanwhile by someone else (another shard?); run again"
+            ) from None
         head = hub.resolve(plan.target, None).sha
     message = f"hubfuse: fused variant of {source.repo_id}@{source.sha[:12]}"
     try:
@@ -456,7 +505,7 @@ def apply_variant(
         )
     except Exception:
         if plan.status == "create":
-            hub.delete_repo(plan.target)  # never leave a variant without its card behind
+            hub.delete_repo(plan.target)  # ours, made just now: never leave it without its card
         raise
     status = "created" if plan.status == "create" else "updated"
     out.actions.append(Action("variant", status, f"{plan.target} ({len(files) + 1} files, one commit)", url))
@@ -546,9 +595,15 @@ def _nothing_to_do(
 
 
 def publish(
-    hub: Hub, options: PublishOptions, logs_dir: Path | None = None, cache: VerdictCache | None = None
+    hub: Hub,
+    options: PublishOptions,
+    logs_dir: Path | None = None,
+    cache: VerdictCache | None = None,
+    out: PublishReport | None = None,
 ) -> PublishReport:
-    out = PublishReport(repo_id=options.repo_id, revision=options.revision or "main", dry_run=options.dry_run)
+    """Publish one repo. `out`, when given, is filled as the run goes: if a step raises, it
+    still holds what was verified and written before the failure (for --json and --report-dir)."""
+    out = out or PublishReport.for_options(options)
     cache = cache or VerdictCache.default()
     if not options.dry_run:
         hub.require_write_token()  # a missing, bad or read-only token fails before any work
@@ -568,6 +623,8 @@ def publish(
             return out
         out.actions.clear()
         out.verdict_from_cache = False
+    if options.variant:
+        _variant_owner(hub, source, options)  # a name another source holds fails before any download
 
     work = Path(tempfile.mkdtemp(prefix="hubfuse-publish-", dir=options.work_dir))
     try:
@@ -579,7 +636,14 @@ def publish(
             cache.put(verdict_key(source, options), report)
             out.check = report
             if report.verdict != "safe":
-                out.actions.append(Action("verify", "stopped", f"verdict {report.verdict}: nothing written"))
+                why = (
+                    " (could not check: not cached, a later run tries again)"
+                    if report.verdict == "error"
+                    else ""
+                )
+                out.actions.append(
+                    Action("verify", "stopped", f"verdict {report.verdict}{why}: nothing written")
+                )
                 return out
             families = report.safe_families
             config_plan = plan_config_pr(

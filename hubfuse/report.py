@@ -143,6 +143,8 @@ def render_publish_text(report: PublishReport) -> str:
             f"{action.step:<10} {action.status:<16} {action.detail}"
             + (f"  {action.url}" if action.url else "")
         )
+    if report.error:
+        lines.append(f"failed: {report.error} (exit {report.error_exit_code})")
     if report.pages:
         lines += ["", "pages on the local hub:"]
         lines += [f"  {label:<20} {url}" for label, url in report.pages.items()]
@@ -192,6 +194,8 @@ def render_publish_markdown(report: PublishReport) -> str:
     for action in report.actions:
         detail = f"[{action.detail}]({action.url})" if action.url else action.detail
         lines.append(f"| {action.step} | {action.status} | {detail} |")
+    if report.error:
+        lines += ["", f"**Failed: {report.error} (exit {report.error_exit_code}).**"]
     return redact("\n".join(lines)) + "\n"
 
 

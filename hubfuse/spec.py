@@ -9,7 +9,8 @@ repos:                          # at least one of ids / author / search
   exclude: ["*-AWQ", "*-GGUF"]
   model_types: [qwen3_vl]       # from the repo's config.json
 families: [patch_embeddings]    # default: every registered family hubfuse can verify
-variant: {enabled: true, name_template: "{name}-fused", namespace: my-org}
+variant: {enabled: true, name_template: "{namespace}-{name}-fused", namespace: my-org}
+                                # {name}, {namespace} / {org}: the source repo's (hubfuse.naming)
 limits: {max_repos: 50, max_prs: 10, request_budget: 5000}
 ledger: {repo: my-org/hubfuse-ledger}   # a dataset repo; default: a local file
 dry_run: false
@@ -24,6 +25,7 @@ from typing import Any
 import yaml
 
 from hubfuse.errors import BadInputError
+from hubfuse.naming import DEFAULT_TEMPLATE, check_name_template
 
 _REPO_ID = r"^[A-Za-z0-9][\w.-]*/[\w.-]+$"
 _NAME = r"^[A-Za-z0-9][\w.-]*$"
@@ -60,7 +62,7 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {
                 "enabled": {"type": "boolean"},
-                "name_template": {"type": "string", "pattern": r"\{name\}"},
+                "name_template": {"type": "string"},  # placeholders: hubfuse.naming
                 "namespace": {"type": "string", "pattern": _NAME},
             },
         },
@@ -108,7 +110,7 @@ class Spec:
     families: tuple[str, ...] = ()
     revision: str | None = None
     variant: bool = False
-    variant_name_template: str = "{name}-fused"
+    variant_name_template: str = DEFAULT_TEMPLATE
     variant_namespace: str | None = None
     limits: Limits = field(default_factory=Limits)
     ledger_repo: str | None = None
@@ -178,6 +180,7 @@ def load_spec(path: str | Path) -> Spec:
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         raise BadInputError(f"{path}:{line}: {message}{more}")
     _check_families(path, node, data)
+    _check_name_template(path, node, data)
     return _to_spec(path, data)
 
 
@@ -189,6 +192,16 @@ def _check_families(path: Path, node: yaml.Node | None, data: dict[str, Any]) ->
             check_requested_families([family], where="families")
         except BadInputError as exc:
             raise BadInputError(f"{path}:{_line_of(node, ['families', position])}: {exc}") from None
+
+
+def _check_name_template(path: Path, node: yaml.Node | None, data: dict[str, Any]) -> None:
+    template = (data.get("variant") or {}).get("name_template")
+    if template is None:
+        return
+    try:
+        check_name_template(template)
+    except BadInputError as exc:
+        raise BadInputError(f"{path}:{_line_of(node, ['variant', 'name_template'])}: variant.{exc}") from None
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:
@@ -215,7 +228,7 @@ def _to_spec(path: Path, data: dict[str, Any]) -> Spec:
         families=_as_tuple(data.get("families")),
         revision=data.get("revision"),
         variant=bool(variant.get("enabled", False)),
-        variant_name_template=variant.get("name_template", "{name}-fused"),
+        variant_name_template=variant.get("name_template", DEFAULT_TEMPLATE),
         variant_namespace=variant.get("namespace"),
         limits=Limits(limits.get("max_repos"), limits.get("max_prs"), limits.get("request_budget")),
         ledger_repo=(data.get("ledger") or {}).get("repo"),

@@ -2,7 +2,8 @@
 
 A cached verdict never authorises a write: the pipeline uses it only to conclude that there is
 nothing left to do (or that a commit already proved unsafe), so an unchanged repo costs a few
-API calls and no download. Any change of commit, families, hubfuse, transformers or torch version
+API calls and no download. `error` (a worker crashed, was killed or timed out) says nothing about
+the commit, so it is never cached. Any change of commit, families, hubfuse, transformers or torch version
 is a different key, so the verdict is made again.
 """
 
@@ -45,13 +46,14 @@ class VerdictCache:
         if record.get("key") != key:
             return None
         try:
-            return CheckReport.from_dict(record["report"])
+            report = CheckReport.from_dict(record["report"])
         except (KeyError, TypeError):
             return None
+        return None if report.verdict == "error" else report  # never kept; an older version did
 
     def put(self, key: dict[str, Any], report: CheckReport) -> None:
-        if self.folder is None:
-            return
+        if self.folder is None or report.verdict == "error":
+            return  # could not check (crash, OOM kill, timeout): the next run tries again
         self.folder.mkdir(parents=True, exist_ok=True)
         record = json.dumps({"key": key, "report": report.to_dict()})
         # Atomic replace: a killed run never leaves a half-written verdict behind.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hubfuse.cli.flags import DRY_RUN, JSON, report_dir_option
+from hubfuse.cli.flags import DRY_RUN, JSON, TIMEOUT, report_dir_option
 from hubfuse.log import log
 
 
@@ -24,6 +24,7 @@ from hubfuse.log import log
     show_default=True,
     help="Where the ledger lives when the spec names no ledger repo.",
 )
+@TIMEOUT
 def run(
     spec_path: Path,
     shard: str | None,
@@ -31,6 +32,7 @@ def run(
     as_json: bool,
     report_dir: Path | None,
     ledger_dir: Path,
+    timeout_s: float,
 ) -> None:
     """Run the publish pipeline over every repo a batch SPEC (workflows/*.yml) selects."""
     from hubfuse import batch
@@ -41,7 +43,9 @@ def run(
     spec = load_spec(spec_path)
     parsed_shard = batch.Shard.parse(shard) if shard else None
     hub = Hub(budget=RequestBudget(spec.limits.request_budget))
-    summary = batch.run(hub, spec, shard=parsed_shard, dry_run=dry_run, ledger_dir=ledger_dir)
+    summary = batch.run(
+        hub, spec, shard=parsed_shard, dry_run=dry_run, ledger_dir=ledger_dir, timeout_s=timeout_s
+    )
     markdown = batch.render_markdown(summary)
     if report_dir:
         report_dir.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,8 @@ def _emit_publish(report: PublishReport, as_json: bool, report_dir: Path | None)
     "--variant-name-template",
     default="{name}-fused",
     show_default=True,
-    help="Variant repo name; {name} and {namespace} expand.",
+    callback=lambda _ctx, _param, value: _checked_template(value),
+    help="Variant repo name; {name} and {namespace} (or {org}) of the source expand.",
 )
 @DRY_RUN
 @JSON
@@ -82,7 +83,7 @@ def publish(
     """
     from hubfuse.fusion.families import check_requested_families
     from hubfuse.hub import Hub
-    from hubfuse.pipeline import PublishOptions
+    from hubfuse.pipeline import PublishOptions, PublishReport
     from hubfuse.pipeline import publish as run_publish
 
     _check_repo_id(repo_id)
@@ -100,13 +101,28 @@ def publish(
         timeout_s=timeout_s,
     )
     hub = Hub()
-    report = run_publish(hub, options, logs_dir=report_dir / "logs" if report_dir else None)
+    report = PublishReport.for_options(options)
+    try:
+        run_publish(hub, options, logs_dir=report_dir / "logs" if report_dir else None, out=report)
+    except Exception as exc:
+        # What was verified and written before the failure is reported too; the error line and
+        # its exit code follow as for every command.
+        report.fail(exc)
+        _emit_publish(report, as_json, report_dir)
+        raise
     if hub.is_local_hub():
         from hubfuse.report import local_hub_pages
 
         report.pages = local_hub_pages(hub.endpoint, report)
     _emit_publish(report, as_json, report_dir)
     sys.exit(_exit_code_for(report))
+
+
+def _checked_template(template: str) -> str:
+    from hubfuse.naming import check_name_template
+
+    check_name_template(template)
+    return template
 
 
 def _check_repo_id(repo_id: str) -> None:
