@@ -1,8 +1,9 @@
 """`hubfuse run` and `hubfuse plan`: the publish pipeline over the repos a spec selects.
 
 expand (Hub listing) -> select (max_repos, then the shard: the same for plan and run) -> skip what
-the ledger settles -> publish each repo in isolation -> record it in the ledger -> summary. One repo failing never stops the others; the request
-budget and the kill switch stop the run cleanly and say what is left.
+the ledger settles -> publish each repo in isolation -> record it in the ledger -> summary. One
+repo failing never stops the others; the request budget and the kill switch stop the run cleanly
+and say what is left.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hubfuse import __version__
+from hubfuse import __version__, naming
 from hubfuse.cards import (
     PR_MARKER,
     PR_TITLE_SUFFIX,
@@ -36,8 +36,6 @@ from hubfuse.fusion.check import check_checkpoint, installed_versions
 from hubfuse.fusion.verdict import CheckReport
 from hubfuse.hub import Hub
 from hubfuse.log import log
-from hubfuse.naming import DEFAULT_TEMPLATE
-from hubfuse.naming import variant_repo_id as name_variant
 from hubfuse.verdict_cache import VerdictCache
 
 WEIGHT_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "generation_config.json"]
@@ -64,7 +62,7 @@ class PublishOptions:
     families: tuple[str, ...] = ()
     variant: bool = False
     variant_repo: str | None = None
-    variant_name_template: str = DEFAULT_TEMPLATE
+    variant_name_template: str = naming.DEFAULT_TEMPLATE
     variant_namespace: str | None = None  # default: the source's namespace
     dry_run: bool = False
     force: bool = False
@@ -390,7 +388,7 @@ def _open_pr(hub: Hub, source: Source, edited: str, title: str, description: str
 def variant_repo_id(source_repo: str, options: PublishOptions) -> str:
     if options.variant_repo:
         return options.variant_repo
-    return name_variant(source_repo, options.variant_name_template, options.variant_namespace)
+    return naming.variant_repo_id(source_repo, options.variant_name_template, options.variant_namespace)
 
 
 def _variant_owner(hub: Hub, source: Source, options: PublishOptions) -> tuple[str, Any, Marker | None]:
