@@ -79,7 +79,7 @@ class Record:
     def from_dict(cls, repo_id: str, data: Any) -> Record:
         known = {f.name for f in fields(cls)} - {"extra", "unreadable"}
         if isinstance(data, dict) and all(
-            isinstance(data[name], _TYPES[name]) for name in known if name in data
+            isinstance(data[name], _TYPES.get(name, object)) for name in known if name in data
         ):
             try:
                 return cls(
