@@ -105,10 +105,11 @@ def publish(
     try:
         run_publish(hub, options, logs_dir=report_dir / "logs" if report_dir else None, out=report)
     except Exception as exc:
-        # What was verified and written before the failure is reported too; the error line and
-        # its exit code follow as for every command.
+        # What was verified and written before the failure is reported too (always with --json
+        # and --report-dir); the error line and its exit code follow as for every command.
         report.fail(exc)
-        _emit_publish(report, as_json, report_dir)
+        if as_json or report_dir or report.check is not None or report.actions:
+            _emit_publish(report, as_json, report_dir)
         raise
     if hub.is_local_hub():
         from hubfuse.report import local_hub_pages
