@@ -317,6 +317,13 @@ class Hub:
 
         return self.call(f"read {repo_id}/{filename}@{sha[:12]}", fetch)
 
+    def last_commit_authors(self, repo_id: str, repo_type: str = "model") -> list[str]:
+        """Who wrote the head commit of the default branch."""
+        commits = self.call(
+            f"commits of {repo_id}", lambda: self.api.list_repo_commits(repo_id, repo_type=repo_type)
+        )
+        return list(commits[0].authors) if commits else []
+
     def pull_requests(
         self, repo_id: str, *, author: str | None = None, repo_type: str = "model"
     ) -> list[Any]:

@@ -404,10 +404,13 @@ def _variant_owner(hub: Hub, source: Source, options: PublishOptions) -> tuple[s
     marker = marker_from_card_data(getattr(info, "card_data", None))
     if marker is None and "README.md" in [s.rfilename for s in (info.siblings or [])]:
         marker = find_marker(hub.read_text(target, info.sha, "README.md"), VARIANT_MARKER)
+    if marker is not None and hub.whoami() not in hub.last_commit_authors(target):
+        marker = None  # anyone can copy a marker: only one in a commit of our own user counts
     if marker is None:
         if not options.force:
             raise ConflictError(
-                f"{target} exists and was not made by hubfuse; choose --variant-repo or pass --force"
+                f"{target} exists and was not made by hubfuse (no marker, or its last commit is not"
+                f" {hub.whoami()}'s); choose --variant-repo or pass --force"
             )
     elif (marker.source or "").lower() != source.repo_id.lower():
         raise ConflictError(

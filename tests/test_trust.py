@@ -175,6 +175,17 @@ def test_two_sources_never_share_a_variant(hub, checkpoints, tmp_path):
     assert single.returncode == 7, single.stderr  # --force never takes another source's variant
     assert len(owner.list_repo_commits("ns/dup-fused")) == 2
 
+    # A member of the variant's namespace edits it, marker and all: no longer known to be hubfuse's.
+    member = api_for(hub, hub.add_token("member", role="write", orgs=["ns"]))
+    card = member.hf_hub_download("ns/dup-fused", "README.md", cache_dir=tmp_path / "dl")
+    member.upload_file(
+        path_or_fileobj=Path(card).read_bytes() + b"\nEdited.\n",
+        path_in_repo="README.md",
+        repo_id="ns/dup-fused",
+    )
+    edited = hubfuse(hub, tmp_path, "publish", "acme/dup", "--variant-repo", "ns/dup-fused")
+    assert edited.returncode == 7 and "not made by hubfuse" in edited.stderr, edited.stderr
+
 
 @pytest.mark.parametrize(
     ("template", "needle"),
