@@ -20,6 +20,7 @@ from typing import Any
 from hubfuse import __version__
 from hubfuse.errors import BadInputError, BudgetExhaustedError, ConflictError, ExitCode, HubfuseError
 from hubfuse.fusion.check import DEFAULT_TIMEOUT_S, installed_versions
+from hubfuse.fusion.downstream import DownstreamPlan, matrix_digest, resolve_plan
 from hubfuse.hub import Hub
 from hubfuse.ledger import HubLedger, Ledger, LocalLedger, Record, error_backoff_s
 from hubfuse.log import log, redact
@@ -244,7 +245,8 @@ def run(
     ledger = open_ledger(hub, spec, ledger_dir)
     guard = _Guard(ledger)
     summary = BatchSummary(spec.name, f"{shard.index}/{shard.total}", dry_run, ledger.location)
-    versions = {"hubfuse": __version__, **installed_versions()}
+    downstream = resolve_plan(spec.downstream_versions)
+    versions = {"hubfuse": __version__, **installed_versions(), "downstream": matrix_digest(downstream)}
     families = sorted(spec.families)
 
     try:
@@ -282,7 +284,7 @@ def run(
                 why = f"PR limit of {spec.limits.max_prs} reached"
                 summary.repos.append(RepoOutcome(candidate.repo_id, candidate.sha, "deferred", why))
             else:
-                outcome = _publish_one(hub, spec, candidate, dry_run, guard, timeout_s)
+                outcome = _publish_one(hub, spec, candidate, dry_run, guard, timeout_s, downstream)
                 summary.repos.append(outcome)
                 prs_opened += int(outcome.outcome == "published" and "opened" in outcome.detail)
                 if outcome.sha:
@@ -314,6 +316,7 @@ def _record(
         hubfuse=versions["hubfuse"],
         transformers=versions["transformers"],
         torch=versions["torch"],
+        downstream=versions["downstream"],
         outcome=outcome.outcome,
         detail=outcome.detail,
         extra=previous.extra if previous is not None else {},
@@ -335,7 +338,13 @@ def _utc(epoch_s: float) -> str:
 
 
 def _publish_one(
-    hub: Hub, spec: Spec, candidate: Candidate, dry_run: bool, guard: _Guard, timeout_s: float
+    hub: Hub,
+    spec: Spec,
+    candidate: Candidate,
+    dry_run: bool,
+    guard: _Guard,
+    timeout_s: float,
+    downstream: DownstreamPlan,
 ) -> RepoOutcome:
     start = time.monotonic()
     options = PublishOptions(
@@ -348,6 +357,7 @@ def _publish_one(
         dry_run=dry_run,
         timeout_s=timeout_s,
         write_guard=guard,
+        downstream=downstream,
     )
     report = PublishReport.for_options(options)
     with log.group(f"publish {candidate.repo_id}"):

@@ -124,6 +124,45 @@ def verification_rows(report: CheckReport) -> list[tuple[str, str]]:
     return rows
 
 
+@dataclass(frozen=True)
+class MatrixTable:
+    family: str
+    header: list[str]
+    rows: list[list[str]]
+    reasons: list[str]
+
+
+def downstream_context(report: CheckReport, *, variant: bool) -> dict[str, Any]:
+    """What the PR text or the variant card says about other transformers releases."""
+    from hubfuse.fusion.downstream import summarize
+    from hubfuse.report import first_reasons, matrix_rows
+
+    tables, outside_breaks, correct = [], [], []
+    selection = None
+    for family in report.families:
+        if family.verdict != "safe" or family.downstream.versions is None:
+            selection = selection or family.downstream.selection
+            continue
+        selection = family.downstream.selection
+        check = family.fused_layout if variant else family.downstream
+        header, rows = matrix_rows(check)
+        tables.append(MatrixTable(family.name, header, rows, first_reasons(check)))
+        outside_breaks += summarize(family.downstream.cells, gating=False)
+        correct += [c.transformers for c in check.cells if c.outcome == "safe"]
+    return {
+        "selection": selection,
+        "matrix_tables": tables,
+        "outside_breaks": list(dict.fromkeys(outside_breaks)),
+        "loads_correctly": sorted(set(correct), key=_version_key),
+    }
+
+
+def _version_key(text: str) -> Any:
+    from packaging.version import Version
+
+    return Version(text)
+
+
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.2g}"
 
@@ -164,6 +203,7 @@ def render_pr_description(
             torch_version=report.torch_version,
             verification=verification_rows(report),
             marker=Marker(source_sha, tuple(families), __version__).to_json(),
+            **downstream_context(report, variant=False),
         )
     )
     return redact(text)
@@ -258,6 +298,7 @@ def render_variant_card(
             torch_version=report.torch_version,
             marker=marker.to_json(),
             upstream_body=(upstream.text.strip() if upstream else ""),
+            **downstream_context(report, variant=True),
         )
     )
     return redact(text)

@@ -14,12 +14,25 @@ import sys
 import textwrap
 from pathlib import Path
 
+from hubfuse.fusion.downstream import DEFAULT_ENV_VAR, DownstreamPlan, resolve_plan
 from hubfuse.log import log
 from hubfuse.pipeline import Action, PublishOptions, PublishReport
 
 DEMO_USER = "demo"
 DEMO_ORG = "hubfuse-demo"
 DEMO_REPO = f"{DEMO_ORG}/tiny-vision-language"
+# The demo's downstream matrix: one release before fusion and the newest, to stay fast on a first
+# run (two environments). The product default checks every release that reads fusion_config, and
+# would refuse this Qwen3-VL PR: releases 5.6 to 5.20 crash without torchvision.
+DEMO_DOWNSTREAM_VERSIONS = ("5.5.4", "5.24.0")
+
+
+def demo_downstream() -> DownstreamPlan:
+    """$HUBFUSE_DOWNSTREAM_VERSIONS when set, else the demo's explicit small matrix."""
+    if os.environ.get(DEFAULT_ENV_VAR):
+        return resolve_plan(None)
+    versions = DEMO_DOWNSTREAM_VERSIONS
+    return DownstreamPlan(f"demo subset {', '.join(versions)} (not the full default matrix)", versions)
 
 
 def _demo_token(hub_server: object, data_dir: Path) -> str:
@@ -89,8 +102,12 @@ def run_demo(data_dir: Path) -> PublishReport:
         log.info(f"local hub at {endpoint} (data in {data_dir / 'hub'})")
         hub = Hub(endpoint=endpoint, token=token)
         _seed(hub, data_dir)
+        downstream = demo_downstream()
+        log.info(f"downstream matrix: {downstream.describe()}")
         report = publish(
-            hub, PublishOptions(repo_id=DEMO_REPO, variant=True), logs_dir=data_dir / "report" / "logs"
+            hub,
+            PublishOptions(repo_id=DEMO_REPO, variant=True, downstream=downstream),
+            logs_dir=data_dir / "report" / "logs",
         )
 
         pr_revision = next(

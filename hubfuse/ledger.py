@@ -1,7 +1,7 @@
 """The batch ledger: one record per repo, so an unchanged repo costs no download next time.
 
-A record holds the repo's commit, the families, the hubfuse / transformers / torch versions and
-the outcome. It is written after every repo, so a killed run resumes where it stopped.
+A record holds the repo's commit, the families, the hubfuse / transformers / torch versions, the
+downstream matrix (a digest of its releases: a new release re-opens the record) and the outcome. It is written after every repo, so a killed run resumes where it stopped.
 
 Records are read tolerantly: fields this version does not know (a newer hubfuse wrote them) are
 kept and written back, and a record it cannot read at all settles nothing and is kept as it was.
@@ -67,6 +67,7 @@ class Record:
     torch: str
     outcome: str
     detail: str = ""
+    downstream: str = ""  # digest of the downstream matrix (hubfuse.fusion.downstream.matrix_digest)
     actions: list[dict[str, Any]] = field(default_factory=list)
     updated_at: float = field(default_factory=time.time)
     errors: int = 0  # could-not-check verdicts in a row on this commit, families and versions
@@ -109,6 +110,7 @@ class Record:
             and self.hubfuse == versions["hubfuse"]
             and self.transformers == versions["transformers"]
             and self.torch == versions["torch"]
+            and self.downstream == versions.get("downstream", "")
         )
 
     def settles(self, sha: str, families: list[str], versions: dict[str, str]) -> bool:

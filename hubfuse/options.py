@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hubfuse.fusion.downstream import DownstreamPlan
 
 
 @dataclass(frozen=True)
@@ -15,3 +19,4 @@ class CheckOptions:
     trust_remote_code: bool
     timeout_s: float
     list_tensors: bool
+    downstream: DownstreamPlan | None = None

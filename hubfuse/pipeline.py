@@ -33,6 +33,7 @@ from hubfuse.checkpoint import NEVER_COPIED_SUFFIXES, open_checkpoint, read_conf
 from hubfuse.configedit import set_top_level_key, unified_diff
 from hubfuse.errors import BadInputError, ConflictError, HubfuseError, HubUnavailableError
 from hubfuse.fusion.check import check_checkpoint, installed_versions
+from hubfuse.fusion.downstream import DownstreamPlan
 from hubfuse.fusion.verdict import CheckReport
 from hubfuse.hub import Hub
 from hubfuse.log import log
@@ -69,6 +70,8 @@ class PublishOptions:
     trust_remote_code: bool = False
     timeout_s: float = 1800.0
     work_dir: Path | None = None
+    # The downstream matrix (hubfuse/fusion/downstream.py); None: the installed transformers only.
+    downstream: DownstreamPlan | None = None
     # Called before every write; raises to stop it (the batch runner's kill switch).
     write_guard: Callable[[], None] | None = None
 
@@ -182,7 +185,12 @@ def pull(hub: Hub, source: Source, *, variant: bool) -> Path:
 def verify(snapshot: Path, options: PublishOptions, artifacts: Path, logs: Path) -> CheckReport:
     checkpoint = open_checkpoint(snapshot, trust_remote_code=options.trust_remote_code)
     report = check_checkpoint(
-        checkpoint, options.families, logs_dir=logs, artifacts_dir=artifacts, timeout=options.timeout_s
+        checkpoint,
+        options.families,
+        logs_dir=logs,
+        artifacts_dir=artifacts,
+        timeout=options.timeout_s,
+        downstream=options.downstream,
     )
     report.source = options.repo_id
     return report
@@ -196,6 +204,7 @@ def verdict_key(source: Source, options: PublishOptions) -> dict[str, Any]:
         "families": sorted(options.families),
         "hubfuse": __version__,
         **installed_versions(),
+        "downstream": options.downstream.key() if options.downstream else None,
     }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from hubfuse.fusion.verdict import CheckReport, FamilyResult
+from hubfuse.fusion.verdict import CheckReport, DownstreamCell, FamilyResult, LoadCheck
 from hubfuse.log import redact
 
 if TYPE_CHECKING:
@@ -63,6 +63,65 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+def matrix_rows(check: LoadCheck) -> tuple[list[str], list[list[str]]]:
+    """The downstream matrix as a table: one row per release, one column per environment."""
+    columns = list(check.environments)
+    by_key: dict[tuple[str, str], DownstreamCell] = {(c.transformers, c.env): c for c in check.cells}
+    rows = []
+    for version in check.versions or []:
+        gating = any(c.gating for c in check.cells if c.transformers == version)
+        row = [version + ("" if gating else " (not gating)")]
+        for column in columns:
+            cell = by_key.get((version, column))
+            row.append(cell.outcome if cell else "unavailable" if check.environments[column] else "-")
+        rows.append(row)
+    return ["transformers", *columns], rows
+
+
+def first_reasons(check: LoadCheck) -> list[str]:
+    """Each distinct (outcome, reason) once, with the releases it applies to."""
+    from hubfuse.fusion.downstream import version_range
+
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for cell in check.cells:
+        if cell.reason:
+            groups.setdefault((cell.outcome, cell.env, cell.reason), []).append(cell.transformers)
+    lines = [
+        f"{outcome} on {version_range(versions)} ({env}): {reason}"
+        for (outcome, env, reason), versions in groups.items()
+    ]
+    lines += [f"{column} environment unavailable: {why}" for column, why in check.environments.items() if why]
+    return lines
+
+
+def downstream_lines(family: FamilyResult, *, markdown: bool) -> list[str]:
+    """The matrix section of one family (config PR cells, then the variant's)."""
+    check = family.downstream
+    if check.selection is None:
+        return []
+    if check.versions is None:
+        return [
+            f"{family.name}: downstream matrix off: the verdict holds for the installed transformers only"
+        ]
+    lines: list[str] = []
+    for title, subject in (
+        ("config-only load", family.downstream),
+        ("fused-layout variant load", family.fused_layout),
+    ):
+        if not subject.cells and subject is family.fused_layout:
+            continue
+        header, rows = matrix_rows(subject)
+        lines += ["", f"{family.name}: downstream {title} ({check.selection}):"]
+        if markdown:
+            lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(row) + " |" for row in rows]
+            lines += [""] + [f"- {line}" for line in first_reasons(subject)]
+        else:
+            lines += ["  " + line for line in _table(header, rows)]
+            lines += [f"  {line}" for line in first_reasons(subject)]
+    return lines
+
+
 def render_text(report: CheckReport, *, list_tensors: bool = False) -> str:
     lines = [
         f"{report.source}: {report.model_type} ({report.architecture}, {report.dtype or 'dtype unknown'})",
@@ -73,6 +132,7 @@ def render_text(report: CheckReport, *, list_tensors: bool = False) -> str:
     for family in report.families:
         for reason in family.reasons:
             lines.append(f"  {family.name}: {reason}")
+        lines += downstream_lines(family, markdown=False)
         if list_tensors and family.roundtrip.tensors:
             lines += ["", f"{family.name}: original-format re-save, tensor by tensor"]
             for tensor in family.roundtrip.tensors:
@@ -104,6 +164,7 @@ def render_markdown(report: CheckReport) -> str:
         if family.reasons:
             lines += ["", f"**{family.name}** ({VERDICT_LABEL[family.verdict]}):", ""]
             lines += [f"- {reason}" for reason in family.reasons]
+        lines += downstream_lines(family, markdown=True)
     lines += ["", *skipped_lines(report, "- ")] if report.skipped_families else []
     lines += ["", f"**Verdict: {report.verdict}**", ""]
     return redact("\n".join(lines)) + "\n"
@@ -136,6 +197,7 @@ def render_publish_text(report: PublishReport) -> str:
         lines += ["", *_table(FAMILY_HEADER, family_rows(report.check))]
         for family in report.check.families:
             lines += [f"  {family.name}: {reason}" for reason in family.reasons]
+            lines += downstream_lines(family, markdown=False)
         lines += skipped_lines(report.check, "  ")
     lines.append("")
     for action in report.actions:
@@ -188,6 +250,7 @@ def render_publish_markdown(report: PublishReport) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in family_rows(report.check)]
         for family in report.check.families:
             lines += [f"- {family.name}: {reason}" for reason in family.reasons]
+            lines += downstream_lines(family, markdown=True)
         lines += skipped_lines(report.check, "- ")
         lines.append("")
     lines += ["| step | status | detail |", "|---|---|---|"]

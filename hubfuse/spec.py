@@ -13,6 +13,7 @@ variant: {enabled: true, name_template: "{namespace}-{name}-fused", namespace: m
                                 # {name}, {namespace} / {org}: the source repo's (hubfuse.naming)
 limits: {max_repos: 50, max_prs: 10, request_budget: 5000}
 ledger: {repo: my-org/hubfuse-ledger}   # a dataset repo; default: a local file
+downstream_versions: ">=5.21"   # as --downstream-versions; default: the full matrix; "none": off
 dry_run: false
 """
 
@@ -81,6 +82,7 @@ SCHEMA: dict[str, Any] = {
             "properties": {"repo": {"type": "string", "pattern": _REPO_ID}},
         },
         "dry_run": {"type": "boolean"},
+        "downstream_versions": {"type": "string", "minLength": 1},
     },
 }
 
@@ -115,6 +117,7 @@ class Spec:
     limits: Limits = field(default_factory=Limits)
     ledger_repo: str | None = None
     dry_run: bool = False
+    downstream_versions: str | None = None
 
 
 def _line_of(node: yaml.Node | None, path: list[Any]) -> int | None:
@@ -233,4 +236,5 @@ def _to_spec(path: Path, data: dict[str, Any]) -> Spec:
         limits=Limits(limits.get("max_repos"), limits.get("max_prs"), limits.get("request_budget")),
         ledger_repo=(data.get("ledger") or {}).get("repo"),
         dry_run=bool(data.get("dry_run", False)),
+        downstream_versions=data.get("downstream_versions"),
     )

@@ -15,6 +15,12 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# The downstream matrix is off unless a test asks for one (tests/test_downstream.py); the product
+# default (20-odd transformers environments) belongs in bench/matrix.py. Environments a test does
+# create live in the repo's ignored .hubfuse/envs, so reruns reuse them.
+os.environ.setdefault("HUBFUSE_DOWNSTREAM_VERSIONS", "none")
+os.environ.setdefault("HUBFUSE_ENVS", str(REPO_ROOT / ".hubfuse" / "envs"))
+
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory):

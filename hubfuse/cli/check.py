@@ -8,12 +8,21 @@ from typing import Any
 
 import click
 
-from hubfuse.cli.flags import FAMILY, JSON, TIMEOUT, TRUST_REMOTE_CODE, report_dir_option
+from hubfuse.cli.flags import (
+    DOWNSTREAM_VERSIONS,
+    FAMILY,
+    JSON,
+    TIMEOUT,
+    TRUST_REMOTE_CODE,
+    report_dir_option,
+    resolve_downstream,
+)
 from hubfuse.options import CheckOptions
 
 
 def _check_options(f: Any) -> Any:
     for decorator in (
+        DOWNSTREAM_VERSIONS,
         TIMEOUT,
         TRUST_REMOTE_CODE,
         report_dir_option("report.json, report.md and the worker logs"),
@@ -39,6 +48,7 @@ def _run_check(options: CheckOptions) -> None:
         list_tensors=options.list_tensors,
         logs_dir=options.report_dir / "logs" if options.report_dir else None,
         timeout=options.timeout_s,
+        downstream=options.downstream,
     )
     if options.report_dir:
         write_report_dir(report, options.report_dir)
@@ -60,9 +70,17 @@ def _check_command(name: str, list_tensors: bool, help_text: str) -> click.Comma
         report_dir: Path | None,
         trust_remote_code: bool,
         timeout_s: float,
+        downstream_versions: str | None,
     ) -> None:
         options = CheckOptions(
-            source, families, as_json, report_dir, trust_remote_code, timeout_s, list_tensors
+            source,
+            families,
+            as_json,
+            report_dir,
+            trust_remote_code,
+            timeout_s,
+            list_tensors,
+            resolve_downstream(downstream_versions),
         )
         _run_check(options)
 

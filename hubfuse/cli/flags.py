@@ -31,6 +31,22 @@ TIMEOUT = click.option(
     help="Seconds allowed for each model load.",
 )
 DRY_RUN = click.option("--dry-run", is_flag=True, help="Do everything but the writes.")
+DOWNSTREAM_VERSIONS = click.option(
+    "--downstream-versions",
+    "downstream_versions",
+    metavar="SPEC",
+    help="transformers releases whose config-only load gates the verdict: a PEP 440 specifier "
+    "('>=5.21'; 'A || B' for a union) or 'none'. Default: the latest patch of every release that "
+    "reads fusion_config plus the newest one before them ($HUBFUSE_DOWNSTREAM_VERSIONS replaces "
+    "that default). Releases of the default outside SPEC are still checked and reported, not gating.",
+)
+
+
+def resolve_downstream(requested: str | None) -> Any:
+    """The flag's value as the typed plan the options carry (asks the package index, cached)."""
+    from hubfuse.fusion.downstream import resolve_plan
+
+    return resolve_plan(requested)
 
 
 def report_dir_option(what: str) -> Any:

@@ -23,6 +23,7 @@ from typing import Any
 from hubfuse import __version__
 from hubfuse.checkpoint import Checkpoint, stage_validated_files
 from hubfuse.configedit import set_top_level_key
+from hubfuse.fusion import downstream as downstream_matrix
 from hubfuse.fusion import worker
 from hubfuse.fusion.families import resolve_families
 from hubfuse.fusion.verdict import CheckReport, FamilyResult, LoadCheck, Roundtrip, output_tolerance
@@ -54,8 +55,12 @@ def check_checkpoint(
     logs_dir: Path | None = None,
     artifacts_dir: Path | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
+    downstream: downstream_matrix.DownstreamPlan | None = None,
 ) -> CheckReport:
     """Check each family in its own scratch folder.
+
+    `downstream` also runs the config-only load on other transformers releases for each family
+    that is safe here, and gates the family on it (hubfuse/fusion/downstream.py).
 
     `logs_dir` keeps the worker logs; `artifacts_dir` keeps, for each safe family, its verified
     fused-layout save as `artifacts_dir/<family>` (what a fused variant repo publishes).
@@ -73,6 +78,8 @@ def check_checkpoint(
             result = family_check.run()
             results.append(result)
             dtype = dtype or family_check.dtype
+            if downstream is not None:
+                _downstream_matrix(result, downstream, checkpoint, family_check.dtype, work, timeout)
             if artifacts_dir is not None and result.verdict == "safe":
                 artifacts_dir.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(artifacts_dir / family, ignore_errors=True)
@@ -93,6 +100,25 @@ def check_checkpoint(
         dtype=dtype,
         skipped_families=selection.skipped,
     )
+
+
+def _downstream_matrix(
+    result: FamilyResult,
+    plan: downstream_matrix.DownstreamPlan,
+    checkpoint: Checkpoint,
+    dtype: str | None,
+    work: Path,
+    timeout: float,
+) -> None:
+    fused = work / "fused"
+    inputs = downstream_matrix.MatrixInputs(
+        checkpoint.path, work / "downstream", fused if fused.is_dir() else None, dtype
+    )
+    weights = sum(path.stat().st_size for path in checkpoint.weight_files)
+    with log.group(f"downstream matrix for {result.name}"):
+        downstream_matrix.apply_matrix(
+            result, plan, inputs, work, timeout, downstream_matrix.matrix_jobs(weights)
+        )
 
 
 def installed_versions() -> dict[str, str]:

@@ -38,14 +38,44 @@ class Roundtrip:
     tensors: list[dict[str, Any]] | None = None  # every tensor, for `hubfuse verify`
 
 
+CellOutcome = Literal["safe", "ignored", "crash", "unsafe", "error"]
+PASSING_OUTCOMES = ("safe", "ignored")
+
+
+@dataclass
+class DownstreamCell:
+    """One transformers release in one environment, loading the way a downstream user does."""
+
+    transformers: str
+    env: str
+    outcome: CellOutcome
+    reason: str = ""
+    gating: bool = True  # False: outside an explicit --downstream-versions, reported only
+    notes: list[str] = field(default_factory=list)
+
+
 @dataclass
 class LoadCheck:
-    """One load with fusion (explicit, through config.json, or from the fused layout)."""
+    """One load with fusion (explicit, through config.json, or from the fused layout).
+
+    With the downstream matrix (`versions` not None), the same load on other transformers
+    releases too: `cells` hold one outcome per release and environment, `environments` every
+    environment column and why it is unavailable (None: available), `selection` what chose them.
+    """
 
     weights_match: bool | None = None
     max_abs_output_diff: float | None = None
     output_tolerance: float | None = None
     fused_modules: dict[str, str] = field(default_factory=dict)
+    selection: str | None = None
+    versions: list[str] | None = None
+    environments: dict[str, str | None] = field(default_factory=dict)
+    cells: list[DownstreamCell] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> LoadCheck:
+        cells = [DownstreamCell(**cell) for cell in document.get("cells", [])]
+        return cls(**{**document, "cells": cells})
 
 
 @dataclass
@@ -111,8 +141,8 @@ class CheckReport:
                 **{
                     **family,
                     "roundtrip": Roundtrip(**family["roundtrip"]),
-                    "downstream": LoadCheck(**family["downstream"]),
-                    "fused_layout": LoadCheck(**family["fused_layout"]),
+                    "downstream": LoadCheck.from_dict(family["downstream"]),
+                    "fused_layout": LoadCheck.from_dict(family["fused_layout"]),
                 }
             )
             for family in document["families"]

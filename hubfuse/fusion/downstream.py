@@ -1,0 +1,303 @@
+"""The downstream matrix: the config-only load on other transformers releases, and its gate.
+
+A `fusion_config` merged into a repo's config.json reaches every user, whatever transformers they
+run. For each release of the plan and each environment column (`base`: nothing optional installed;
+`torchvision`: where it can be installed beside the shared torch), the probe
+(`downstream_probe.py`, started once per environment) loads the checkpoint the way a user does and
+gives one word per cell: safe, ignored, crash, unsafe or error. A family stays safe only when every
+gating cell is safe or ignored.
+
+The plan: by default the latest patch of every minor release that reads `fusion_config` plus the
+newest release before those (it must ignore the key harmlessly), from the package index.
+`--downstream-versions SPEC` narrows the gating releases (a PEP 440 specifier; `A || B` is a
+union); the default matrix's other releases then still run, as non-gating cells, so the PR text
+can say which releases outside the range break. `none` turns the matrix off.
+`HUBFUSE_DOWNSTREAM_VERSIONS` replaces the default matrix (tests and the demo use a small one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
+
+from hubfuse.errors import BadInputError
+from hubfuse.fusion import envs
+from hubfuse.fusion.verdict import OUTPUT_TOLERANCE, PASSING_OUTCOMES, DownstreamCell, FamilyResult
+from hubfuse.log import log
+
+# transformers/fusion_mapping.py exists from this release on; earlier ones ignore the key.
+FIRST_FUSION_RELEASE = Version("5.6.0")
+PROBE = Path(__file__).resolve().parent / "downstream_probe.py"
+DEFAULT_ENV_VAR = "HUBFUSE_DOWNSTREAM_VERSIONS"
+NONE = "none"
+
+
+@dataclass(frozen=True)
+class DownstreamPlan:
+    """The releases a verdict covers: `gating` decide it, `outside` are reported beside it."""
+
+    selection: str  # "default", the user's specifier, or "none"
+    gating: tuple[str, ...] = ()
+    outside: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.gating or self.outside)
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        return tuple(sorted({*self.gating, *self.outside}, key=Version))
+
+    def key(self) -> dict[str, Any]:
+        """For verdict caches and ledgers: a new release in the index changes it."""
+        return {
+            "selection": self.selection,
+            "gating": list(self.gating),
+            "outside": list(self.outside),
+            "torch": envs.installed_torch() if self.enabled else None,
+        }
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return "off: the verdict holds for the installed transformers only"
+        text = f"{self.selection}: transformers {', '.join(self.gating) or '-'}"
+        if self.outside:
+            text += f" (also reported, not gating: {', '.join(self.outside)})"
+        return text
+
+
+def matrix_digest(plan: DownstreamPlan) -> str:
+    """A short stable name for the plan (ledger records compare it)."""
+    return hashlib.sha256(json.dumps(plan.key(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_spec(text: str) -> list[SpecifierSet]:
+    """`>=5.21`, `==5.5.4 || ==5.24.0`; a bare version means exactly it."""
+    sets = []
+    for part in text.split("||"):
+        part = part.strip()
+        if part and part[0].isdigit():
+            part = f"=={part}"
+        try:
+            sets.append(SpecifierSet(part))
+        except InvalidSpecifier:
+            raise BadInputError(
+                f"--downstream-versions {text!r}: {part!r} is not a PEP 440 specifier (e.g. '>=5.21', 'none')"
+            ) from None
+    return sets
+
+
+def latest_patches(versions: list[Version]) -> list[Version]:
+    """The newest release of each minor version, oldest first."""
+    ordered = sorted(versions)
+    return [list(group)[-1] for _, group in groupby(ordered, key=lambda v: (v.major, v.minor))]
+
+
+def default_matrix(releases: list[Version]) -> list[Version]:
+    fusion_capable = latest_patches([v for v in releases if v >= FIRST_FUSION_RELEASE])
+    before = [v for v in releases if v < FIRST_FUSION_RELEASE]
+    return ([max(before)] if before else []) + fusion_capable
+
+
+def select(releases: list[Version], spec: str) -> list[Version]:
+    sets = parse_spec(spec)
+    matching = [v for v in releases if any(s.contains(v) for s in sets)]
+    return latest_patches(matching)
+
+
+def resolve_plan(requested: str | None) -> DownstreamPlan:
+    """The plan for a command: `requested` is the flag's value (None: not given)."""
+    default_spec = os.environ.get(DEFAULT_ENV_VAR, "").strip() or None
+    if requested is not None and requested.strip().lower() == NONE:
+        return DownstreamPlan(NONE)
+    if requested is None and default_spec is not None and default_spec.lower() == NONE:
+        return DownstreamPlan(NONE)
+    if requested is not None:
+        parse_spec(requested)  # a bad specifier is refused before the index is asked
+    releases = envs.transformers_releases()
+    default = select(releases, default_spec) if default_spec else default_matrix(releases)
+    if requested is None:
+        return DownstreamPlan("default" if default_spec is None else default_spec, _strings(default))
+    gating = select(releases, requested)
+    if not gating:
+        raise BadInputError(f"--downstream-versions {requested!r} matches no transformers release")
+    outside = [v for v in default if v not in gating]
+    return DownstreamPlan(requested.strip(), _strings(gating), _strings(outside))
+
+
+def _strings(versions: list[Version]) -> tuple[str, ...]:
+    return tuple(str(v) for v in sorted(versions))
+
+
+# -- running the matrix --------------------------------------------------------------------------
+
+
+def environment_columns() -> dict[str, str | None]:
+    """Each environment column and why it is unavailable (None: available)."""
+    columns: dict[str, str | None] = {}
+    for name, extras in envs.ENV_EXTRAS.items():
+        reasons = [r for r in (envs.extra_unavailable(e) for e in extras) if r]
+        columns[name] = (
+            f"cannot be installed beside torch {envs.installed_torch()}: {reasons[0]}" if reasons else None
+        )
+    return columns
+
+
+@dataclass(frozen=True)
+class MatrixInputs:
+    source: Path  # the checkpoint as it is
+    downstream: Path  # the same with fusion_config in config.json (what the PR makes)
+    variant: Path | None  # the fused-layout save, when there is one
+    dtype: str | None
+
+
+def run_matrix(
+    plan: DownstreamPlan, inputs: MatrixInputs, work: Path, timeout: float, jobs: int
+) -> tuple[dict[str, str | None], list[DownstreamCell], list[DownstreamCell]]:
+    """(environment columns, config-PR cells, variant cells), one probe process per environment."""
+    columns = environment_columns()
+    tasks = [
+        (version, column)
+        for version in plan.versions
+        for column, unavailable in columns.items()
+        if unavailable is None
+    ]
+    log.info(f"  downstream matrix: {len(tasks)} environment(s), {plan.describe()}")
+
+    def one(task: tuple[str, str]) -> tuple[str, str, dict[str, Any]]:
+        version, column = task
+        cell_work = work / "matrix" / f"{version}-{column}"
+        return version, column, _run_cell(version, column, inputs, cell_work, timeout)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        outcomes = list(pool.map(one, tasks))
+    config_cells, variant_cells = [], []
+    gating = set(plan.gating)
+    for version, column, cells in outcomes:
+        for subject, target in (("config", config_cells), ("variant", variant_cells)):
+            cell = cells.get(subject)
+            if cell is not None:
+                target.append(
+                    DownstreamCell(
+                        version,
+                        column,
+                        cell["outcome"],
+                        cell["reason"],
+                        gating=version in gating,
+                        notes=cell.get("notes", []),
+                    )
+                )
+    return columns, config_cells, variant_cells
+
+
+def _run_cell(version: str, column: str, inputs: MatrixInputs, work: Path, timeout: float) -> dict[str, Any]:
+    subjects = ("config", "variant") if inputs.variant else ("config",)
+
+    def failed(reason: str) -> dict[str, Any]:
+        return {s: {"outcome": "error", "reason": reason} for s in subjects}
+
+    try:
+        env, _created = envs.ensure_env(version, envs.ENV_EXTRAS[column])
+    except envs.EnvError as exc:
+        return failed(f"environment: {exc}")
+    work.mkdir(parents=True, exist_ok=True)
+    request = {
+        "source": str(inputs.source),
+        "downstream": str(inputs.downstream),
+        "variant": str(inputs.variant) if inputs.variant else None,
+        "work_dir": str(work / "scratch"),
+        "tolerances": OUTPUT_TOLERANCE,
+        "timeout_s": timeout,
+    }
+    (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
+    result_file = work / "result.json"
+    probe_env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONWARNINGS": "ignore",
+    }
+    probe_log = work.parent.parent / f"downstream-{version}-{column}.log"
+    with open(probe_log, "w") as log_file:
+        try:
+            completed = subprocess.run(
+                [str(env.python), "-I", str(PROBE), str(work / "request.json"), str(result_file)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=probe_env,
+                timeout=timeout * 4 + 120,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return failed("the probe timed out")
+    if completed.returncode != 0 or not result_file.is_file():
+        tail = probe_log.read_text(errors="replace").strip().splitlines()
+        return failed(f"the probe exited with {completed.returncode}: {(tail or ['no output'])[-1][:300]}")
+    document = json.loads(result_file.read_text(encoding="utf-8"))
+    if document.get("transformers") != version:
+        return failed(f"the environment runs transformers {document.get('transformers')}, not {version}")
+    cells: dict[str, Any] = document["cells"]
+    return cells
+
+
+def summarize(cells: list[DownstreamCell], *, gating: bool | None = True) -> list[str]:
+    """Failing cells grouped by (environment, outcome, reason): 'crash on 5.6.2 ... 5.20.2 (base): ...'."""
+    failing = [
+        c for c in cells if c.outcome not in PASSING_OUTCOMES and (gating is None or c.gating == gating)
+    ]
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for cell in failing:
+        groups.setdefault((cell.env, cell.outcome, cell.reason), []).append(cell.transformers)
+    return [
+        f"{outcome} on transformers {version_range(versions)} ({env}): {reason}"
+        for (env, outcome, reason), versions in groups.items()
+    ]
+
+
+def version_range(versions: list[str]) -> str:
+    ordered = sorted(versions, key=Version)
+    if len(ordered) <= 3:
+        return ", ".join(ordered)
+    return f"{ordered[0]} ... {ordered[-1]} ({len(ordered)} releases)"
+
+
+def apply_matrix(
+    result: FamilyResult, plan: DownstreamPlan, inputs: MatrixInputs, work: Path, timeout: float, jobs: int
+) -> None:
+    """Run the matrix for a family that is safe on the installed transformers, and gate it."""
+    result.downstream.selection = result.fused_layout.selection = plan.selection
+    if not plan.enabled or result.verdict != "safe":
+        return
+    result.downstream.versions = result.fused_layout.versions = list(plan.versions)
+    columns, config_cells, variant_cells = run_matrix(plan, inputs, work, timeout, jobs)
+    result.downstream.environments = result.fused_layout.environments = columns
+    result.downstream.cells, result.fused_layout.cells = config_cells, variant_cells
+    failures = summarize(config_cells)
+    if failures:
+        result.verdict = "unsafe"
+        result.reasons += [f"downstream: {line}" for line in failures]
+
+
+def matrix_jobs(weights_bytes: int) -> int:
+    """How many environments run side by side: HUBFUSE_DOWNSTREAM_JOBS, capped by memory."""
+    wanted = int(os.environ.get("HUBFUSE_DOWNSTREAM_JOBS", "2"))
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 1
+    # A probe holds about two copies of the model at once (the repeat loads).
+    fits = int(available * 2 / 3 // max(1, int(weights_bytes * 2.4)))
+    return max(1, min(wanted, fits))

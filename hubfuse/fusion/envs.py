@@ -1,0 +1,315 @@
+"""Isolated environments for other transformers releases, sharing the installed torch.
+
+One virtual environment per (transformers version, extras) under `envs_root()`, created on first
+use with only transformers' required dependencies. torch is never downloaded: a `.pth` file puts
+a folder of symlinks on the new environment's path (torch and its runtime dependencies from this
+environment), and pip runs with `torch==<installed>` as a constraint, so it sees torch as installed.
+An environment is built in a temporary folder and renamed into place: a killed creation never
+leaves a half environment behind.
+
+Releases are discovered from the package index (`pip index versions`, through pip's configured
+index) and cached for `HUBFUSE_RELEASES_TTL_S` seconds (default a day), so a new release appearing
+re-opens verdicts on the next run after the cache expires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from hubfuse.errors import BadInputError
+from hubfuse.log import log
+
+RELEASES_TTL_S = 24 * 3600.0
+PIP_TIMEOUT_S = 900.0
+# The environment columns of the matrix: nothing optional installed, and with torchvision (the
+# fusion's patching path of some releases imports every image processor, torchvision's included).
+BASE_ENV = "base"
+TORCHVISION_ENV = "torchvision"
+ENV_EXTRAS: dict[str, tuple[str, ...]] = {BASE_ENV: (), TORCHVISION_ENV: ("torchvision",)}
+
+
+class EnvError(Exception):
+    """An environment could not be created; the matrix reports it as the cell's `error`."""
+
+
+def envs_root() -> Path:
+    configured = os.environ.get("HUBFUSE_ENVS")
+    if configured:
+        return Path(configured).resolve()
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "hubfuse" / "envs"
+
+
+def installed_torch() -> str:
+    return metadata.version("torch")
+
+
+def python_tag() -> str:
+    return f"py{sys.version_info.major}{sys.version_info.minor}"
+
+
+# -- releases ----------------------------------------------------------------------------------
+
+
+def transformers_releases(*, refresh: bool = False) -> list[Version]:
+    """Every final transformers release on the index, newest first (cached with a TTL)."""
+    cache = envs_root() / "releases.json"
+    ttl = float(os.environ.get("HUBFUSE_RELEASES_TTL_S", RELEASES_TTL_S))
+    cached: dict[str, object] | None = None
+    try:
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cached = None
+    if cached and not refresh and time.time() - float(cached["fetched_at"]) < ttl:  # type: ignore[arg-type]
+        return _versions(cached["versions"])  # type: ignore[arg-type]
+    try:
+        versions = _query_index()
+    except EnvError as exc:
+        if cached:
+            log.warning(f"{exc}; using the release list cached at {cache}")
+            return _versions(cached["versions"])  # type: ignore[arg-type]
+        raise BadInputError(f"cannot list transformers releases: {exc}") from None
+    _atomic_write(cache, json.dumps({"fetched_at": time.time(), "versions": [str(v) for v in versions]}))
+    return versions
+
+
+def _versions(raw: list[str]) -> list[Version]:
+    parsed = []
+    for text in raw:
+        try:
+            version = Version(text)
+        except InvalidVersion:
+            continue
+        if not version.is_prerelease and not version.is_devrelease:
+            parsed.append(version)
+    return sorted(parsed, reverse=True)
+
+
+def _query_index() -> list[Version]:
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "index",
+        "versions",
+        "transformers",
+        "--disable-pip-version-check",
+    ]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvError(f"pip index versions transformers failed: {exc}") from None
+    for line in result.stdout.splitlines():
+        if line.strip().startswith("Available versions:"):
+            return _versions([v.strip() for v in line.split(":", 1)[1].split(",")])
+    last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+    raise EnvError(f"pip index versions transformers: {last}")
+
+
+# -- environments ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Env:
+    transformers: str
+    extras: tuple[str, ...]
+    path: Path
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+
+def env_name(transformers: str, extras: tuple[str, ...]) -> str:
+    suffix = "".join(f"+{extra}" for extra in extras)
+    return f"transformers-{transformers}{suffix}-torch-{installed_torch()}-{python_tag()}"
+
+
+def ensure_env(transformers: str, extras: tuple[str, ...] = ()) -> tuple[Env, float | None]:
+    """The environment, created if missing; the second value is the creation time (None: cached)."""
+    root = envs_root()
+    env = Env(transformers, extras, root / env_name(transformers, extras))
+    if (env.path / "hubfuse-env.json").is_file():
+        return env, None
+    start = time.monotonic()
+    shared = _shared_torch_dir(root)
+    root.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".building-{env.path.name}-", dir=root))
+    try:
+        _build(building, shared, [f"transformers=={transformers}", *extras])
+        (building / "hubfuse-env.json").write_text(
+            json.dumps({"transformers": transformers, "extras": list(extras), "torch": installed_torch()})
+        )
+        try:
+            building.rename(env.path)
+        except OSError:
+            if not (env.path / "hubfuse-env.json").is_file():  # not a concurrent creation
+                raise
+            shutil.rmtree(building, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    seconds = time.monotonic() - start
+    log.info(f"  created {env.path.name} in {seconds:.1f} s ({disk_mb(env.path):.0f} MB)")
+    return env, seconds
+
+
+def _build(target: Path, shared: Path, requirements: list[str]) -> None:
+    _run([sys.executable, "-m", "venv", "--without-pip", str(target)], "venv")
+    site = _site_packages(target)
+    (site / "hubfuse-shared-torch.pth").write_text(str(shared) + "\n")
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
+        constraints.write(f"torch=={installed_torch()}\n")
+    try:
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--python",
+                str(target / "bin" / "python"),
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--constraint",
+                constraints.name,
+                *requirements,
+            ],
+            "pip install " + " ".join(requirements),
+        )
+    finally:
+        os.unlink(constraints.name)
+    probe = "import importlib.metadata as m, torch; print(m.version('torch'), torch.__file__)"
+    out = _run([str(target / "bin" / "python"), "-c", probe], "torch check").split()
+    if out[0] != installed_torch() or not out[1].startswith(str(shared)):
+        raise EnvError(f"the new environment does not use the shared torch ({' '.join(out)})")
+
+
+def _site_packages(venv: Path) -> Path:
+    return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+
+
+def _run(command: list[str], what: str) -> str:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvError(f"{what}: {exc}") from None
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("WARNING:")]
+        raise EnvError(f"{what} failed: {(lines or ['exit ' + str(result.returncode)])[-1]}")
+    return result.stdout
+
+
+def _shared_torch_dir(root: Path) -> Path:
+    """A folder of symlinks to the installed torch and its runtime dependencies (built once)."""
+    target = root / f"shared-torch-{installed_torch()}-{python_tag()}"
+    if (target / ".complete").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=".building-shared-", dir=root))
+    for dist in _with_dependencies("torch"):
+        for entry in _top_level_entries(dist):
+            link = building / entry.name
+            if not link.exists():
+                link.symlink_to(entry)
+    (building / ".complete").touch()
+    try:
+        building.rename(target)
+    except OSError:
+        shutil.rmtree(building, ignore_errors=True)
+    return target
+
+
+def _with_dependencies(name: str) -> list[metadata.Distribution]:
+    environment = {k: str(v) for k, v in default_environment().items()}
+    found: dict[str, metadata.Distribution] = {}
+    pending = [name]
+    while pending:
+        current = canonicalize_name(pending.pop())
+        if current in found:
+            continue
+        try:
+            dist = metadata.distribution(current)
+        except metadata.PackageNotFoundError:
+            continue
+        found[current] = dist
+        for text in dist.requires or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({**environment, "extra": ""}):
+                pending.append(requirement.name)
+    return list(found.values())
+
+
+def _top_level_entries(dist: metadata.Distribution) -> set[Path]:
+    """The distribution's files and folders directly in site-packages (its dist-info included)."""
+    base = Path(str(dist.locate_file(""))).resolve()
+    entries = set()
+    for file in dist.files or []:
+        parts = Path(str(file)).parts
+        if not parts or parts[0] in ("..", "__pycache__") or parts[0].endswith(".pth"):
+            continue
+        entries.add(base / parts[0])
+    return {entry for entry in entries if entry.exists()}
+
+
+def disk_mb(path: Path) -> float:
+    """Bytes the folder itself holds (symlinks count as links, not their targets)."""
+    total = 0
+    for dirpath, _dirnames, filenames in os.walk(path):
+        for filename in filenames:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, filename)).st_size
+    return total / 1e6
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+
+
+def extra_unavailable(extra: str) -> str | None:
+    """Why an optional package cannot be installed beside the shared torch (None: it can).
+
+    Tried once per torch version in a throwaway environment (the install and a real import), and
+    remembered: PyPI's torchvision wheels are built against another torch build than a CPU one.
+    """
+    root = envs_root()
+    record = root / f"extra-{extra}-torch-{installed_torch()}-{python_tag()}.json"
+    try:
+        return json.loads(record.read_text(encoding="utf-8"))["unavailable"]
+    except (OSError, ValueError, KeyError):
+        pass
+    root.mkdir(parents=True, exist_ok=True)
+    trial = Path(tempfile.mkdtemp(prefix=f".trial-{extra}-", dir=root))
+    try:
+        _build(trial, _shared_torch_dir(root), [extra])
+        _run(
+            [str(trial / "bin" / "python"), "-c", f"import {extra}; print({extra}.__version__)"],
+            f"import {extra}",
+        )
+        reason = None
+    except EnvError as exc:
+        reason = str(exc)
+    finally:
+        shutil.rmtree(trial, ignore_errors=True)
+    _atomic_write(record, json.dumps({"unavailable": reason, "torch": installed_torch()}))
+    return reason
