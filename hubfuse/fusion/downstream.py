@@ -125,7 +125,10 @@ def resolve_plan(requested: str | None) -> DownstreamPlan:
     if requested is not None:
         parse_spec(requested)  # a bad specifier is refused before the index is asked
     releases = envs.transformers_releases()
-    default = select(releases, default_spec) if default_spec else default_matrix(releases)
+    if default_spec is None:
+        default = default_matrix(releases)
+    else:
+        default = [] if default_spec.lower() == NONE else select(releases, default_spec)
     if requested is None:
         return DownstreamPlan("default" if default_spec is None else default_spec, _strings(default))
     gating = select(releases, requested)

@@ -1,0 +1,167 @@
+"""The downstream matrix: real transformers releases, each in its own cached environment.
+
+The environments live in the repo's ignored .hubfuse/envs (tests/conftest.py), so only the first
+run creates them (pip, from the package index; torch is shared, never downloaded). The releases:
+5.5.4 (before fusion_mapping.py), 5.13.1 (5.6-5.20: the fusion's patching path imports
+torchvision), 5.24.0 (the installed one). Expected outcomes: /work/shared/fusion-facts.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from cli_env import hubfuse_env, run_hubfuse
+from huggingface_hub import HfApi
+
+from hubfuse.configedit import set_top_level_key
+from hubfuse.errors import BadInputError
+from hubfuse.fusion import envs
+from hubfuse.fusion.downstream import DEFAULT_ENV_VAR, DownstreamPlan, MatrixInputs, resolve_plan, run_matrix
+from hubfuse.localhub import LocalHub
+
+VERSIONS = ("5.5.4", "5.13.1", "5.24.0")
+SMALL_MATRIX = " || ".join(f"=={v}" for v in VERSIONS)
+
+
+def _config_only_copy(source: Path, target: Path) -> Path:
+    """The checkpoint as a user sees it after the config PR: fusion_config in config.json."""
+    target.mkdir()
+    for path in source.iterdir():
+        if path.name != "config.json":
+            (target / path.name).symlink_to(path.resolve())
+    edited = set_top_level_key(
+        (source / "config.json").read_text(), "fusion_config", {"patch_embeddings": True}
+    )
+    (target / "config.json").write_text(edited)
+    return target
+
+
+def test_plans_come_from_the_package_index(monkeypatch):
+    monkeypatch.delenv(DEFAULT_ENV_VAR)
+    default = resolve_plan(None)
+    assert default.selection == "default"
+    # The newest release before fusion_mapping.py, then the latest patch of every later minor.
+    assert default.gating[:2] == ("5.5.4", "5.6.2")
+    assert {"5.13.1", "5.20.2", "5.24.0"} <= set(default.gating)
+    assert not {"5.6.0", "5.6.1", "5.5.3", "5.0.0"} & set(default.gating)
+    assert default.outside == ()
+
+    narrowed = resolve_plan(">=5.21")
+    assert narrowed.gating[0] == "5.21.1" and "5.24.0" in narrowed.gating
+    assert "5.13.1" in narrowed.outside and "5.21.1" not in narrowed.outside  # reported, not gating
+
+    monkeypatch.setenv(DEFAULT_ENV_VAR, SMALL_MATRIX)
+    assert resolve_plan(None).gating == VERSIONS
+    assert resolve_plan("==5.24.0").outside == ("5.5.4", "5.13.1")
+    assert not resolve_plan("none").enabled
+    with pytest.raises(BadInputError, match="not a PEP 440 specifier"):
+        resolve_plan("five-ish")
+    with pytest.raises(BadInputError, match="matches no transformers release"):
+        resolve_plan("==0.0.1")
+
+
+def test_qwen2_5_vl_is_ignored_then_crashes_then_silently_random(checkpoints, tmp_path):
+    source = checkpoints("qwen2_5_vl")
+    inputs = MatrixInputs(source, _config_only_copy(source, tmp_path / "downstream"), None, "float32")
+    columns, cells, variant_cells = run_matrix(
+        DownstreamPlan("test", VERSIONS), inputs, tmp_path, timeout=600, jobs=2
+    )
+    base = {c.transformers: c for c in cells if c.env == envs.BASE_ENV}
+    assert {v: c.outcome for v, c in base.items()} == {
+        "5.5.4": "ignored",
+        "5.13.1": "crash",
+        "5.24.0": "unsafe",
+    }
+    assert "No module named 'torchvision'" in base["5.13.1"].reason
+    assert "patch_embed.linear_proj.weight" in base["5.24.0"].reason
+    assert variant_cells == []
+    if columns[envs.TORCHVISION_ENV] is not None:  # PyPI's torchvision does not load beside a CPU torch
+        assert "torchvision" in columns[envs.TORCHVISION_ENV]
+        assert {c.env for c in cells} == {envs.BASE_ENV}
+    else:  # with torchvision: 5.13 maps Qwen2_5_VLModel to Qwen2VLModel and loads a random patch embed
+        with_tv = {c.transformers: c.outcome for c in cells if c.env == envs.TORCHVISION_ENV}
+        assert with_tv["5.13.1"] == "unsafe" and with_tv["5.24.0"] == "unsafe"
+
+    # Each environment runs the installed torch through the shared folder, never its own copy.
+    env, created = envs.ensure_env("5.24.0")
+    assert created is None
+    torch_file = subprocess.run(
+        [str(env.python), "-I", "-c", "import torch; print(torch.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert "/shared-torch-" in torch_file
+    assert not list(env.path.glob("lib/python*/site-packages/torch"))
+
+
+def test_a_failed_environment_creation_leaves_nothing_behind():
+    with pytest.raises(envs.EnvError, match=r"pip install transformers==0\.0\.1"):
+        envs.ensure_env("0.0.1")
+    root = envs.envs_root()
+    assert not list(root.glob("transformers-0.0.1-*"))
+    assert not list(root.glob(".building-transformers-0.0.1-*"))
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    with LocalHub(tmp_path_factory.mktemp("hub")) as server:
+        server.alice = server.add_token("alice", role="write", orgs=["org"])
+        yield server
+
+
+def _seed(hub, repo_id: str, folder: Path) -> HfApi:
+    api = HfApi(endpoint=hub.endpoint, token=hub.alice)
+    api.create_repo(repo_id)
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder))
+    return api
+
+
+def test_publish_refuses_when_a_release_crashes(hub, checkpoints, tmp_path):
+    api = _seed(hub, "org/qwen3-vl-crash", checkpoints("qwen3_vl"))
+    seeded = api.repo_info("org/qwen3-vl-crash").sha
+    env = hubfuse_env(hub.endpoint, tmp_path, hub.alice, **{DEFAULT_ENV_VAR: "none"})
+    result = run_hubfuse("publish", "org/qwen3-vl-crash", "--downstream-versions", "==5.13.1", env=env)
+    assert result.returncode == 3, result.stderr
+    assert "crash on transformers 5.13.1 (base)" in result.stdout
+    assert "No module named 'torchvision'" in result.stdout
+    assert "nothing written" in result.stdout
+    assert list(api.get_repo_discussions("org/qwen3-vl-crash")) == []
+    assert api.repo_info("org/qwen3-vl-crash").sha == seeded
+
+
+def test_publish_with_a_narrowed_range_says_what_breaks_outside_it(hub, checkpoints, tmp_path):
+    api = _seed(hub, "org/qwen3-vl-narrowed", checkpoints("qwen3_vl"))
+    env = hubfuse_env(hub.endpoint, tmp_path, hub.alice, **{DEFAULT_ENV_VAR: SMALL_MATRIX})
+    result = run_hubfuse(
+        "publish", "org/qwen3-vl-narrowed", "--downstream-versions", "==5.24.0", "--json", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    downstream = report["check"]["families"][0]["downstream"]
+    assert downstream["versions"] == list(VERSIONS)
+    base = {c["transformers"]: c for c in downstream["cells"] if c["env"] == "base"}
+    assert {v: (c["outcome"], c["gating"]) for v, c in base.items()} == {
+        "5.5.4": ("ignored", False),
+        "5.13.1": ("crash", False),
+        "5.24.0": ("safe", True),
+    }
+    variant = {
+        c["transformers"]: c["outcome"] for c in report["check"]["families"][0]["fused_layout"]["cells"]
+    }
+    assert variant == {
+        "5.5.4": "unsafe",
+        "5.13.1": "crash",
+        "5.24.0": "safe",
+    }  # old releases: random patch embed
+
+    (pr,) = api.get_repo_discussions("org/qwen3-vl-narrowed")
+    description = api.get_discussion_details("org/qwen3-vl-narrowed", pr.num).events[0].content
+    first_lines = "\n".join(description.splitlines()[:4])
+    assert "verified for the transformers releases `==5.24.0`" in first_lines
+    assert "crash on transformers 5.13.1 (base)" in first_lines and "torchvision" in first_lines
+    assert "| 5.24.0 | safe |" in description
+    assert "| 5.13.1 (not gating) | crash |" in description
