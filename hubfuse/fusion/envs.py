@@ -153,6 +153,7 @@ def ensure_env(transformers: str, extras: tuple[str, ...] = ()) -> tuple[Env, fl
     building = Path(tempfile.mkdtemp(prefix=f".building-{env.path.name}-", dir=root))
     try:
         _build(building, shared, [f"transformers=={transformers}", *extras])
+        shared_mb = _link_identical_files(building, root)
         (building / "hubfuse-env.json").write_text(
             json.dumps({"transformers": transformers, "extras": list(extras), "torch": installed_torch()})
         )
@@ -166,7 +167,10 @@ def ensure_env(transformers: str, extras: tuple[str, ...] = ()) -> tuple[Env, fl
         shutil.rmtree(building, ignore_errors=True)
         raise
     seconds = time.monotonic() - start
-    log.info(f"  created {env.path.name} in {seconds:.1f} s ({disk_mb(env.path):.0f} MB)")
+    log.info(
+        f"  created {env.path.name} in {seconds:.1f} s "
+        f"({disk_mb(env.path):.0f} MB, {shared_mb:.0f} MB of it hard links to other environments)"
+    )
     return env, seconds
 
 
@@ -200,6 +204,40 @@ def _build(target: Path, shared: Path, requirements: list[str]) -> None:
     out = _run([str(target / "bin" / "python"), "-c", probe], "torch check").split()
     if out[0] != installed_torch() or not out[1].startswith(str(shared)):
         raise EnvError(f"the new environment does not use the shared torch ({' '.join(out)})")
+
+
+def _link_identical_files(new: Path, root: Path) -> float:
+    """Replace files identical to one in an existing environment by hard links; MB shared.
+
+    Most of an environment (numpy, tokenizers, much of transformers itself) is byte-identical
+    between releases. Environments are never modified after creation, so sharing is safe.
+    """
+    import filecmp
+
+    site = _site_packages(new)
+    relative = site.relative_to(new)
+    others = [p / relative for p in root.glob("transformers-*") if (p / "hubfuse-env.json").is_file()]
+    shared = 0
+    for dirpath, _dirnames, filenames in os.walk(site):
+        for filename in filenames:
+            path = Path(dirpath) / filename
+            if path.is_symlink() or path.suffix == ".pyc":
+                continue
+            inner = path.relative_to(site)
+            size = path.stat().st_size
+            for other_site in others:
+                candidate = other_site / inner
+                try:
+                    same = candidate.stat().st_size == size and filecmp.cmp(path, candidate, shallow=False)
+                except OSError:
+                    continue
+                if same:
+                    linked = path.with_name(path.name + ".hubfuse-link")
+                    os.link(candidate, linked)
+                    os.replace(linked, path)
+                    shared += size
+                    break
+    return shared / 1e6
 
 
 def _site_packages(venv: Path) -> Path:
@@ -270,12 +308,15 @@ def _top_level_entries(dist: metadata.Distribution) -> set[Path]:
 
 
 def disk_mb(path: Path) -> float:
-    """Bytes the folder itself holds (symlinks count as links, not their targets)."""
-    total = 0
+    """MB the folder holds on disk, each hard-linked file once, symlinks as links (like `du`)."""
+    total, seen = 0, set()
     for dirpath, _dirnames, filenames in os.walk(path):
         for filename in filenames:
             with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, filename)).st_size
+                stat = os.lstat(os.path.join(dirpath, filename))
+                if (stat.st_dev, stat.st_ino) not in seen:
+                    seen.add((stat.st_dev, stat.st_ino))
+                    total += stat.st_blocks * 512
     return total / 1e6
 
 
