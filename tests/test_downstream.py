@@ -165,3 +165,34 @@ def test_publish_with_a_narrowed_range_says_what_breaks_outside_it(hub, checkpoi
     assert "crash on transformers 5.13.1 (base)" in first_lines and "torchvision" in first_lines
     assert "| 5.24.0 | safe |" in description
     assert "| 5.13.1 (not gating) | crash |" in description
+
+
+def test_cached_verdicts_and_ledger_records_are_keyed_by_the_matrix(tmp_path):
+    from hubfuse.fusion.downstream import matrix_digest
+    from hubfuse.fusion.verdict import CheckReport, DownstreamCell, FamilyResult
+    from hubfuse.ledger import Record
+    from hubfuse.pipeline import PublishOptions, Source, verdict_key
+    from hubfuse.verdict_cache import VerdictCache
+
+    family = FamilyResult("patch_embeddings", "safe")
+    family.downstream.versions = ["5.24.0"]
+    family.downstream.cells = [DownstreamCell("5.24.0", "base", "safe")]
+    report = CheckReport(
+        "org/m", "qwen3_vl", "Qwen3VLForConditionalGeneration", "5.24.0", "2.13", "0.1", [family]
+    )
+    source = Source("org/m", "a" * 40, False, False, None)
+    today = DownstreamPlan("default", ("5.5.4", "5.24.0"))
+    tomorrow = DownstreamPlan("default", ("5.5.4", "5.24.0", "5.25.0"))  # a new release in the index
+    cache = VerdictCache(tmp_path)
+    cache.put(verdict_key(source, PublishOptions("org/m", downstream=today)), report)
+    cached = cache.get(verdict_key(source, PublishOptions("org/m", downstream=today)))
+    assert cached is not None and cached.families[0].downstream.cells == family.downstream.cells
+    assert cache.get(verdict_key(source, PublishOptions("org/m", downstream=tomorrow))) is None
+    assert cache.get(verdict_key(source, PublishOptions("org/m"))) is None
+
+    record = Record(
+        "org/m", "a" * 40, [], "0.1", "5.24.0", "2.13", "published", downstream=matrix_digest(today)
+    )
+    versions = {"hubfuse": "0.1", "transformers": "5.24.0", "torch": "2.13"}
+    assert record.settles("a" * 40, [], {**versions, "downstream": matrix_digest(today)})
+    assert not record.settles("a" * 40, [], {**versions, "downstream": matrix_digest(tomorrow)})
