@@ -7,7 +7,7 @@ runner: every transformers release and its dependencies come from the package in
 shared, never downloaded); the second run finds every environment cached. Measured: wall time,
 environment creation times, disk of the environments folder (hard links counted once), and the
 cells. `--large GB` runs the same on bench/verify.py's generated Qwen3-VL checkpoint of that size
-(built by bench/verify.py into bench/.data).
+(built into bench/.data as bench/verify.py does), with the environments the tiny run created.
 """
 
 from __future__ import annotations
@@ -66,14 +66,36 @@ def run_check(folder: Path, envs_dir: Path, pip_cache: Path, versions: str | Non
     }
 
 
-def measure(name: str, folder: Path, versions: str | None) -> dict[str, Any]:
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    envs_dir, pip_cache = DATA / f"envs-{slug}", DATA / f"pip-cache-{slug}"
-    shutil.rmtree(envs_dir, ignore_errors=True)
-    shutil.rmtree(pip_cache, ignore_errors=True)
-    first = run_check(folder, envs_dir, pip_cache, versions)
-    second = run_check(folder, envs_dir, pip_cache, versions)
-    return {"checkpoint": name, "first": first, "second": second}
+ENVS, PIP_CACHE = DATA / "matrix-envs", DATA / "matrix-pip-cache"
+
+
+def measure(name: str, folder: Path, versions: str | None, *, fresh: bool) -> dict[str, Any]:
+    """Two runs; `fresh`: the first one starts without environments and without a pip cache."""
+    if fresh:
+        shutil.rmtree(ENVS, ignore_errors=True)
+        shutil.rmtree(PIP_CACHE, ignore_errors=True)
+    first = run_check(folder, ENVS, PIP_CACHE, versions)
+    second = run_check(folder, ENVS, PIP_CACHE, versions)
+    return {"checkpoint": name, "fresh_envs": fresh, "first": first, "second": second}
+
+
+def large_checkpoint(size_gb: float) -> Path:
+    """bench/verify.py's generated checkpoint (same folder, so either benchmark reuses it)."""
+    import torch
+    from _common import LARGE_MODEL_TYPE, LARGE_SHARD_SIZE
+
+    folder = large_checkpoint_folder(DATA, size_gb)
+    if not (folder / ".complete").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        synth.make_large_vision_checkpoint(
+            folder,
+            target_bytes=size_gb * 1e9,
+            dtype=torch.bfloat16,
+            model_type=LARGE_MODEL_TYPE,
+            max_shard_size=LARGE_SHARD_SIZE,
+        )
+        (folder / ".complete").write_text("")
+    return folder
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -101,7 +123,7 @@ def markdown(result: dict[str, Any]) -> str:
                 )
             )
     first = result["runs"][0]["first"]
-    lines += ["", "Cells (config-only load / fused-layout variant):", ""]
+    lines += ["", f"Cells of the first run ({result['runs'][0]['checkpoint']}): config PR and variant.", ""]
     lines += [md_row("transformers", "env", "config PR", "variant", "first reason"), md_rule(*["---"] * 5)]
     variant = {(c["transformers"], c["env"]): c["outcome"] for c in first["variant_cells"]}
     for cell in first["cells"]:
@@ -125,16 +147,16 @@ def main() -> None:
         "--versions", help="--downstream-versions for both runs (default: the product default)"
     )
     parser.add_argument("--large", type=float, help="also the bench/verify.py checkpoint of this many GB")
+    parser.add_argument("--large-only", action="store_true", help="skip the tiny model (envs already made)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "matrix.json")
     args = parser.parse_args()
     DATA.mkdir(parents=True, exist_ok=True)
     tiny = synth.write_demo_checkpoint(DATA / "matrix-demo-model")
-    runs = [measure("tiny demo (Qwen3-VL)", tiny, args.versions)]
+    runs = [] if args.large_only else [measure("tiny demo (Qwen3-VL)", tiny, args.versions, fresh=True)]
     if args.large:
-        large = large_checkpoint_folder(DATA, args.large)
-        if not large.is_dir():
-            raise SystemExit(f"{large} is missing: build it with bench/verify.py --size-gb {args.large}")
-        runs.append(measure(f"Qwen3-VL {args.large:g} GB bf16", large, args.versions))
+        # The environments do not depend on the checkpoint: the large one reuses the tiny run's.
+        large = large_checkpoint(args.large)
+        runs.append(measure(f"Qwen3-VL {args.large:g} GB bf16", large, args.versions, fresh=False))
     result = {
         "environment": environment(["torch", "transformers"]),
         "selection": args.versions or "default",
