@@ -14,6 +14,7 @@ from typing import Any
 
 import jinja2
 import yaml
+from packaging.version import Version
 
 from hubfuse import __version__, strictjson
 from hubfuse.errors import BadInputError
@@ -153,14 +154,8 @@ def downstream_context(report: CheckReport, *, variant: bool) -> dict[str, Any]:
         "selection": selection,
         "matrix_tables": tables,
         "outside_breaks": list(dict.fromkeys(outside_breaks)),
-        "loads_correctly": sorted(set(correct), key=_version_key),
+        "loads_correctly": sorted(set(correct), key=Version),
     }
-
-
-def _version_key(text: str) -> Any:
-    from packaging.version import Version
-
-    return Version(text)
 
 
 def _number(value: float | None) -> str:

@@ -279,8 +279,10 @@ def apply_matrix(
     result: FamilyResult, plan: DownstreamPlan, inputs: MatrixInputs, work: Path, timeout: float, jobs: int
 ) -> None:
     """Run the matrix for a family that is safe on the installed transformers, and gate it."""
+    if result.verdict != "safe":  # the installed release already decides
+        return
     result.downstream.selection = result.fused_layout.selection = plan.selection
-    if not plan.enabled or result.verdict != "safe":
+    if not plan.enabled:
         return
     result.downstream.versions = result.fused_layout.versions = list(plan.versions)
     columns, config_cells, variant_cells = run_matrix(plan, inputs, work, timeout, jobs)
