@@ -65,7 +65,7 @@ def test_plans_come_from_the_package_index(monkeypatch):
 
 def test_qwen2_5_vl_is_ignored_then_crashes_then_silently_random(checkpoints, tmp_path):
     source = checkpoints("qwen2_5_vl")
-    inputs = MatrixInputs(source, _config_only_copy(source, tmp_path / "downstream"), None, "float32")
+    inputs = MatrixInputs(source, _config_only_copy(source, tmp_path / "downstream"), None)
     columns, cells, variant_cells = run_matrix(
         DownstreamPlan("test", VERSIONS), inputs, tmp_path, timeout=600, jobs=2
     )

@@ -79,7 +79,7 @@ def check_checkpoint(
             results.append(result)
             dtype = dtype or family_check.dtype
             if downstream is not None:
-                _downstream_matrix(result, downstream, checkpoint, family_check.dtype, work, timeout)
+                _downstream_matrix(result, downstream, checkpoint, work, timeout)
             if artifacts_dir is not None and result.verdict == "safe":
                 artifacts_dir.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(artifacts_dir / family, ignore_errors=True)
@@ -106,13 +106,12 @@ def _downstream_matrix(
     result: FamilyResult,
     plan: downstream_matrix.DownstreamPlan,
     checkpoint: Checkpoint,
-    dtype: str | None,
     work: Path,
     timeout: float,
 ) -> None:
     fused = work / "fused"
     inputs = downstream_matrix.MatrixInputs(
-        checkpoint.path, work / "downstream", fused if fused.is_dir() else None, dtype
+        checkpoint.path, work / "downstream", fused if fused.is_dir() else None
     )
     weights = sum(path.stat().st_size for path in checkpoint.weight_files)
     with log.group(f"downstream matrix for {result.name}"):

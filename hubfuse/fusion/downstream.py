@@ -161,7 +161,6 @@ class MatrixInputs:
     source: Path  # the checkpoint as it is
     downstream: Path  # the same with fusion_config in config.json (what the PR makes)
     variant: Path | None  # the fused-layout save, when there is one
-    dtype: str | None
 
 
 def run_matrix(
