@@ -39,10 +39,11 @@ def run_check(folder: Path, envs_dir: Path, pip_cache: Path, versions: str | Non
         "PIP_CACHE_DIR": str(pip_cache),
         "HUBFUSE_RELEASES_TTL_S": "86400",
     }
+    # `versions` replaces the default matrix (no --downstream-versions: no non-gating extras).
     env.pop("HUBFUSE_DOWNSTREAM_VERSIONS", None)
-    command = [sys.executable, "-m", "hubfuse", "check", str(folder), "--json"]
     if versions:
-        command += ["--downstream-versions", versions]
+        env["HUBFUSE_DOWNSTREAM_VERSIONS"] = versions
+    command = [sys.executable, "-m", "hubfuse", "check", str(folder), "--json"]
     start = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     wall = time.monotonic() - start
@@ -144,7 +145,8 @@ def markdown(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--versions", help="--downstream-versions for both runs (default: the product default)"
+        "--versions",
+        help="the matrix for both runs, as $HUBFUSE_DOWNSTREAM_VERSIONS (default: the product default)",
     )
     parser.add_argument("--large", type=float, help="also the bench/verify.py checkpoint of this many GB")
     parser.add_argument("--large-only", action="store_true", help="skip the tiny model (envs already made)")
