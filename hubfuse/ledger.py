@@ -1,7 +1,8 @@
 """The batch ledger: one record per repo, so an unchanged repo costs no download next time.
 
 A record holds the repo's commit, the families, the hubfuse / transformers / torch versions, the
-downstream matrix (a digest of its releases: a new release re-opens the record) and the outcome. It is written after every repo, so a killed run resumes where it stopped.
+downstream matrix (a digest of its releases: a new release re-opens the record) and the outcome.
+It is written after every repo, so a killed run resumes where it stopped.
 
 Records are read tolerantly: fields this version does not know (a newer hubfuse wrote them) are
 kept and written back, and a record it cannot read at all settles nothing and is kept as it was.
