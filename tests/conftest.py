@@ -17,9 +17,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The downstream matrix is off unless a test asks for one (tests/test_downstream.py); the product
 # default (20-odd transformers environments) belongs in bench/matrix.py. Environments a test does
-# create live in the repo's ignored .hubfuse/envs, so reruns reuse them.
+# create are a cache like pip's, in the user's cache folder: reruns and other checkouts of this
+# machine reuse them (a new machine builds them on first use, from the package index).
 os.environ.setdefault("HUBFUSE_DOWNSTREAM_VERSIONS", "none")
-os.environ.setdefault("HUBFUSE_ENVS", str(REPO_ROOT / ".hubfuse" / "envs"))
+os.environ.setdefault(
+    "HUBFUSE_ENVS",
+    str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hubfuse" / "test-envs"),
+)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """The downstream matrix: real transformers releases, each in its own cached environment.
 
-The environments live in the repo's ignored .hubfuse/envs (tests/conftest.py), so only the first
+The environments live in the user's cache folder (tests/conftest.py), so only a machine's first
 run creates them (pip, from the package index; torch is shared, never downloaded). The releases:
 5.5.4 (before fusion_mapping.py), 5.13.1 (5.6-5.20: the fusion's patching path imports
 torchvision), 5.24.0 (the installed one). Expected outcomes: /work/shared/fusion-facts.md.
@@ -93,8 +93,12 @@ def test_qwen2_5_vl_is_ignored_then_crashes_then_silently_random(checkpoints, tm
         capture_output=True,
         text=True,
         check=True,
+        env=envs.shared_torch_environ(),
     ).stdout.strip()
     assert "/shared-torch-" in torch_file
+    # Without the caller naming its torch, the environment has none: it holds no path of its own.
+    alone = subprocess.run([str(env.python), "-I", "-c", "import torch"], capture_output=True, text=True)
+    assert alone.returncode != 0 and "No module named 'torch'" in alone.stderr
     assert not list(env.path.glob("lib/python*/site-packages/torch"))
 
 

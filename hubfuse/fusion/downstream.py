@@ -224,7 +224,7 @@ def _run_cell(version: str, column: str, inputs: MatrixInputs, work: Path, timeo
     (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
     result_file = work / "result.json"
     probe_env = {
-        **os.environ,
+        **envs.shared_torch_environ(),
         "HF_HUB_OFFLINE": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TOKENIZERS_PARALLELISM": "false",

@@ -2,8 +2,11 @@
 
 One virtual environment per (transformers version, extras) under `envs_root()`, created on first
 use with only transformers' required dependencies. torch is never downloaded: a `.pth` file puts
-a folder of symlinks on the new environment's path (torch and its runtime dependencies from this
-environment), and pip runs with `torch==<installed>` as a constraint, so it sees torch as installed.
+the folder named by `HUBFUSE_SHARED_TORCH` on the environment's path, after its own packages; the
+caller sets it to a folder of symlinks to its own torch and torch's runtime dependencies. An
+environment thus holds no path of the interpreter that built it and stays valid when that one
+moves (a CI checkout, another virtual environment of the same machine). pip runs with
+`torch==<installed>` as a constraint, so it never downloads torch.
 An environment is built in a temporary folder and renamed into place: a killed creation never
 leaves a half environment behind.
 
@@ -15,6 +18,7 @@ re-opens verdicts on the next run after the cache expires.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -35,6 +39,12 @@ from hubfuse.errors import BadInputError
 from hubfuse.log import log
 
 RELEASES_TTL_S = 24 * 3600.0
+SHARED_TORCH_VAR = "HUBFUSE_SHARED_TORCH"
+# One line of a .pth file that Python's site module executes at start-up (-I included).
+_SHARED_TORCH_PTH = (
+    f"import os, sys; _p = os.environ.get({SHARED_TORCH_VAR!r}); "
+    "_p and _p not in sys.path and sys.path.append(_p)\n"
+)
 PIP_TIMEOUT_S = 900.0
 # The environment columns of the matrix: nothing optional installed, and with torchvision (the
 # fusion's patching path of some releases imports every image processor, torchvision's included).
@@ -148,11 +158,10 @@ def ensure_env(transformers: str, extras: tuple[str, ...] = ()) -> tuple[Env, fl
     if (env.path / "hubfuse-env.json").is_file():
         return env, None
     start = time.monotonic()
-    shared = _shared_torch_dir(root)
     root.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".building-{env.path.name}-", dir=root))
     try:
-        _build(building, shared, [f"transformers=={transformers}", *extras])
+        _build(building, [f"transformers=={transformers}", *extras])
         shared_mb = _link_identical_files(building, root)
         (building / "hubfuse-env.json").write_text(
             json.dumps({"transformers": transformers, "extras": list(extras), "torch": installed_torch()})
@@ -174,10 +183,10 @@ def ensure_env(transformers: str, extras: tuple[str, ...] = ()) -> tuple[Env, fl
     return env, seconds
 
 
-def _build(target: Path, shared: Path, requirements: list[str]) -> None:
+def _build(target: Path, requirements: list[str]) -> None:
     _run([sys.executable, "-m", "venv", "--without-pip", str(target)], "venv")
     site = _site_packages(target)
-    (site / "hubfuse-shared-torch.pth").write_text(str(shared) + "\n")
+    (site / "hubfuse-shared-torch.pth").write_text(_SHARED_TORCH_PTH)
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
         constraints.write(f"torch=={installed_torch()}\n")
     try:
@@ -201,8 +210,9 @@ def _build(target: Path, shared: Path, requirements: list[str]) -> None:
     finally:
         os.unlink(constraints.name)
     probe = "import importlib.metadata as m, torch; print(m.version('torch'), torch.__file__)"
-    out = _run([str(target / "bin" / "python"), "-c", probe], "torch check").split()
-    if out[0] != installed_torch() or not out[1].startswith(str(shared)):
+    env = shared_torch_environ()
+    out = _run([str(target / "bin" / "python"), "-I", "-c", probe], "torch check", env=env).split()
+    if out[0] != installed_torch() or not out[1].startswith(env[SHARED_TORCH_VAR]):
         raise EnvError(f"the new environment does not use the shared torch ({' '.join(out)})")
 
 
@@ -244,9 +254,11 @@ def _site_packages(venv: Path) -> Path:
     return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 
 
-def _run(command: list[str], what: str) -> str:
+def _run(command: list[str], what: str, env: dict[str, str] | None = None) -> str:
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False, env=env
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EnvError(f"{what}: {exc}") from None
     if result.returncode != 0:
@@ -255,9 +267,20 @@ def _run(command: list[str], what: str) -> str:
     return result.stdout
 
 
+def shared_torch_environ() -> dict[str, str]:
+    """This process's environment plus the variable that puts the shared torch on an env's path."""
+    return {**os.environ, SHARED_TORCH_VAR: str(_shared_torch_dir(envs_root()))}
+
+
 def _shared_torch_dir(root: Path) -> Path:
-    """A folder of symlinks to the installed torch and its runtime dependencies (built once)."""
-    target = root / f"shared-torch-{installed_torch()}-{python_tag()}"
+    """A folder of symlinks to the installed torch and its runtime dependencies (built once).
+
+    Keyed by where torch is installed: two virtual environments of one machine share the envs
+    root but each brings its own torch, and a moved or deleted one must never be linked to.
+    """
+    torch_home = str(Path(str(metadata.distribution("torch").locate_file(""))).resolve())
+    digest = hashlib.sha256(torch_home.encode()).hexdigest()[:10]
+    target = root / f"shared-torch-{installed_torch()}-{python_tag()}-{digest}"
     if (target / ".complete").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
@@ -342,10 +365,11 @@ def extra_unavailable(extra: str) -> str | None:
     root.mkdir(parents=True, exist_ok=True)
     trial = Path(tempfile.mkdtemp(prefix=f".trial-{extra}-", dir=root))
     try:
-        _build(trial, _shared_torch_dir(root), [extra])
+        _build(trial, [extra])
         _run(
-            [str(trial / "bin" / "python"), "-c", f"import {extra}; print({extra}.__version__)"],
+            [str(trial / "bin" / "python"), "-I", "-c", f"import {extra}; print({extra}.__version__)"],
             f"import {extra}",
+            env=shared_torch_environ(),
         )
         reason = None
     except EnvError as exc:
