@@ -176,6 +176,7 @@ class Hub:
         self.budget = budget or RequestBudget(None)
         self._user: str | None = None
         self._role: str | None = None
+        self.bytes_read = 0  # by read_range
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -316,6 +317,57 @@ class Hub:
             return Path(path).read_text(encoding="utf-8")
 
         return self.call(f"read {repo_id}/{filename}@{sha[:12]}", fetch)
+
+    def list_files(self, repo_id: str, sha: str, repo_type: str = "model") -> list[Any]:
+        """Every file at commit `sha` (RepoFile: path, size, lfs with its sha256), no content."""
+        from huggingface_hub.hf_api import RepoFile
+
+        return self.call(
+            f"list files of {repo_id}@{sha[:12]}",
+            lambda: [
+                entry
+                for entry in self.api.list_repo_tree(
+                    repo_id, revision=sha, recursive=True, repo_type=repo_type
+                )
+                if isinstance(entry, RepoFile)
+            ],
+        )
+
+    def read_range(
+        self, repo_id: str, sha: str, filename: str, start: int, end: int, repo_type: str = "model"
+    ) -> bytes:
+        """Bytes `start` to `end` (exclusive) of a file at commit `sha`: one HTTP range request.
+
+        A server that ignores the range gets its answer cut off after `end - start` bytes, never
+        read whole.
+        """
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import get_session, hf_raise_for_status
+
+        url = hf_hub_url(repo_id, filename, revision=sha, repo_type=repo_type, endpoint=self.endpoint)
+        headers = {**self.api._build_hf_headers(), "Range": f"bytes={start}-{end - 1}"}
+        wanted = end - start
+
+        def fetch() -> bytes:
+            with get_session().stream("GET", url, headers=headers, follow_redirects=True) as response:
+                hf_raise_for_status(response)
+                if response.status_code != 206 and start != 0:
+                    raise HubUnavailableError(
+                        f"{self.endpoint} ignored a range request for {filename}: targeted mode needs ranges"
+                    )
+                data = bytearray()
+                for chunk in response.iter_bytes():
+                    data += chunk
+                    if len(data) >= wanted:
+                        break
+            if len(data) < wanted:
+                raise HubUnavailableError(f"{repo_id}/{filename}: short read ({len(data)} of {wanted} bytes)")
+            self.bytes_read += wanted
+            return bytes(data[:wanted])
+
+        if wanted <= 0:
+            return b""
+        return self.call(f"read {repo_id}/{filename}@{sha[:12]} bytes {start}-{end}", fetch)
 
     def last_commit_authors(self, repo_id: str, repo_type: str = "model") -> list[str]:
         """Who wrote the head commit of the default branch."""

@@ -894,3 +894,52 @@ def _demo_tokenizer(config: PretrainedConfig) -> PreTrainedTokenizerBase:
     )
     tokenizer.chat_template = _DEMO_CHAT_TEMPLATE
     return tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# structural twin (targeted mode)
+# ---------------------------------------------------------------------------------------------
+
+
+def twin_config(config: PretrainedConfig) -> PretrainedConfig:
+    """A real config with its stacks pruned to what fits: hubfuse's targeted-mode twin.
+
+    Every (sub-)config is shrunk as `tiny_config` shrinks class defaults, except those that hold a
+    patch embedding (they carry `patch_size`): these keep their widths and geometry, so the twin's
+    patch-embedding tensors have the real shapes, and only lose layers.
+    """
+    token_ids = _token_id_map(config)
+    overrides = _twin_overrides(config, token_ids)
+    return type(config).from_dict(_deep_merge(config.to_dict(), overrides))
+
+
+# Widths of a patch-embedding config that the patch embedding's own tensors do not depend on.
+_TWIN_NARROWED = {"intermediate_size": _FFN, "out_hidden_size": _WIDTH, "spatial_merge_size": 1}
+
+
+def _twin_overrides(config: PretrainedConfig, token_ids: dict[int, int]) -> dict[str, Any]:
+    values = dict(_config_fields(config))
+    if "patch_size" not in values:
+        overrides = _shrink(config, token_ids)
+        for name, value in values.items():
+            if isinstance(value, PretrainedConfig):
+                overrides[name] = {"model_type": value.model_type, **_twin_overrides(value, token_ids)}
+        return overrides
+    old_layers = _layer_count(values)
+    overrides = {}
+    for name, value in values.items():
+        if isinstance(value, PretrainedConfig):
+            overrides[name] = {"model_type": value.model_type, **_twin_overrides(value, token_ids)}
+        elif name in _LAYER_KEYS and isinstance(value, int) and not isinstance(value, bool):
+            overrides[name] = min(value, _LAYERS)
+        elif name in _TWIN_NARROWED and isinstance(value, int) and not isinstance(value, bool):
+            overrides[name] = min(value, _TWIN_NARROWED[name])
+        elif _LAYER_INDEX_LIST.search(name) and old_layers and _ints(value):
+            overrides[name] = sorted({_remap_layer_index(v, old_layers) for v in value})
+        elif _TOKEN_ID.search(name) and _ints(value):
+            overrides[name] = (
+                token_ids.get(value, value)
+                if isinstance(value, int)
+                else [token_ids.get(v, v) for v in value]
+            )
+    return overrides

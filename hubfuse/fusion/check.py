@@ -25,6 +25,7 @@ from hubfuse.checkpoint import Checkpoint, stage_validated_files
 from hubfuse.configedit import set_top_level_key
 from hubfuse.fusion import worker
 from hubfuse.fusion.families import resolve_families
+from hubfuse.fusion.proofs import full_mode_proofs
 from hubfuse.fusion.verdict import CheckReport, FamilyResult, LoadCheck, Roundtrip, output_tolerance
 from hubfuse.log import log
 from hubfuse.transformers_info import modeling_modules
@@ -71,6 +72,7 @@ def check_checkpoint(
             source = stage_validated_files(checkpoint, work / "source")
             family_check = _FamilyCheck(checkpoint, source, family, work, timeout, list_tensors)
             result = family_check.run()
+            result.proofs = full_mode_proofs(result, len(index_checkpoint(checkpoint.path)))
             results.append(result)
             dtype = dtype or family_check.dtype
             if artifacts_dir is not None and result.verdict == "safe":
