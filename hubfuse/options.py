@@ -15,3 +15,4 @@ class CheckOptions:
     trust_remote_code: bool
     timeout_s: float
     list_tensors: bool
+    mode: str = "auto"  # auto | full | targeted (hubfuse.modes)

@@ -46,6 +46,8 @@ class RepoSource:
     label: str
     bytes_read: int = 0
     _headers: dict[str, SafetensorsHeader] = field(default_factory=dict)
+    _weight_map: dict[str, str] | None = None
+    _tensors: dict[str, tuple[str, TensorLocation]] | None = None
 
     def config_text(self) -> str:
         raise NotImplementedError
@@ -80,6 +82,11 @@ class RepoSource:
         return found
 
     def weight_map(self) -> dict[str, str]:
+        if self._weight_map is None:
+            self._weight_map = self._read_weight_map()
+        return self._weight_map
+
+    def _read_weight_map(self) -> dict[str, str]:
         try:
             document = json.loads(self.read(INDEX_FILE, 0, self._list()[INDEX_FILE].size))
             weight_map = document["weight_map"]
@@ -114,6 +121,11 @@ class RepoSource:
 
     def tensors(self) -> dict[str, tuple[str, TensorLocation]]:
         """Every tensor by name: (file name, location), checked against the index like `index_checkpoint`."""
+        if self._tensors is None:
+            self._tensors = self._index()
+        return self._tensors
+
+    def _index(self) -> dict[str, tuple[str, TensorLocation]]:
         files = self.weight_files()
         weight_map = self.weight_map() if len(files) > 1 and INDEX_FILE in self._list() else None
         index: dict[str, tuple[str, TensorLocation]] = {}

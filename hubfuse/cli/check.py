@@ -8,12 +8,13 @@ from typing import Any
 
 import click
 
-from hubfuse.cli.flags import FAMILY, JSON, TIMEOUT, TRUST_REMOTE_CODE, report_dir_option
+from hubfuse.cli.flags import FAMILY, JSON, MODE, TIMEOUT, TRUST_REMOTE_CODE, report_dir_option
 from hubfuse.options import CheckOptions
 
 
 def _check_options(f: Any) -> Any:
     for decorator in (
+        MODE,
         TIMEOUT,
         TRUST_REMOTE_CODE,
         report_dir_option("report.json, report.md and the worker logs"),
@@ -26,16 +27,16 @@ def _check_options(f: Any) -> Any:
 
 
 def _run_check(options: CheckOptions) -> None:
-    from hubfuse.checkpoint import open_checkpoint
-    from hubfuse.fusion.check import check_checkpoint
     from hubfuse.fusion.families import check_requested_families
+    from hubfuse.modes import check_source, open_source
     from hubfuse.report import append_step_summary, render_markdown, render_text, to_json, write_report_dir
 
     check_requested_families(options.families)
-    checkpoint = open_checkpoint(options.source, trust_remote_code=options.trust_remote_code)
-    report = check_checkpoint(
-        checkpoint,
+    report = check_source(
+        open_source(options.source),
         list(options.families),
+        mode=options.mode,
+        trust_remote_code=options.trust_remote_code,
         list_tensors=options.list_tensors,
         logs_dir=options.report_dir / "logs" if options.report_dir else None,
         timeout=options.timeout_s,
@@ -60,14 +61,19 @@ def _check_command(name: str, list_tensors: bool, help_text: str) -> click.Comma
         report_dir: Path | None,
         trust_remote_code: bool,
         timeout_s: float,
+        mode: str,
     ) -> None:
         options = CheckOptions(
-            source, families, as_json, report_dir, trust_remote_code, timeout_s, list_tensors
+            source, families, as_json, report_dir, trust_remote_code, timeout_s, list_tensors, mode
         )
         _run_check(options)
 
     return command
 
 
-check = _check_command("check", False, "Give a verdict per fusion family for the checkpoint folder SOURCE.")
+check = _check_command(
+    "check",
+    False,
+    "Give a verdict per fusion family for SOURCE: a checkpoint folder or a Hub repo ORG/MODEL[@REV].",
+)
 verify = _check_command("verify", True, "Like `check`, listing every tensor of the original-format re-save.")

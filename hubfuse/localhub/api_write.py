@@ -366,8 +366,23 @@ def lfs_batch(ctx: Ctx) -> Response:
         "transfers": payload.strings("transfers"),
         "objects": payload.array("objects", required=True),
     }
-    body = lfs.batch_response(ctx.store, ctx.hub.signer, repo, checked, ctx.endpoint)
+    body = lfs.batch_response(
+        ctx.store,
+        ctx.hub.signer,
+        repo,
+        checked,
+        ctx.endpoint,
+        may_reuse=lambda holder: _may_read(ctx, holder),
+    )
     return JSONResponse(body, media_type=lfs.LFS_CONTENT_TYPE)
+
+
+def _may_read(ctx: Ctx, repo: RepoId) -> bool:
+    try:
+        ctx.check_gate(repo, ctx.readable(repo))
+    except ApiError:
+        return False
+    return True
 
 
 def lfs_verify(ctx: Ctx) -> Response:
