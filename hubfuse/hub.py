@@ -433,6 +433,46 @@ class Hub:
             retry=False,
         )
 
+    def lfs_object_stored(self, repo_id: str, oid: str, size: int, repo_type: str = "model") -> bool:
+        """Whether the Hub would take LFS object `oid` for `repo_id` without its bytes (the LFS batch
+        API answers with no upload action: the Hub already holds it, here or in a repo we can read)."""
+        from huggingface_hub.lfs import UploadInfo, post_lfs_batch_info
+
+        info = UploadInfo(sha256=bytes.fromhex(oid), size=size, sample=b"")
+        actions, errors, _ = self.call(
+            f"LFS batch {repo_id} {oid[:12]}",
+            lambda: post_lfs_batch_info(
+                upload_infos=[info],
+                token=None,
+                repo_type=repo_type,
+                repo_id=repo_id,
+                endpoint=self.endpoint,
+                headers=self.api._build_hf_headers(),
+            ),
+        )
+        return not errors and not any(action.get("actions") for action in actions)
+
+    @staticmethod
+    def stored_addition(path_in_repo: str, oid: str, size: int, sample: bytes) -> Any:
+        """A commit addition for an LFS object the Hub already holds (`lfs_object_stored`): no bytes."""
+        from huggingface_hub import CommitOperationAdd
+        from huggingface_hub.lfs import UploadInfo
+
+        addition = CommitOperationAdd(path_in_repo, b"")
+        addition.upload_info = UploadInfo(sha256=bytes.fromhex(oid), size=size, sample=sample[:512])
+        # What `preupload_lfs_files` records for an upload it made: the commit then skips both steps.
+        addition._upload_mode = "lfs"
+        addition._should_ignore = False
+        addition._is_uploaded = True
+        return addition
+
+    def preupload(self, repo_id: str, additions: list[Any], repo_type: str = "model") -> None:
+        """Upload the LFS files of `additions` now, ahead of the commit that will reference them."""
+        self.call(
+            f"upload to {repo_id}",
+            lambda: self.api.preupload_lfs_files(repo_id, additions, repo_type=repo_type),
+        )
+
     def create_repo(
         self, repo_id: str, *, private: bool = False, repo_type: str = "model", exist_ok: bool = True
     ) -> None:

@@ -133,3 +133,62 @@ def test_lfs_objects_are_deduplicated_by_oid(hub, checkpoints, tmp_path):
     before = len(hub.requests())
     _seed(hub, "bob/own-copy", checkpoints("qwen3_vl", dtype="bfloat16"), hub.bob)
     assert [r for r in hub.requests()[before:] if r["method"] == "PUT"]
+
+
+VARIANT_LOAD = """
+import json, sys
+import torch, transformers
+from safetensors import safe_open
+variant, source = sys.argv[1], sys.argv[2]
+model = transformers.AutoModelForImageTextToText.from_pretrained(variant)
+state = model.state_dict()
+index = json.load(open(source + "/model.safetensors.index.json"))["weight_map"]
+def tensor(name):
+    with safe_open(source + "/" + index[name], "pt") as f:
+        return f.get_tensor(name)
+conv = tensor("model.visual.patch_embed.proj.weight")
+fused = state["model.visual.patch_embed.linear_proj.weight"]
+other = "model.language_model.layers.0.mlp.up_proj.weight"
+print(json.dumps({
+    "fused_type": type(model.model.visual.patch_embed).__module__,
+    "fused_exact": torch.equal(fused, conv.reshape(conv.shape[0], -1)),
+    "other_exact": torch.equal(state[other], tensor(other)),
+}))
+"""
+
+
+def test_targeted_variant_rewrites_only_the_touched_shard(hub, checkpoints, tmp_path):
+    import subprocess
+    import sys
+
+    folder = checkpoints("qwen3_vl", dtype="bfloat16", sharded=True)
+    _seed(hub, "org/shards", folder, hub.alice)
+    before = len(hub.requests())
+    env = hubfuse_env(hub.endpoint, tmp_path, hub.alice)
+    done = run_hubfuse("publish", "org/shards", "--variant", "--mode", "targeted", "--json", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["check"]["mode"] == "targeted"
+    shards = report["variant_shards"]
+    total = len(list(folder.glob("*.safetensors")))
+    weight_map = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+    touched = {shard for name, shard in weight_map.items() if ".patch_embed.proj." in name}
+    assert shards["shards"] == total and shards["rewritten"] == len(touched) < total
+    assert shards["reused"] == total - len(touched) and shards["streamed"] == 0
+    uploads = [r for r in hub.requests()[before:] if r["method"] == "PUT"]
+    assert len(uploads) == len(touched), "only the shards holding the patch embedding are uploaded"
+
+    api = HfApi(endpoint=hub.endpoint, token=hub.alice)
+    variant = api.snapshot_download("org/shards-fused", cache_dir=str(tmp_path / "dl"))
+    loaded = subprocess.run(
+        [sys.executable, "-c", VARIANT_LOAD, variant, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert json.loads(loaded.stdout.strip().splitlines()[-1]) == {
+        "fused_type": "transformers.fusion_mapping",
+        "fused_exact": True,
+        "other_exact": True,
+    }

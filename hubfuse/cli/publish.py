@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hubfuse.cli.flags import DRY_RUN, FAMILY, JSON, TIMEOUT, TRUST_REMOTE_CODE, report_dir_option
+from hubfuse.cli.flags import DRY_RUN, FAMILY, JSON, MODE, TIMEOUT, TRUST_REMOTE_CODE, report_dir_option
 
 if TYPE_CHECKING:
     from hubfuse.pipeline import PublishReport
@@ -63,6 +63,7 @@ def _emit_publish(report: PublishReport, as_json: bool, report_dir: Path | None)
 @report_dir_option("report.json, report.md and the worker logs")
 @TRUST_REMOTE_CODE
 @TIMEOUT
+@MODE
 def publish(
     repo_id: str,
     revision: str | None,
@@ -76,6 +77,7 @@ def publish(
     report_dir: Path | None,
     trust_remote_code: bool,
     timeout_s: float,
+    mode: str,
 ) -> None:
     """Verify REPO_ID and open a config.json pull request enabling its safe fusion families.
 
@@ -99,6 +101,7 @@ def publish(
         force=force,
         trust_remote_code=trust_remote_code,
         timeout_s=timeout_s,
+        mode=mode,
     )
     hub = Hub()
     report = PublishReport.for_options(options)

@@ -44,8 +44,11 @@ def check_targeted(
     *,
     trust_remote_code: bool = False,
     logs_dir: Path | None = None,
+    artifacts_dir: Path | None = None,
     timeout: float = 1800.0,
 ) -> CheckReport:
+    """`artifacts_dir/<family>` keeps, for each safe family, what a shard-by-shard variant needs:
+    the twin's verified fused-layout save and `variant.json` (`hubfuse.variant_shards`)."""
     work = Path(tempfile.mkdtemp(prefix="hubfuse-targeted-"))
     try:
         config_dir = work / "config"
@@ -65,8 +68,11 @@ def check_targeted(
                 check = _TargetedCheck(source, family, config_dir, work / "keys.json", keys, family_work)
                 check.trust_remote_code = trust_remote_code
                 check.timeout = timeout
-                results.append(check.run())
+                result = check.run()
+                results.append(result)
                 dtype = dtype or check.dtype
+                if artifacts_dir is not None and result.verdict == "safe":
+                    check.keep_variant_artifacts(artifacts_dir / family)
                 if logs_dir is not None:
                     logs_dir.mkdir(parents=True, exist_ok=True)
                     for log_file in family_work.rglob("*.log"):
@@ -109,6 +115,7 @@ class _TargetedCheck:
         self.proofs: dict[str, dict[str, Any]] = {}
         self.dtype: str | None = None
         self._save_names: tuple[bool, int] = (True, 0)
+        self._variant: dict[str, Any] = {}
 
     def run(self) -> FamilyResult:
         try:
@@ -210,6 +217,7 @@ class _TargetedCheck:
             )
             return
         self._judge_save_names(key_set, touched, whole)
+        self._variant = _variant_layout(key_set["fused_layout_save"], self.keys, touched)
 
         twin = self._build_twin(touched)
         if twin is None:
@@ -306,6 +314,27 @@ class _TargetedCheck:
         )
         if not names_hold:
             resave["holds"] = False
+
+    def keep_variant_artifacts(self, target: Path) -> None:
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        shutil.copytree(self.work / "twin-check" / "fused", target / "twin-fused")
+        (target / "variant.json").write_text(json.dumps(self._variant, indent=1))
+
+
+def _variant_layout(
+    layout: dict[str, list[Any]], keys: dict[str, list[Any]], touched: list[str]
+) -> dict[str, Any]:
+    """How the fused layout differs from the repo: only the touched tensors, or more (then a variant
+    cannot be made by rewriting the touched shards alone)."""
+    dropped = sorted(k for k in keys if k not in layout)
+    changed = sorted(k for k in layout if k in keys and layout[k] != keys[k])
+    return {
+        "touched": touched,
+        "fused": {k: layout[k] for k in sorted(layout) if k not in keys},
+        "streamable": set(dropped) == set(touched) and not changed,
+        "other_changes": sorted(set(dropped) - set(touched)) + changed,
+    }
 
 
 def _not_applicable_reason(key_set: dict[str, Any], family: str) -> str:

@@ -90,13 +90,14 @@ def _meta_load(
     }
 
 
-def _saved_keys(model: Any) -> dict[str, list[Any]]:
-    """What the default (original-format) `save_pretrained` would write: name -> [dtype, shape]."""
+def saved_keys(model: Any, *, original_format: bool = True) -> dict[str, list[Any]]:
+    """What `save_pretrained(save_original_format=...)` would write: name -> [dtype, shape]."""
     state_dict = model.state_dict()
     for ignored in model._keys_to_ignore_on_save or ():
         state_dict.pop(ignored, None)
     state_dict = remove_tied_weights_from_state_dict(state_dict, model)
-    state_dict = core_model_loading.revert_weight_conversion(model, state_dict)
+    if original_format:
+        state_dict = core_model_loading.revert_weight_conversion(model, state_dict)
     return {
         name: [SAFETENSORS_DTYPE.get(t.dtype, str(t.dtype)), list(t.shape)] for name, t in state_dict.items()
     }
@@ -152,8 +153,9 @@ def probe_key_set(config_dir: str, family: str, keys_path: str, trust_remote_cod
     fused, fused_report = _meta_load(cls, config, keys, fusion_config={family: True})
     result["fused_load"] = fused_report
     result["fused_modules"] = _fused_modules(fused)
-    result["plain_save"] = _saved_keys(plain)
-    result["fused_save"] = _saved_keys(fused)
+    result["plain_save"] = saved_keys(plain)
+    result["fused_save"] = saved_keys(fused)
+    result["fused_layout_save"] = saved_keys(fused, original_format=False)
     return result
 
 
