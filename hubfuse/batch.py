@@ -238,6 +238,7 @@ def run(
     dry_run: bool = False,
     ledger_dir: Path = Path(".hubfuse/ledgers"),
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    mode: str = "auto",
 ) -> BatchSummary:
     shard = shard or Shard(1, 1)
     dry_run = dry_run or spec.dry_run
@@ -282,7 +283,7 @@ def run(
                 why = f"PR limit of {spec.limits.max_prs} reached"
                 summary.repos.append(RepoOutcome(candidate.repo_id, candidate.sha, "deferred", why))
             else:
-                outcome = _publish_one(hub, spec, candidate, dry_run, guard, timeout_s)
+                outcome = _publish_one(hub, spec, candidate, dry_run, guard, timeout_s, mode)
                 summary.repos.append(outcome)
                 prs_opened += int(outcome.outcome == "published" and "opened" in outcome.detail)
                 if outcome.sha:
@@ -335,7 +336,13 @@ def _utc(epoch_s: float) -> str:
 
 
 def _publish_one(
-    hub: Hub, spec: Spec, candidate: Candidate, dry_run: bool, guard: _Guard, timeout_s: float
+    hub: Hub,
+    spec: Spec,
+    candidate: Candidate,
+    dry_run: bool,
+    guard: _Guard,
+    timeout_s: float,
+    mode: str = "auto",
 ) -> RepoOutcome:
     start = time.monotonic()
     options = PublishOptions(
@@ -348,6 +355,7 @@ def _publish_one(
         dry_run=dry_run,
         timeout_s=timeout_s,
         write_guard=guard,
+        mode=mode,
     )
     report = PublishReport.for_options(options)
     with log.group(f"publish {candidate.repo_id}"):

@@ -49,17 +49,30 @@ SAFETENSORS_DTYPE = {value: key for key, value in DTYPES.items()}
 
 @contextmanager
 def _no_bytes() -> Iterator[None]:
-    """transformers' loader, with its byte copy replaced by a meta tensor of the same shape and dtype."""
+    """transformers' loader, with its byte copy replaced by a meta tensor of the same shape and dtype.
+
+    Missing parameters stay on the meta device too (transformers would allocate and initialise
+    them): the load report is all this load is for, and memory stays flat whatever is missing.
+    """
     original = core_model_loading._materialize_copy
+    model_cls = transformers.PreTrainedModel
+    originals = {name: getattr(model_cls, name) for name in _MISSING_KEY_STEPS}
 
     def meta_copy(tensor: torch.Tensor, device: Any = None, dtype: Any = None) -> torch.Tensor:
         return torch.empty(tuple(tensor.shape), dtype=dtype or tensor.dtype, device="meta")
 
     core_model_loading._materialize_copy = meta_copy
+    for name in _MISSING_KEY_STEPS:
+        setattr(model_cls, name, lambda *args, **kwargs: None)
     try:
         yield
     finally:
         core_model_loading._materialize_copy = original
+        for name, method in originals.items():
+            setattr(model_cls, name, method)
+
+
+_MISSING_KEY_STEPS = ("_move_missing_keys_from_meta_to_device", "_initialize_missing_keys")
 
 
 def _meta_state_dict(keys: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
@@ -142,13 +155,18 @@ def probe_key_set(config_dir: str, family: str, keys_path: str, trust_remote_cod
     result["plain_load"] = plain_report
     touched = _touched_keys(keys, fusable, meta_model)
     result["touched"] = touched
-    # transformers itself confirms that those keys, and only they, land in the fusable modules.
+    # transformers itself confirms that those keys, and only they, feed the fusable modules: without
+    # them, exactly those modules' parameters are missing. (Loading them alone instead would leave
+    # every other parameter missing, and transformers materialises missing parameters.)
     touched_set = {k for names in touched.values() for k in names}
-    _, alone = _meta_load(cls, config, {k: keys[k] for k in touched_set}, fusion_config={})
-    landed_elsewhere = [k for k in alone["unexpected_keys"] if k in touched_set]
-    still_missing = [k for k in alone["missing_keys"] if any(k.startswith(path + ".") for path in touched)]
-    result["touched_confirmed"] = bool(touched_set) and not landed_elsewhere and not still_missing
-    result["touched_unconfirmed"] = landed_elsewhere + still_missing
+    _, without = _meta_load(
+        cls, config, {k: v for k, v in keys.items() if k not in touched_set}, fusion_config={}
+    )
+    modules = dict(meta_model.named_modules())
+    expected = {f"{path}.{name}" for path in touched for name, _ in modules[path].named_parameters()}
+    missing = set(without["missing_keys"]) - set(plain_report["missing_keys"])
+    result["touched_confirmed"] = bool(touched_set) and missing == expected
+    result["touched_unconfirmed"] = sorted(missing ^ expected)
 
     fused, fused_report = _meta_load(cls, config, keys, fusion_config={family: True})
     result["fused_load"] = fused_report
