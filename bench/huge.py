@@ -45,7 +45,7 @@ from _common import (
     write_report,
 )
 
-QWEN3_TEXT_LAYERS = 14  # with the 8B text width: ~8.7 GB in bf16
+QWEN3_TEXT_LAYERS = 8  # with the 8B text width: ~8.9 GB in bf16
 QWEN25_TEXT_LAYERS = 2
 
 
@@ -121,7 +121,7 @@ def _run_sampled(args: list[str], env: dict[str, str], hub_pid: int | None) -> d
     start = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     peaks: dict[int, int] = {}
-    hub_tree = {hub_pid, *_descendants(hub_pid)} if hub_pid else set()
+    hub_tree: set[int | None] = {hub_pid, *_descendants(hub_pid)} if hub_pid else set()
     stdout_chunks: list[str] = []
     while proc.poll() is None:
         for pid in set(_descendants(os.getpid())) - hub_tree:
@@ -133,7 +133,7 @@ def _run_sampled(args: list[str], env: dict[str, str], hub_pid: int | None) -> d
     out, err = proc.communicate()
     stdout_chunks.append(out)
     wall = time.perf_counter() - start
-    reap_orphans(timeout=30)
+    reap_orphans(exclude=hub_tree - {None}, timeout=30)
     return {
         "wall_s": round(wall, 2),
         "rc": proc.returncode,
@@ -182,10 +182,50 @@ def _check(hub: Any, token: str, repo_id: str, mode: str, home: Path) -> dict[st
     return result
 
 
+def _publish_variant(hub: Any, token: str, repo_id: str, home: Path) -> dict[str, Any]:
+    """`hubfuse publish --variant --mode targeted`: bytes up and down, peak RSS, the shard stats."""
+    shutil.rmtree(home, ignore_errors=True)
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.endpoint,
+        "HF_TOKEN": token,
+        "HF_HOME": str(home / "hf-home"),
+        "HUBFUSE_CACHE": str(home / "verdicts"),
+        "HF_HUB_DISABLE_XET": "1",
+        "TMPDIR": str(home),
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    before = len(hub.requests())
+    args = [sys.executable, "-m", "hubfuse", "publish", repo_id, "--variant", "--mode", "targeted", "--json"]
+    run = _run_sampled(args, env, hub_server_pid(hub))
+    entries = hub.requests()[before:]
+    report = json.loads(run["stdout"]) if run["stdout"].strip() else {}
+    peaks = run["peak_rss_per_process"]
+    result = {
+        "rc": run["rc"],
+        "verdict": report.get("verdict"),
+        "actions": report.get("actions"),
+        "variant_shards": report.get("variant_shards"),
+        "wall_s": run["wall_s"],
+        "requests": len(entries),
+        "bytes_downloaded": bytes_sent(entries),
+        "bytes_uploaded": sum(e.get("bytes_received", 0) for e in entries),
+        "lfs_uploads": sum(1 for e in entries if e["method"] == "PUT"),
+        "peak_rss_max": max(peaks) if peaks else None,
+    }
+    if run["rc"] != 0:
+        result["stderr_tail"] = run["stderr_tail"]
+    shutil.rmtree(home, ignore_errors=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("/tmp/hubfuse-huge"))
     parser.add_argument("--skip-full", action="store_true")
+    parser.add_argument(
+        "--publish", action="store_true", help="also publish a targeted variant of the safe repo"
+    )
     parser.add_argument("--only", choices=["qwen3_vl", "qwen2_5_vl"], action="append")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/huge.json")
     args = parser.parse_args()
@@ -223,6 +263,9 @@ def main() -> None:
             if not args.skip_full:
                 entry["full"] = _check(hub, token, repo_id, "full", home)
                 print(json.dumps({model_type: entry["full"]}, indent=1)[:3000], flush=True)
+            if args.publish and entry["targeted"]["verdict"] == "safe":
+                entry["publish_targeted"] = _publish_variant(hub, token, repo_id, home)
+                print(json.dumps({model_type: entry["publish_targeted"]}, indent=1)[:3000], flush=True)
             results["repos"][model_type] = entry
     results["environment"] = environment(["torch", "transformers", "huggingface_hub"])
     write_report(args.out, results, _markdown(results))
@@ -254,6 +297,18 @@ def _markdown(results: dict[str, Any]) -> str:
                     f"{100 * run['bytes_downloaded'] / size:.3f}%",
                     human_bytes(run["peak_rss_max"] or 0),
                 )
+            )
+        published = entry.get("publish_targeted")
+        if published:
+            shards = published["variant_shards"] or {}
+            lines.append(
+                f"\n{model_type}: `publish --variant --mode targeted`: {published['wall_s']:.1f} s, "
+                f"uploaded {human_bytes(published['bytes_uploaded'])} "
+                f"({100 * published['bytes_uploaded'] / size:.2f}% of the repo), downloaded "
+                f"{human_bytes(published['bytes_downloaded'])}, peak disk "
+                f"{human_bytes(shards.get('peak_disk_bytes', 0))}; shards: {shards.get('rewritten')} rewritten, "
+                f"{shards.get('reused')} committed by oid, {shards.get('streamed')} streamed; "
+                f"peak RSS {human_bytes(published['peak_rss_max'] or 0)}.\n"
             )
         if "full" in entry and "targeted" in entry:
             ratio = entry["targeted"]["wall_s"] / entry["full"]["wall_s"]

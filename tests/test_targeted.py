@@ -192,3 +192,13 @@ def test_targeted_variant_rewrites_only_the_touched_shard(hub, checkpoints, tmp_
         "fused_exact": True,
         "other_exact": True,
     }
+
+
+def test_auto_picks_full_only_with_room_to_spare():
+    from hubfuse.modes import Machine, choose_mode
+
+    runner = Machine(memory_bytes=6 * 10**9, disk_bytes=14 * 10**9)
+    assert choose_mode("auto", 3 * 10**9, remote=True, machine=runner) == "full"
+    assert choose_mode("auto", 5 * 10**9, remote=True, machine=runner) == "targeted"  # disk: 3x
+    assert choose_mode("auto", 5 * 10**9, remote=False, machine=runner) == "targeted"  # memory: 1.5x
+    assert choose_mode("full", 470 * 10**9, remote=True, machine=runner) == "full"
