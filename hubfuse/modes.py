@@ -64,7 +64,9 @@ def open_source(spec: str, hub_factory: Callable[[], Hub] = Hub) -> RepoSource:
         return LocalSource(label=str(path), folder=path)
     parsed = parse_repo_spec(spec)
     if parsed is None:
-        raise BadInputError(f"{spec}: no such file or directory, and not a Hub repo id (ORG/MODEL[@REVISION])")
+        raise BadInputError(
+            f"{spec}: no such file or directory, and not a Hub repo id (ORG/MODEL[@REVISION])"
+        )
     return open_remote(hub_factory(), *parsed)
 
 

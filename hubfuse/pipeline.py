@@ -153,6 +153,7 @@ class Source:
     private: bool
     gated: bool
     pipeline_tag: str | None
+    weight_bytes: int | None = None  # from the Hub's safetensors summary, where it has one
 
 
 def resolve(hub: Hub, repo_id: str, revision: str | None) -> Source:
@@ -165,7 +166,18 @@ def resolve(hub: Hub, repo_id: str, revision: str | None) -> Source:
         private=bool(getattr(info, "private", False)),
         gated=bool(getattr(info, "gated", False)),
         pipeline_tag=getattr(info, "pipeline_tag", None),
+        weight_bytes=_weight_bytes(getattr(info, "safetensors", None)),
     )
+
+
+def _weight_bytes(summary: Any) -> int | None:
+    """Bytes of the weights, from repo_info's `safetensors` (parameters per dtype): no extra call."""
+    from hubfuse.safetensors_header import DTYPE_BITS
+
+    parameters = getattr(summary, "parameters", None)
+    if not isinstance(parameters, dict) or not all(d in DTYPE_BITS for d in parameters):
+        return None
+    return sum(count * DTYPE_BITS[dtype] // 8 for dtype, count in parameters.items())
 
 
 # -- step 2: pull ----------------------------------------------------------------------------
@@ -224,7 +236,9 @@ def choose_publish_mode(hub: Hub, source: Source, options: PublishOptions) -> st
 
     if options.mode != "auto":
         return options.mode
-    weights = remote_source(hub, source).total_weight_bytes
+    weights = source.weight_bytes
+    if weights is None:
+        weights = remote_source(hub, source).total_weight_bytes
     return choose_mode("auto", weights, remote=True, machine=Machine.this(options.work_dir))
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +56,17 @@ def check_targeted(
         config_dir.mkdir()
         (config_dir / "config.json").write_text(source.config_text(), encoding="utf-8")
         checked = read_checked_config(config_dir, trust_remote_code=trust_remote_code)
-        tensors = source.tensors()
+        worker.preload([TARGETED_PROBES, *modeling_modules(checked.model_type)])
+        # The forkserver's imports (asking it for the family names starts it) overlap the header reads.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            resolving = pool.submit(resolve_families, families)
+            tensors = source.tensors()
+            resolved = resolving.result()
         keys = {name: [loc.dtype, list(loc.shape)] for name, (_, loc) in tensors.items()}
         (work / "keys.json").write_text(json.dumps(keys))
-        worker.preload([TARGETED_PROBES, *modeling_modules(checked.model_type)])
         results = []
         dtype = None
-        for family in resolve_families(families):
+        for family in resolved:
             with log.group(f"check {family} on {source.label} (targeted)"):
                 family_work = work / family
                 family_work.mkdir()
