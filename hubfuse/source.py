@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from hubfuse.errors import BadInputError, CheckpointError
 from hubfuse.safetensors_header import (
     LENGTH_PREFIX_BYTES,
+    MAX_HEADER_BYTES,
     SafetensorsHeader,
     TensorLocation,
     parse_header,
@@ -112,6 +113,8 @@ class RepoSource:
         if len(first) < LENGTH_PREFIX_BYTES:
             raise CheckpointError(f"{where}: only {size} bytes, too short for a safetensors file")
         header_len = int.from_bytes(first[:LENGTH_PREFIX_BYTES], "little")
+        if header_len > MAX_HEADER_BYTES:
+            raise CheckpointError(f"{where}: header length {header_len} is over safetensors' limit")
         if header_len > size - LENGTH_PREFIX_BYTES:
             raise CheckpointError(f"{where}: header length {header_len} is beyond the end of the file")
         raw = first[LENGTH_PREFIX_BYTES : LENGTH_PREFIX_BYTES + header_len]

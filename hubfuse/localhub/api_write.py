@@ -13,7 +13,7 @@ from hubfuse.localhub import cards, discussions, lfs
 from hubfuse.localhub.api_read import resolve
 from hubfuse.localhub.apierror import ApiError, bad_request, conflict, forbidden, revision_not_found
 from hubfuse.localhub.commits import CommitRequest, apply_operations, new_commit, parse_commit_payload
-from hubfuse.localhub.context import Ctx, Hub
+from hubfuse.localhub.context import Access, Ctx, Hub
 from hubfuse.localhub.payload import Payload
 from hubfuse.localhub.storage import (
     REPO_TYPES,
@@ -379,7 +379,7 @@ def lfs_batch(ctx: Ctx) -> Response:
 
 def _may_read(ctx: Ctx, repo: RepoId) -> bool:
     try:
-        ctx.check_gate(repo, ctx.readable(repo))
+        ctx.check_read(repo, Access.CONTENT)
     except ApiError:
         return False
     return True
