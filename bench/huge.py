@@ -280,6 +280,7 @@ def _markdown(results: dict[str, Any]) -> str:
         ),
         md_rule("---", "---:", "---", "---", "---:", "---:", "---:", "---:"),
     ]
+    notes = []
     for model_type, entry in results["repos"].items():
         size = entry["repo_bytes"]
         for mode in ("targeted", "full"):
@@ -298,22 +299,22 @@ def _markdown(results: dict[str, Any]) -> str:
                     human_bytes(run["peak_rss_max"] or 0),
                 )
             )
+        if "full" in entry and "targeted" in entry:
+            ratio = entry["targeted"]["wall_s"] / entry["full"]["wall_s"]
+            notes.append(f"- {model_type}: targeted wall = {100 * ratio:.1f}% of full mode.")
         published = entry.get("publish_targeted")
         if published:
             shards = published["variant_shards"] or {}
-            lines.append(
-                f"\n{model_type}: `publish --variant --mode targeted`: {published['wall_s']:.1f} s, "
+            notes.append(
+                f"- {model_type}: `publish --variant --mode targeted`: {published['wall_s']:.1f} s, "
                 f"uploaded {human_bytes(published['bytes_uploaded'])} "
                 f"({100 * published['bytes_uploaded'] / size:.2f}% of the repo), downloaded "
                 f"{human_bytes(published['bytes_downloaded'])}, peak disk "
                 f"{human_bytes(shards.get('peak_disk_bytes', 0))}; shards: {shards.get('rewritten')} rewritten, "
                 f"{shards.get('reused')} committed by oid, {shards.get('streamed')} streamed; "
-                f"peak RSS {human_bytes(published['peak_rss_max'] or 0)}.\n"
+                f"peak RSS {human_bytes(published['peak_rss_max'] or 0)}."
             )
-        if "full" in entry and "targeted" in entry:
-            ratio = entry["targeted"]["wall_s"] / entry["full"]["wall_s"]
-            lines.append(f"\n{model_type}: targeted wall = {100 * ratio:.1f}% of full mode.\n")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", *notes]) + "\n"
 
 
 if __name__ == "__main__":

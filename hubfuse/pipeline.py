@@ -585,7 +585,8 @@ def apply_variant(
             hub.delete_repo(plan.target)  # ours, made just now: never leave it without its card
         raise
     status = "created" if plan.status == "create" else "updated"
-    out.actions.append(Action("variant", status, f"{plan.target} ({len(files) + 1} files, one commit)", url))
+    added = sum(isinstance(op, CommitOperationAdd) for op in operations)
+    out.actions.append(Action("variant", status, f"{plan.target} ({added} files, one commit)", url))
 
 
 _VARIANT_SKIP = {"README.md", "config.json", "model.safetensors.index.json", ".gitattributes"}
