@@ -207,10 +207,13 @@ def verify(snapshot: Path, options: PublishOptions, artifacts: Path, logs: Path)
 
 
 def verify_targeted(
-    hub: Hub, source: Source, options: PublishOptions, artifacts: Path, logs: Path
+    hub: Hub, source: Source, snapshot: Path, options: PublishOptions, artifacts: Path, logs: Path
 ) -> CheckReport:
+    """Targeted mode; the pulled files (config, tokenizer, processor) screened as open_checkpoint does."""
+    from hubfuse.checkpoint import read_checked_config
     from hubfuse.fusion.targeted import check_targeted
 
+    read_checked_config(snapshot, trust_remote_code=options.trust_remote_code)
     report = check_targeted(
         remote_source(hub, source),
         options.families,
@@ -721,7 +724,7 @@ def publish(
             if mode == "full":
                 report = verify(snapshot, options, artifacts, logs_dir or work / "logs")
             else:
-                report = verify_targeted(hub, source, options, artifacts, logs_dir or work / "logs")
+                report = verify_targeted(hub, source, snapshot, options, artifacts, logs_dir or work / "logs")
             cache.put(verdict_key(source, options), report)
             out.check = report
             if report.verdict != "safe":

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from hubfuse.errors import BadInputError, CheckpointError
+from hubfuse.errors import BadInputError, CheckpointError, brief
 from hubfuse.safetensors_header import (
     LENGTH_PREFIX_BYTES,
     MAX_HEADER_BYTES,
@@ -74,7 +74,7 @@ class RepoSource:
             absent = [s for s in shards if s not in files]
             if absent:
                 raise CheckpointError(
-                    f"{self.label}: {INDEX_FILE} names shard {absent[0]!r}, which is absent"
+                    f"{self.label}: {INDEX_FILE} names shard {brief(absent[0])}, which is absent"
                 )
             return [files[s] for s in shards]
         found = [f for name, f in sorted(files.items()) if name.endswith(".safetensors")]
@@ -136,18 +136,20 @@ class RepoSource:
             for tensor in self.header(weight_file.name).tensors:
                 if tensor.name in index:
                     raise CheckpointError(
-                        f"{self.label}: tensor {tensor.name!r} is stored twice, in "
+                        f"{self.label}: tensor {brief(tensor.name)} is stored twice, in "
                         f"{index[tensor.name][0]} and {weight_file.name}"
                     )
                 if weight_map is not None and weight_map.get(tensor.name) != weight_file.name:
                     raise CheckpointError(
-                        f"{self.label}: {weight_file.name} holds {tensor.name!r}, which {INDEX_FILE} "
+                        f"{self.label}: {weight_file.name} holds {brief(tensor.name)}, which {INDEX_FILE} "
                         "does not map there; the index and the shards disagree"
                     )
                 index[tensor.name] = (weight_file.name, tensor)
         if weight_map is not None and set(weight_map) != set(index):
             absent = sorted(set(weight_map) - set(index))
-            raise CheckpointError(f"{self.label}: {INDEX_FILE} maps {absent[0]!r} to a shard that lacks it")
+            raise CheckpointError(
+                f"{self.label}: {INDEX_FILE} maps {brief(absent[0])} to a shard that lacks it"
+            )
         return index
 
     def tensor_bytes(self, name: str) -> bytes:

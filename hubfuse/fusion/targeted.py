@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hubfuse import __version__
-from hubfuse.checkpoint import open_checkpoint, read_checked_config
+from hubfuse.checkpoint import open_checkpoint, read_checked_config, stage_validated_files
 from hubfuse.fusion import worker
 from hubfuse.fusion.check import _FamilyCheck, _keys, installed_versions
 from hubfuse.fusion.families import resolve_families
@@ -66,7 +66,9 @@ def check_targeted(
         (work / "keys.json").write_text(json.dumps(keys))
         results = []
         dtype = None
-        for family in resolved:
+        for family, why in resolved.skipped.items():
+            log.info(f"skipping fusion family {family}: {why}")
+        for family in resolved.families:
             with log.group(f"check {family} on {source.label} (targeted)"):
                 family_work = work / family
                 family_work.mkdir()
@@ -92,6 +94,7 @@ def check_targeted(
             hubfuse_version=__version__,
             families=results,
             dtype=dtype,
+            skipped_families=resolved.skipped,
             mode="targeted",
         )
     finally:
@@ -285,7 +288,8 @@ class _TargetedCheck:
         checkpoint = open_checkpoint(twin, trust_remote_code=self.trust_remote_code)
         twin_work = self.work / "twin-check"
         twin_work.mkdir()
-        twin_result = _FamilyCheck(checkpoint, self.family, twin_work, self.timeout, False).run()
+        staged = stage_validated_files(checkpoint, twin_work / "source")
+        twin_result = _FamilyCheck(checkpoint, staged, self.family, twin_work, self.timeout, False).run()
         result = self.result
         result.reasons.extend(twin_result.reasons)
         if twin_result.verdict in ("error", "not_applicable") and result.verdict == "safe":
