@@ -1,7 +1,10 @@
 """The architecture table in the README: `hubfuse check` on a tiny checkpoint of every
 architecture in the installed transformers whose model holds a Conv3d.
 
-    python bench/architectures.py [--out bench/results/architectures.md]
+    python bench/architectures.py [--out bench/results/architectures.md] [--modes]
+
+`--modes` also checks the bf16 sharded checkpoint in targeted mode (`hubfuse.fusion.targeted`)
+and adds a column: its verdict, or "= full" where it equals full mode's.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import torch
 from hubfuse import synth
 from hubfuse.checkpoint import open_checkpoint
 from hubfuse.fusion.check import check_checkpoint, installed_versions
+from hubfuse.fusion.targeted import check_targeted
+from hubfuse.source import LocalSource
 
 
 def _reason(reasons: list[str]) -> str:
@@ -24,6 +29,9 @@ def _reason(reasons: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench/results/architectures.md"))
+    parser.add_argument(
+        "--modes", action="store_true", help="also targeted mode on the bf16 sharded checkpoint"
+    )
     args = parser.parse_args()
     versions = installed_versions()
     rows = []
@@ -40,15 +48,23 @@ def main() -> None:
                 verdicts.append(check_checkpoint(open_checkpoint(folder), ["patch_embeddings"]).families[0])
             fp32, bf16 = verdicts
             same = "" if fp32.verdict == bf16.verdict else f" (bf16 sharded: {bf16.verdict})"
+            targeted = ""
+            if args.modes:
+                source = LocalSource(label=str(folder), folder=folder)
+                family = check_targeted(source, ["patch_embeddings"]).families[0]
+                targeted = " = full |" if family.verdict == bf16.verdict else f" **{family.verdict}** |"
             rows.append(
-                f"| `{arch.model_type}` | `{arch.class_name}` | {fp32.verdict}{same} | {_reason(fp32.reasons)} |"
+                f"| `{arch.model_type}` | `{arch.class_name}` | {fp32.verdict}{same} |{targeted}"
+                f" {_reason(fp32.reasons)} |"
             )
     lines = [
         f"transformers {versions['transformers']}, torch {versions['torch']}; fp32 single-file and bf16 sharded agree"
         " unless noted.",
         "",
-        "| model_type | class | patch_embeddings | first reason |",
-        "|---|---|---|---|",
+        "| model_type | class | patch_embeddings |"
+        + (" targeted mode |" if args.modes else "")
+        + " first reason |",
+        "|---|---|---|" + ("---|" if args.modes else "") + "---|",
         *rows,
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -239,6 +239,7 @@ def run(
     dry_run: bool = False,
     ledger_dir: Path = Path(".hubfuse/ledgers"),
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    mode: str = "auto",
 ) -> BatchSummary:
     shard = shard or Shard(1, 1)
     dry_run = dry_run or spec.dry_run
@@ -284,7 +285,7 @@ def run(
                 why = f"PR limit of {spec.limits.max_prs} reached"
                 summary.repos.append(RepoOutcome(candidate.repo_id, candidate.sha, "deferred", why))
             else:
-                outcome = _publish_one(hub, spec, candidate, dry_run, guard, timeout_s, downstream)
+                outcome = _publish_one(hub, spec, candidate, dry_run, guard, timeout_s, downstream, mode)
                 summary.repos.append(outcome)
                 prs_opened += int(outcome.outcome == "published" and "opened" in outcome.detail)
                 if outcome.sha:
@@ -345,6 +346,7 @@ def _publish_one(
     guard: _Guard,
     timeout_s: float,
     downstream: DownstreamPlan,
+    mode: str = "auto",
 ) -> RepoOutcome:
     start = time.monotonic()
     options = PublishOptions(
@@ -358,6 +360,7 @@ def _publish_one(
         timeout_s=timeout_s,
         write_guard=guard,
         downstream=downstream,
+        mode=mode,
     )
     report = PublishReport.for_options(options)
     with log.group(f"publish {candidate.repo_id}"):

@@ -135,13 +135,18 @@ def validate_fusion_config(value: Any, *, where: str) -> None:
             )
 
 
-def open_checkpoint(source: str | Path, *, trust_remote_code: bool = False) -> Checkpoint:
-    path = Path(source)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file or directory")
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: not a directory (expected a model folder with config.json)")
+@dataclass(frozen=True)
+class CheckedConfig:
+    text: str
+    config: dict[str, Any]
+    model_type: str
+    architecture: str
+    existing_fusion_config: Any
 
+
+def read_checked_config(path: Path, *, trust_remote_code: bool = False) -> CheckedConfig:
+    """config.json (and the JSON files beside it) of the folder `path`, refused in one line if
+    hubfuse must not run on it. Targeted mode runs this on a folder holding the repo's config."""
     text, config = _read_config(path)
     model_type = config.get("model_type")
     if not isinstance(model_type, str) or not model_type:
@@ -168,19 +173,29 @@ def open_checkpoint(source: str | Path, *, trust_remote_code: bool = False) -> C
             raise BadInputError(
                 f"{exc} -- this already breaks every plain from_pretrained of this model"
             ) from exc
+    return CheckedConfig(text, config, model_type, architectures[0], existing)
 
+
+def open_checkpoint(source: str | Path, *, trust_remote_code: bool = False) -> Checkpoint:
+    path = Path(source)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a directory (expected a model folder with config.json)")
+
+    checked = read_checked_config(path, trust_remote_code=trust_remote_code)
     _refuse_pickle_only(path)
-    weight_files = _validated_weight_files(path, config)
+    weight_files = _validated_weight_files(path, checked.config)
 
     return Checkpoint(
         path=path,
-        config=config,
-        config_text=text,
-        model_type=model_type,
-        architecture=architectures[0],
+        config=checked.config,
+        config_text=checked.text,
+        model_type=checked.model_type,
+        architecture=checked.architecture,
         weight_files=weight_files,
         trust_remote_code=trust_remote_code,
-        existing_fusion_config=existing,
+        existing_fusion_config=checked.existing_fusion_config,
         validated_files=(
             path / "config.json",
             *weight_files,

@@ -176,6 +176,7 @@ class Hub:
         self.budget = budget or RequestBudget(None)
         self._user: str | None = None
         self._role: str | None = None
+        self.bytes_read = 0  # by read_range
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -317,6 +318,57 @@ class Hub:
 
         return self.call(f"read {repo_id}/{filename}@{sha[:12]}", fetch)
 
+    def list_files(self, repo_id: str, sha: str, repo_type: str = "model") -> list[Any]:
+        """Every file at commit `sha` (RepoFile: path, size, lfs with its sha256), no content."""
+        from huggingface_hub.hf_api import RepoFile
+
+        return self.call(
+            f"list files of {repo_id}@{sha[:12]}",
+            lambda: [
+                entry
+                for entry in self.api.list_repo_tree(
+                    repo_id, revision=sha, recursive=True, repo_type=repo_type
+                )
+                if isinstance(entry, RepoFile)
+            ],
+        )
+
+    def read_range(
+        self, repo_id: str, sha: str, filename: str, start: int, end: int, repo_type: str = "model"
+    ) -> bytes:
+        """Bytes `start` to `end` (exclusive) of a file at commit `sha`: one HTTP range request.
+
+        A server that ignores the range gets its answer cut off after `end - start` bytes, never
+        read whole.
+        """
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import get_session, hf_raise_for_status
+
+        url = hf_hub_url(repo_id, filename, revision=sha, repo_type=repo_type, endpoint=self.endpoint)
+        headers = {**self.api._build_hf_headers(), "Range": f"bytes={start}-{end - 1}"}
+        wanted = end - start
+
+        def fetch() -> bytes:
+            with get_session().stream("GET", url, headers=headers, follow_redirects=True) as response:
+                hf_raise_for_status(response)
+                if response.status_code != 206 and start != 0:
+                    raise HubUnavailableError(
+                        f"{self.endpoint} ignored a range request for {filename}: targeted mode needs ranges"
+                    )
+                data = bytearray()
+                for chunk in response.iter_bytes():
+                    data += chunk
+                    if len(data) >= wanted:
+                        break
+            if len(data) < wanted:
+                raise HubUnavailableError(f"{repo_id}/{filename}: short read ({len(data)} of {wanted} bytes)")
+            self.bytes_read += wanted
+            return bytes(data[:wanted])
+
+        if wanted <= 0:
+            return b""
+        return self.call(f"read {repo_id}/{filename}@{sha[:12]} bytes {start}-{end}", fetch)
+
     def last_commit_authors(self, repo_id: str, repo_type: str = "model") -> list[str]:
         """Who wrote the head commit of the default branch."""
         commits = self.call(
@@ -379,6 +431,46 @@ class Hub:
                 repo_type=repo_type,
             ),
             retry=False,
+        )
+
+    def lfs_object_stored(self, repo_id: str, oid: str, size: int, repo_type: str = "model") -> bool:
+        """Whether the Hub would take LFS object `oid` for `repo_id` without its bytes (the LFS batch
+        API answers with no upload action: the Hub already holds it, here or in a repo we can read)."""
+        from huggingface_hub.lfs import UploadInfo, post_lfs_batch_info
+
+        info = UploadInfo(sha256=bytes.fromhex(oid), size=size, sample=b"")
+        actions, errors, _ = self.call(
+            f"LFS batch {repo_id} {oid[:12]}",
+            lambda: post_lfs_batch_info(
+                upload_infos=[info],
+                token=None,
+                repo_type=repo_type,
+                repo_id=repo_id,
+                endpoint=self.endpoint,
+                headers=self.api._build_hf_headers(),
+            ),
+        )
+        return not errors and not any(action.get("actions") for action in actions)
+
+    @staticmethod
+    def stored_addition(path_in_repo: str, oid: str, size: int, sample: bytes) -> Any:
+        """A commit addition for an LFS object the Hub already holds (`lfs_object_stored`): no bytes."""
+        from huggingface_hub import CommitOperationAdd
+        from huggingface_hub.lfs import UploadInfo
+
+        addition = CommitOperationAdd(path_in_repo, b"")
+        addition.upload_info = UploadInfo(sha256=bytes.fromhex(oid), size=size, sample=sample[:512])
+        # What `preupload_lfs_files` records for an upload it made: the commit then skips both steps.
+        addition._upload_mode = "lfs"
+        addition._should_ignore = False
+        addition._is_uploaded = True
+        return addition
+
+    def preupload(self, repo_id: str, additions: list[Any], repo_type: str = "model") -> None:
+        """Upload the LFS files of `additions` now, ahead of the commit that will reference them."""
+        self.call(
+            f"upload to {repo_id}",
+            lambda: self.api.preupload_lfs_files(repo_id, additions, repo_type=repo_type),
         )
 
     def create_repo(

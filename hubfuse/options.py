@@ -20,3 +20,4 @@ class CheckOptions:
     timeout_s: float
     list_tensors: bool
     downstream: DownstreamPlan | None = None
+    mode: str = "auto"  # auto | full | targeted (hubfuse.modes)

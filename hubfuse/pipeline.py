@@ -72,6 +72,7 @@ class PublishOptions:
     work_dir: Path | None = None
     # The downstream matrix (hubfuse/fusion/downstream.py); None: the installed transformers only.
     downstream: DownstreamPlan | None = None
+    mode: str = "auto"  # auto | full | targeted (hubfuse.modes)
     # Called before every write; raises to stop it (the batch runner's kill switch).
     write_guard: Callable[[], None] | None = None
 
@@ -106,6 +107,8 @@ class PublishReport:
     error: str | None = None
     error_exit_code: int | None = None
 
+    variant_shards: dict[str, int] | None = None  # targeted mode (hubfuse.variant_shards)
+
     @classmethod
     def for_options(cls, options: PublishOptions) -> PublishReport:
         return cls(repo_id=options.repo_id, revision=options.revision or "main", dry_run=options.dry_run)
@@ -139,6 +142,7 @@ class PublishReport:
             "error": None
             if self.error is None
             else {"message": self.error, "exit_code": self.error_exit_code},
+            "variant_shards": self.variant_shards,
         }
 
 
@@ -152,6 +156,7 @@ class Source:
     private: bool
     gated: bool
     pipeline_tag: str | None
+    weight_bytes: int | None = None  # from the Hub's safetensors summary, where it has one
 
 
 def resolve(hub: Hub, repo_id: str, revision: str | None) -> Source:
@@ -164,14 +169,27 @@ def resolve(hub: Hub, repo_id: str, revision: str | None) -> Source:
         private=bool(getattr(info, "private", False)),
         gated=bool(getattr(info, "gated", False)),
         pipeline_tag=getattr(info, "pipeline_tag", None),
+        weight_bytes=_weight_bytes(getattr(info, "safetensors", None)),
     )
+
+
+def _weight_bytes(summary: Any) -> int | None:
+    """Bytes of the weights, from repo_info's `safetensors` (parameters per dtype): no extra call."""
+    from hubfuse.safetensors_header import DTYPE_BITS
+
+    parameters = getattr(summary, "parameters", None)
+    if not isinstance(parameters, dict) or not all(d in DTYPE_BITS for d in parameters):
+        return None
+    return sum(count * DTYPE_BITS[dtype] // 8 for dtype, count in parameters.items())
 
 
 # -- step 2: pull ----------------------------------------------------------------------------
 
 
-def pull(hub: Hub, source: Source, *, variant: bool) -> Path:
-    patterns = WEIGHT_PATTERNS + (VARIANT_EXTRA_PATTERNS if variant else [])
+def pull(hub: Hub, source: Source, *, variant: bool, weights: bool = True) -> Path:
+    """The files verification and the variant need; without `weights` (targeted mode) no safetensors."""
+    patterns = [p for p in WEIGHT_PATTERNS if weights or not p.endswith(".safetensors")]
+    patterns += VARIANT_EXTRA_PATTERNS if variant else []
     with log.group(f"pull {source.repo_id}@{source.sha[:12]}"):
         snapshot = hub.download(source.repo_id, source.sha, patterns)
     if not (snapshot / "config.json").is_file():
@@ -194,6 +212,46 @@ def verify(snapshot: Path, options: PublishOptions, artifacts: Path, logs: Path)
     )
     report.source = options.repo_id
     return report
+
+
+def verify_targeted(
+    hub: Hub, source: Source, snapshot: Path, options: PublishOptions, artifacts: Path, logs: Path
+) -> CheckReport:
+    """Targeted mode; the pulled files (config, tokenizer, processor) screened as open_checkpoint does."""
+    from hubfuse.checkpoint import read_checked_config
+    from hubfuse.fusion.targeted import check_targeted
+
+    read_checked_config(snapshot, trust_remote_code=options.trust_remote_code)
+    report = check_targeted(
+        remote_source(hub, source),
+        options.families,
+        trust_remote_code=options.trust_remote_code,
+        logs_dir=logs,
+        artifacts_dir=artifacts,
+        timeout=options.timeout_s,
+        downstream=options.downstream,
+    )
+    report.source = options.repo_id
+    return report
+
+
+def remote_source(hub: Hub, source: Source) -> Any:
+    from hubfuse.source import RemoteSource
+
+    return RemoteSource(
+        label=f"{source.repo_id}@{source.sha[:12]}", hub=hub, repo_id=source.repo_id, sha=source.sha
+    )
+
+
+def choose_publish_mode(hub: Hub, source: Source, options: PublishOptions) -> str:
+    from hubfuse.modes import Machine, choose_mode
+
+    if options.mode != "auto":
+        return options.mode
+    weights = source.weight_bytes
+    if weights is None:
+        weights = remote_source(hub, source).total_weight_bytes
+    return choose_mode("auto", weights, remote=True, machine=Machine.this(options.work_dir))
 
 
 def verdict_key(source: Source, options: PublishOptions) -> dict[str, Any]:
@@ -485,10 +543,20 @@ def apply_variant(
         return
     out.variant_card = card
 
-    files = _variant_files(snapshot, artifacts / families[0])
+    targeted = report.mode == "targeted"
+    files = (
+        _variant_files(snapshot, artifacts / families[0]) if not targeted else _variant_extra_files(snapshot)
+    )
     operations: list[Any] = [CommitOperationAdd(name, str(path)) for name, path in files.items()]
     operations.append(CommitOperationAdd("README.md", card.encode("utf-8")))
     keep = {*files, "README.md", ".gitattributes"}
+    if targeted:
+        config = set_top_level_key(
+            (snapshot / "config.json").read_text(encoding="utf-8"), "fusion_config", {families[0]: True}
+        )
+        operations.append(CommitOperationAdd("config.json", config.encode("utf-8")))
+        weights = remote_source(hub, source)
+        keep |= {"config.json", "model.safetensors.index.json", *(f.name for f in weights.weight_files())}
     operations += [CommitOperationDelete(name) for name in plan.files if name not in keep]
 
     if options.dry_run:
@@ -510,6 +578,18 @@ def apply_variant(
         head = hub.resolve(plan.target, None).sha
     message = f"hubfuse: fused variant of {source.repo_id}@{source.sha[:12]}"
     try:
+        if targeted:
+            from hubfuse.variant_shards import ShardStats, variant_operations
+
+            stats = ShardStats()
+            shard_work = Path(tempfile.mkdtemp(prefix="hubfuse-shards-", dir=options.work_dir))
+            try:
+                operations += variant_operations(
+                    hub, weights, plan.target, artifacts / families[0], shard_work, stats
+                )
+            finally:
+                shutil.rmtree(shard_work, ignore_errors=True)
+            out.variant_shards = stats.to_dict()
         hub.commit(
             plan.target, operations, message=message, description=f"Source commit {source.sha}.", parent=head
         )
@@ -518,7 +598,8 @@ def apply_variant(
             hub.delete_repo(plan.target)  # ours, made just now: never leave it without its card
         raise
     status = "created" if plan.status == "create" else "updated"
-    out.actions.append(Action("variant", status, f"{plan.target} ({len(files) + 1} files, one commit)", url))
+    added = sum(isinstance(op, CommitOperationAdd) for op in operations)
+    out.actions.append(Action("variant", status, f"{plan.target} ({added} files, one commit)", url))
 
 
 _VARIANT_SKIP = {"README.md", "config.json", "model.safetensors.index.json", ".gitattributes"}
@@ -527,13 +608,20 @@ _VARIANT_SKIP = {"README.md", "config.json", "model.safetensors.index.json", ".g
 def _variant_files(snapshot: Path, fused_dir: Path) -> dict[str, Path]:
     """The verified fused save (weights, config) plus the source's tokenizer and processor files.
 
-    Never code or pickles; every JSON among them was screened for custom code by open_checkpoint.
+    Never code or pickles; every JSON among them was screened for custom code by open_checkpoint
+    (targeted mode: by read_checked_config on the pulled files).
     """
     files = {p.name: p for p in fused_dir.iterdir() if p.is_file() and p.suffix not in NEVER_COPIED_SUFFIXES}
+    return {**_variant_extra_files(snapshot, skip=set(files)), **files}
+
+
+def _variant_extra_files(snapshot: Path, skip: set[str] | frozenset[str] = frozenset()) -> dict[str, Path]:
+    """The source's tokenizer and processor files (no weights, config or card)."""
+    files: dict[str, Path] = {}
     for path in snapshot.iterdir():
         if (
             path.is_file()
-            and path.name not in files
+            and path.name not in skip
             and path.name not in _VARIANT_SKIP
             and path.suffix not in (".safetensors", *NEVER_COPIED_SUFFIXES)
         ):
@@ -640,9 +728,13 @@ def publish(
     try:
         for _ in range(MAX_REVERIFY + 1):
             out.sha = source.sha
-            snapshot = pull(hub, source, variant=options.variant)
+            mode = choose_publish_mode(hub, source, options)
+            snapshot = pull(hub, source, variant=options.variant, weights=mode == "full")
             artifacts = work / f"artifacts-{source.sha[:12]}"
-            report = verify(snapshot, options, artifacts, logs_dir or work / "logs")
+            if mode == "full":
+                report = verify(snapshot, options, artifacts, logs_dir or work / "logs")
+            else:
+                report = verify_targeted(hub, source, snapshot, options, artifacts, logs_dir or work / "logs")
             cache.put(verdict_key(source, options), report)
             out.check = report
             if report.verdict != "safe":

@@ -126,6 +126,7 @@ def render_text(report: CheckReport, *, list_tensors: bool = False) -> str:
     lines = [
         f"{report.source}: {report.model_type} ({report.architecture}, {report.dtype or 'dtype unknown'})",
         f"transformers {report.transformers_version}, torch {report.torch_version}, hubfuse {report.hubfuse_version}",
+        f"mode: {report.mode}",
         "",
         *_table(FAMILY_HEADER, family_rows(report)),
     ]
@@ -133,6 +134,8 @@ def render_text(report: CheckReport, *, list_tensors: bool = False) -> str:
         for reason in family.reasons:
             lines.append(f"  {family.name}: {reason}")
         lines += downstream_lines(family, markdown=False)
+        if report.mode == "targeted":
+            lines += [f"  {family.name} proof: {_proof_line(proof)}" for proof in family.proofs]
         if list_tensors and family.roundtrip.tensors:
             lines += ["", f"{family.name}: original-format re-save, tensor by tensor"]
             for tensor in family.roundtrip.tensors:
@@ -147,6 +150,11 @@ def render_text(report: CheckReport, *, list_tensors: bool = False) -> str:
     lines += skipped_lines(report, "  ")
     lines += ["", f"verdict: {report.verdict} (exit {int(report.exit_code)})"]
     return redact("\n".join(lines)) + "\n"
+
+
+def _proof_line(proof: dict[str, Any]) -> str:
+    holds = {True: "holds", False: "FAILS", None: "not reached"}[proof["holds"]]
+    return f"{proof['point']}: {holds} ({proof['how']}; on {proof['tensors']})"
 
 
 def render_markdown(report: CheckReport) -> str:
@@ -165,8 +173,11 @@ def render_markdown(report: CheckReport) -> str:
             lines += ["", f"**{family.name}** ({VERDICT_LABEL[family.verdict]}):", ""]
             lines += [f"- {reason}" for reason in family.reasons]
         lines += downstream_lines(family, markdown=True)
+        if report.mode == "targeted":
+            lines += ["", f"**{family.name}**, targeted mode (headers and touched tensors only):", ""]
+            lines += [f"- {_proof_line(proof)}" for proof in family.proofs]
     lines += ["", *skipped_lines(report, "- ")] if report.skipped_families else []
-    lines += ["", f"**Verdict: {report.verdict}**", ""]
+    lines += ["", f"**Verdict: {report.verdict}** ({report.mode} mode)", ""]
     return redact("\n".join(lines)) + "\n"
 
 

@@ -894,3 +894,133 @@ def _demo_tokenizer(config: PretrainedConfig) -> PreTrainedTokenizerBase:
     )
     tokenizer.chat_template = _DEMO_CHAT_TEMPLATE
     return tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# structural twin (targeted mode)
+# ---------------------------------------------------------------------------------------------
+
+
+def twin_config(config: PretrainedConfig) -> PretrainedConfig:
+    """A real config with its stacks pruned to what fits: hubfuse's targeted-mode twin.
+
+    Every (sub-)config is shrunk as `tiny_config` shrinks class defaults, except those that hold a
+    patch embedding (they carry `patch_size`): these keep their widths and geometry, so the twin's
+    patch-embedding tensors have the real shapes, and only lose layers.
+    """
+    token_ids = _token_id_map(config)
+    overrides = _twin_overrides(config, token_ids)
+    return type(config).from_dict(_deep_merge(config.to_dict(), overrides))
+
+
+# Widths of a patch-embedding config that the patch embedding's own tensors do not depend on.
+_TWIN_NARROWED = {"intermediate_size": _FFN, "out_hidden_size": _WIDTH, "spatial_merge_size": 1}
+
+
+def _twin_overrides(config: PretrainedConfig, token_ids: dict[int, int]) -> dict[str, Any]:
+    values = dict(_config_fields(config))
+    if "patch_size" not in values:
+        overrides = _shrink(config, token_ids)
+        for name, value in values.items():
+            if isinstance(value, PretrainedConfig):
+                overrides[name] = {"model_type": value.model_type, **_twin_overrides(value, token_ids)}
+        return overrides
+    old_layers = _layer_count(values)
+    overrides = {}
+    for name, value in values.items():
+        if isinstance(value, PretrainedConfig):
+            overrides[name] = {"model_type": value.model_type, **_twin_overrides(value, token_ids)}
+        elif name in _LAYER_KEYS and isinstance(value, int) and not isinstance(value, bool):
+            overrides[name] = min(value, _LAYERS)
+        elif name in _TWIN_NARROWED and isinstance(value, int) and not isinstance(value, bool):
+            overrides[name] = min(value, _TWIN_NARROWED[name])
+        elif _LAYER_INDEX_LIST.search(name) and old_layers and _ints(value):
+            overrides[name] = sorted({_remap_layer_index(v, old_layers) for v in value})
+        elif _TOKEN_ID.search(name) and _ints(value):
+            overrides[name] = (
+                token_ids.get(value, value)
+                if isinstance(value, int)
+                else [token_ids.get(v, v) for v in value]
+            )
+    return overrides
+
+
+# ---------------------------------------------------------------------------------------------
+# huge checkpoints (benchmarks): written tensor by tensor, never materialised
+# ---------------------------------------------------------------------------------------------
+
+
+def write_unmaterialised_checkpoint(
+    out_dir: str | Path,
+    config: PretrainedConfig,
+    cls: type[PreTrainedModel],
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    shard_bytes: int = 2_000_000_000,
+    random_prefixes: tuple[str, ...] = (),
+    seed: int = 0,
+) -> Path:
+    """A sharded checkpoint of `cls(config)` as `save_pretrained` would name it, without building the model.
+
+    The model is instantiated on the meta device only, to learn the names, dtypes and shapes the
+    default save writes. Tensors whose name starts with one of `random_prefixes` get seeded random
+    values; every other tensor is left as zeros, written as a hole (sparse on disk), so a
+    checkpoint of many gigabytes costs seconds and no memory.
+    """
+    import json
+
+    from hubfuse.fusion.targeted_probes import DTYPES, saved_keys
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config.architectures = [cls.__name__]
+    with torch.device("meta"):
+        model = cls._from_config(config, dtype=dtype)
+    keys = saved_keys(model)
+    shards: list[list[str]] = [[]]
+    filled = 0
+    for name in sorted(keys):
+        size = _nbytes(keys[name], DTYPES)
+        if shards[-1] and filled + size > shard_bytes:
+            shards.append([])
+            filled = 0
+        shards[-1].append(name)
+        filled += size
+    generator = torch.Generator().manual_seed(seed)
+    weight_map: dict[str, str] = {}
+    total = 0
+    for index, names in enumerate(shards, start=1):
+        file_name = f"model-{index:05d}-of-{len(shards):05d}.safetensors"
+        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for name in names:
+            dtype_name, shape = keys[name]
+            size = _nbytes(keys[name], DTYPES)
+            header[name] = {"dtype": dtype_name, "shape": shape, "data_offsets": [offset, offset + size]}
+            offset += size
+            weight_map[name] = file_name
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        with open(out / file_name, "wb") as f:
+            f.write(len(raw).to_bytes(8, "little") + raw)
+            for name in names:
+                dtype_name, shape = keys[name]
+                if name.startswith(random_prefixes):
+                    values = torch.randn(*shape, generator=generator).mul_(_INIT_STD).to(DTYPES[dtype_name])
+                    f.write(values.reshape(-1).view(torch.uint8).numpy().tobytes())
+                else:
+                    f.seek(_nbytes(keys[name], DTYPES), 1)
+            f.truncate()
+        total += offset
+    index_doc = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index_doc, indent=2, sort_keys=True))
+    config.save_pretrained(out)
+    return out
+
+
+def _nbytes(entry: list[Any], dtypes: Mapping[str, torch.dtype]) -> int:
+    dtype_name, shape = entry
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count * torch.empty((), dtype=dtypes[dtype_name]).element_size()

@@ -331,7 +331,10 @@ def test_hub_down_ends_with_exit_6_and_nothing_half_written(hub, api, checkpoint
 
 def test_lfs_upload_dropped_midway_is_retried_without_duplicates(hub, api, checkpoints, tmp_path):
     repo = "org/lfs-model"
-    seed(api, repo, checkpoints(SAFE))
+    # A checkpoint no other test here publishes: the hub dedupes LFS objects by oid, so a variant
+    # identical to an earlier one would need no upload at all, and the fault would never fire.
+    source = checkpoints(SAFE, dtype="bfloat16")
+    seed(api, repo, source)
     # The connection drops after part of a weight file went up: the upload is retried, and
     # the half-sent bytes never become a blob.
     hub.add_faults(
@@ -343,7 +346,7 @@ def test_lfs_upload_dropped_midway_is_retried_without_duplicates(hub, api, check
     assert result.returncode == 0, result.stderr
     assert fired, "the fault never fired"
     assert len(api.list_repo_commits(f"{repo}-fused")) == 2  # the initial commit and ours
-    variant = downstream(hub, f"{repo}-fused", "main", checkpoints(SAFE) / "model.safetensors")
+    variant = downstream(hub, f"{repo}-fused", "main", source / "model.safetensors")
     assert variant["fused"] and variant["exact"]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hubfuse.cli.flags import DRY_RUN, JSON, TIMEOUT, report_dir_option
+from hubfuse.cli.flags import DRY_RUN, JSON, MODE, TIMEOUT, report_dir_option
 from hubfuse.log import log
 
 
@@ -25,6 +25,7 @@ from hubfuse.log import log
     help="Where the ledger lives when the spec names no ledger repo.",
 )
 @TIMEOUT
+@MODE
 def run(
     spec_path: Path,
     shard: str | None,
@@ -33,6 +34,7 @@ def run(
     report_dir: Path | None,
     ledger_dir: Path,
     timeout_s: float,
+    mode: str,
 ) -> None:
     """Run the publish pipeline over every repo a batch SPEC (workflows/*.yml) selects."""
     from hubfuse import batch
@@ -44,7 +46,7 @@ def run(
     parsed_shard = batch.Shard.parse(shard) if shard else None
     hub = Hub(budget=RequestBudget(spec.limits.request_budget))
     summary = batch.run(
-        hub, spec, shard=parsed_shard, dry_run=dry_run, ledger_dir=ledger_dir, timeout_s=timeout_s
+        hub, spec, shard=parsed_shard, dry_run=dry_run, ledger_dir=ledger_dir, timeout_s=timeout_s, mode=mode
     )
     markdown = batch.render_markdown(summary)
     if report_dir:

@@ -12,6 +12,7 @@ from hubfuse.cli.flags import (
     DOWNSTREAM_VERSIONS,
     FAMILY,
     JSON,
+    MODE,
     TIMEOUT,
     TRUST_REMOTE_CODE,
     report_dir_option,
@@ -23,6 +24,7 @@ from hubfuse.options import CheckOptions
 def _check_options(f: Any) -> Any:
     for decorator in (
         DOWNSTREAM_VERSIONS,
+        MODE,
         TIMEOUT,
         TRUST_REMOTE_CODE,
         report_dir_option("report.json, report.md and the worker logs"),
@@ -35,16 +37,16 @@ def _check_options(f: Any) -> Any:
 
 
 def _run_check(options: CheckOptions) -> None:
-    from hubfuse.checkpoint import open_checkpoint
-    from hubfuse.fusion.check import check_checkpoint
     from hubfuse.fusion.families import check_requested_families
+    from hubfuse.modes import check_source, open_source
     from hubfuse.report import append_step_summary, render_markdown, render_text, to_json, write_report_dir
 
     check_requested_families(options.families)
-    checkpoint = open_checkpoint(options.source, trust_remote_code=options.trust_remote_code)
-    report = check_checkpoint(
-        checkpoint,
+    report = check_source(
+        open_source(options.source),
         list(options.families),
+        mode=options.mode,
+        trust_remote_code=options.trust_remote_code,
         list_tensors=options.list_tensors,
         logs_dir=options.report_dir / "logs" if options.report_dir else None,
         timeout=options.timeout_s,
@@ -71,6 +73,7 @@ def _check_command(name: str, list_tensors: bool, help_text: str) -> click.Comma
         trust_remote_code: bool,
         timeout_s: float,
         downstream_versions: str | None,
+        mode: str,
     ) -> None:
         options = CheckOptions(
             source,
@@ -81,11 +84,16 @@ def _check_command(name: str, list_tensors: bool, help_text: str) -> click.Comma
             timeout_s,
             list_tensors,
             resolve_downstream(downstream_versions),
+            mode,
         )
         _run_check(options)
 
     return command
 
 
-check = _check_command("check", False, "Give a verdict per fusion family for the checkpoint folder SOURCE.")
+check = _check_command(
+    "check",
+    False,
+    "Give a verdict per fusion family for SOURCE: a checkpoint folder or a Hub repo ORG/MODEL[@REV].",
+)
 verify = _check_command("verify", True, "Like `check`, listing every tensor of the original-format re-save.")

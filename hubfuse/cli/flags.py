@@ -53,3 +53,13 @@ def report_dir_option(what: str) -> Any:
     return click.option(
         "--report-dir", type=click.Path(file_okay=False, path_type=Path), help=f"Also write {what} here."
     )
+
+
+MODE = click.option(
+    "--mode",
+    type=click.Choice(["auto", "full", "targeted"]),
+    default="auto",
+    show_default=True,
+    help="full: load the whole model; targeted: headers and the touched tensors only (huge repos); "
+    "auto: full when the model fits this machine's memory and disk with room to spare.",
+)

@@ -13,6 +13,7 @@ from hubfuse.cli.flags import (
     DRY_RUN,
     FAMILY,
     JSON,
+    MODE,
     TIMEOUT,
     TRUST_REMOTE_CODE,
     report_dir_option,
@@ -73,6 +74,7 @@ def _emit_publish(report: PublishReport, as_json: bool, report_dir: Path | None)
 @TRUST_REMOTE_CODE
 @TIMEOUT
 @DOWNSTREAM_VERSIONS
+@MODE
 def publish(
     repo_id: str,
     revision: str | None,
@@ -87,6 +89,7 @@ def publish(
     trust_remote_code: bool,
     timeout_s: float,
     downstream_versions: str | None,
+    mode: str,
 ) -> None:
     """Verify REPO_ID and open a config.json pull request enabling its safe fusion families.
 
@@ -111,6 +114,7 @@ def publish(
         trust_remote_code=trust_remote_code,
         timeout_s=timeout_s,
         downstream=resolve_downstream(downstream_versions),
+        mode=mode,
     )
     hub = Hub()
     report = PublishReport.for_options(options)

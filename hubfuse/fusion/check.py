@@ -26,6 +26,7 @@ from hubfuse.configedit import set_top_level_key
 from hubfuse.fusion import downstream as downstream_matrix
 from hubfuse.fusion import worker
 from hubfuse.fusion.families import resolve_families
+from hubfuse.fusion.proofs import full_mode_proofs
 from hubfuse.fusion.verdict import CheckReport, FamilyResult, LoadCheck, Roundtrip, output_tolerance
 from hubfuse.log import log
 from hubfuse.transformers_info import modeling_modules
@@ -76,10 +77,11 @@ def check_checkpoint(
             source = stage_validated_files(checkpoint, work / "source")
             family_check = _FamilyCheck(checkpoint, source, family, work, timeout, list_tensors)
             result = family_check.run()
+            result.proofs = full_mode_proofs(result, len(index_checkpoint(checkpoint.path)))
             results.append(result)
             dtype = dtype or family_check.dtype
             if downstream is not None:
-                _downstream_matrix(result, downstream, checkpoint, work, timeout)
+                apply_downstream_matrix(result, downstream, checkpoint, work, timeout)
             if artifacts_dir is not None and result.verdict == "safe":
                 artifacts_dir.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(artifacts_dir / family, ignore_errors=True)
@@ -102,7 +104,7 @@ def check_checkpoint(
     )
 
 
-def _downstream_matrix(
+def apply_downstream_matrix(
     result: FamilyResult,
     plan: downstream_matrix.DownstreamPlan,
     checkpoint: Checkpoint,

@@ -206,6 +206,8 @@ def _build(target: Path, requirements: list[str]) -> None:
                 *requirements,
             ],
             "pip install " + " ".join(requirements),
+            # pip runs under the new interpreter: it must see the shared torch as installed.
+            env=shared_torch_environ(),
         )
     finally:
         os.unlink(constraints.name)

@@ -88,6 +88,8 @@ class FamilyResult:
     downstream: LoadCheck = field(default_factory=LoadCheck)
     fused_layout: LoadCheck = field(default_factory=LoadCheck)
     timings: dict[str, float] = field(default_factory=dict)
+    # Each safety point: {point, holds, how, tensors} (hubfuse.fusion.proofs).
+    proofs: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -103,6 +105,7 @@ class CheckReport:
     revision: str | None = None
     # Families transformers registers that were not checked, with why (never a verdict).
     skipped_families: dict[str, str] = field(default_factory=dict)
+    mode: str = "full"  # full | targeted (hubfuse.fusion.targeted)
 
     @property
     def verdict(self) -> Verdict:

@@ -13,7 +13,7 @@ from hubfuse.localhub import cards, discussions, lfs
 from hubfuse.localhub.api_read import resolve
 from hubfuse.localhub.apierror import ApiError, bad_request, conflict, forbidden, revision_not_found
 from hubfuse.localhub.commits import CommitRequest, apply_operations, new_commit, parse_commit_payload
-from hubfuse.localhub.context import Ctx, Hub
+from hubfuse.localhub.context import Access, Ctx, Hub
 from hubfuse.localhub.payload import Payload
 from hubfuse.localhub.storage import (
     REPO_TYPES,
@@ -366,8 +366,23 @@ def lfs_batch(ctx: Ctx) -> Response:
         "transfers": payload.strings("transfers"),
         "objects": payload.array("objects", required=True),
     }
-    body = lfs.batch_response(ctx.store, ctx.hub.signer, repo, checked, ctx.endpoint)
+    body = lfs.batch_response(
+        ctx.store,
+        ctx.hub.signer,
+        repo,
+        checked,
+        ctx.endpoint,
+        may_reuse=lambda holder: _may_read(ctx, holder),
+    )
     return JSONResponse(body, media_type=lfs.LFS_CONTENT_TYPE)
+
+
+def _may_read(ctx: Ctx, repo: RepoId) -> bool:
+    try:
+        ctx.check_read(repo, Access.CONTENT)
+    except ApiError:
+        return False
+    return True
 
 
 def lfs_verify(ctx: Ctx) -> Response:

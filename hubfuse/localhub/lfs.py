@@ -18,7 +18,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +138,16 @@ class UploadSigner:
 
 
 def batch_response(
-    store: Store, signer: UploadSigner, repo: RepoId, payload: dict[str, Any], endpoint: str
+    store: Store,
+    signer: UploadSigner,
+    repo: RepoId,
+    payload: dict[str, Any],
+    endpoint: str,
+    may_reuse: Callable[[RepoId], bool] = lambda _: False,
 ) -> dict[str, Any]:
+    """The batch answer. Like the Hub, an object already stored is not uploaded again: it is linked
+    to `repo` when `repo` holds it or when the caller may read a repo that holds it (`may_reuse`),
+    so knowing an object id never grants access to a private repo's content."""
     if payload.get("operation") != "upload":
         raise ApiError(422, "Only the 'upload' operation is supported (downloads go through /resolve)")
     transfers = payload.get("transfers") or ["basic"]
@@ -164,9 +172,12 @@ def batch_response(
                 }
             )
             continue
-        if store.has_lfs(oid) and store.lfs_path(oid).stat().st_size == size and store.lfs_linked(repo, oid):
-            answered.append({"oid": oid, "size": size, "authenticated": True})
-            continue
+        if store.has_lfs(oid) and store.lfs_path(oid).stat().st_size == size:
+            if not store.lfs_linked(repo, oid) and any(map(may_reuse, store.repos_holding_lfs(oid))):
+                store.link_lfs(repo, oid)
+            if store.lfs_linked(repo, oid):
+                answered.append({"oid": oid, "size": size, "authenticated": True})
+                continue
         answered.append(
             {
                 "oid": oid,

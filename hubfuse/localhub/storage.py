@@ -290,6 +290,17 @@ class Store:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
 
+    def repos_holding_lfs(self, sha256: str) -> list[RepoId]:
+        """Every repo this LFS object was uploaded to or committed in."""
+        if not self.has_lfs(sha256):
+            return []
+        found = []
+        for marker in sorted((self.root / "repos").glob(f"*s/*/*/lfs/{sha256}")):
+            repo_dir = marker.parent.parent
+            with contextlib.suppress(ValueError):
+                found.append(RepoId(repo_dir.parent.parent.name[:-1], repo_dir.parent.name, repo_dir.name))
+        return found
+
     def entry_path(self, entry: dict[str, Any]) -> Path:
         lfs = entry.get("lfs")
         return self.lfs_path(lfs["sha256"]) if lfs else self.git_blob_path(entry["oid"])

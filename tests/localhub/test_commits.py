@@ -150,17 +150,15 @@ def test_lfs_file_must_have_been_uploaded(hub: LocalHub, users, repo_id: str) ->
     assert "was not uploaded" in response.headers["x-error-message"]
 
 
-def test_lfs_objects_are_not_shared_across_repos(hub: LocalHub, api: HfApi, repo_id: str) -> None:
+def test_lfs_objects_are_deduplicated_by_oid_for_readers(hub: LocalHub, api: HfApi, repo_id: str) -> None:
     data = os.urandom(4096)
     api.upload_file(path_or_fileobj=data, path_in_repo="w.bin", repo_id=repo_id)
     other = api.create_repo("alice/other-repo-same-blob", exist_ok=True).repo_id
     mark = hub.request_stats()["count"]
     api.upload_file(path_or_fileobj=data, path_in_repo="w.bin", repo_id=other)
-    puts = [r for r in hub.requests(since=mark) if r["method"] == "PUT"]
-    assert len(puts) == 1  # stored once, but uploaded to each repo that claims it
-    mark = puts[0]["seq"]
-    api.upload_file(path_or_fileobj=data, path_in_repo="copy.bin", repo_id=other)
+    # Stored once; alice can read a repo holding it, so it is linked without an upload (as the Hub).
     assert [r for r in hub.requests(since=mark) if r["method"] == "PUT"] == []
+    assert api.hf_hub_download(other, "w.bin", cache_dir=str(hub.data_dir / "dl")) is not None
 
 
 def test_commit_to_a_tag_is_refused(api: HfApi, repo_id: str) -> None:
