@@ -20,6 +20,7 @@ from hubfuse.fusion.downstream import DownstreamPlan
 from hubfuse.fusion.verdict import CheckReport
 from hubfuse.hub import Hub
 from hubfuse.log import log
+from hubfuse.machine import available_memory_bytes
 from hubfuse.source import LocalSource, RemoteSource, RepoSource, open_remote, parse_repo_spec
 
 MODES = ("auto", "full", "targeted")
@@ -35,16 +36,7 @@ class Machine:
 
     @classmethod
     def this(cls, work_dir: Path | None = None) -> Machine:
-        return cls(_available_memory(), shutil.disk_usage(work_dir or tempfile.gettempdir()).free)
-
-
-def _available_memory() -> int:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            fields = dict(line.split(":", 1) for line in meminfo)
-        return int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return 0
+        return cls(available_memory_bytes(), shutil.disk_usage(work_dir or tempfile.gettempdir()).free)
 
 
 def choose_mode(requested: str, weight_bytes: int, *, remote: bool, machine: Machine) -> str:

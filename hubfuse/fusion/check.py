@@ -29,6 +29,7 @@ from hubfuse.fusion.families import resolve_families
 from hubfuse.fusion.proofs import full_mode_proofs
 from hubfuse.fusion.verdict import CheckReport, FamilyResult, LoadCheck, Roundtrip, output_tolerance
 from hubfuse.log import log
+from hubfuse.machine import loads_that_fit
 from hubfuse.transformers_info import modeling_modules
 from hubfuse.verify import compare_checkpoints, config_changes, files_byte_identical, index_checkpoint
 
@@ -343,15 +344,8 @@ class _FamilyCheck:
 def _concurrent_loads(checkpoint: Checkpoint, wanted: int) -> int:
     """Run the reloads side by side only when that many copies of the model fit in memory."""
     weights = sum(path.stat().st_size for path in checkpoint.weight_files)
-    try:
-        with open("/proc/meminfo") as meminfo:
-            fields = dict(line.split(":", 1) for line in meminfo)
-        available = int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return 1
-    # A loaded model takes about 1.2x its checkpoint; keep a third of the memory free.
-    fits = int(available * 2 / 3 // max(1, int(weights * 1.2)))
-    return max(1, min(wanted, fits))
+    # A loaded model takes about 1.2x its checkpoint.
+    return loads_that_fit(weights, 1.2, wanted)
 
 
 def _keys(keys: list[str], limit: int = 4) -> str:

@@ -34,6 +34,7 @@ from hubfuse.errors import BadInputError
 from hubfuse.fusion import envs
 from hubfuse.fusion.verdict import OUTPUT_TOLERANCE, PASSING_OUTCOMES, DownstreamCell, FamilyResult
 from hubfuse.log import log
+from hubfuse.machine import loads_that_fit
 
 # transformers/fusion_mapping.py exists from this release on; earlier ones ignore the key.
 FIRST_FUSION_RELEASE = Version("5.6.0")
@@ -296,12 +297,5 @@ def apply_matrix(
 def matrix_jobs(weights_bytes: int) -> int:
     """How many environments run side by side: HUBFUSE_DOWNSTREAM_JOBS, capped by memory."""
     wanted = int(os.environ.get("HUBFUSE_DOWNSTREAM_JOBS", "2"))
-    try:
-        with open("/proc/meminfo") as meminfo:
-            fields = dict(line.split(":", 1) for line in meminfo)
-        available = int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return 1
     # A probe holds about two copies of the model at once (the repeat loads).
-    fits = int(available * 2 / 3 // max(1, int(weights_bytes * 2.4)))
-    return max(1, min(wanted, fits))
+    return loads_that_fit(weights_bytes, 2.4, wanted)

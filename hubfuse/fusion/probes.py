@@ -144,29 +144,40 @@ def probe_family_names() -> dict[str, Any]:
     return {"families": sorted(_FUSION_REGISTRY)}
 
 
-def probe_reference(source: str, family: str, work_dir: str, trust_remote_code: bool) -> dict[str, Any]:
-    """Discovery on the meta device, then a plain load that records what fusion must reproduce."""
-    spec = _FUSION_REGISTRY[family]
-    config = transformers.AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+def discover_on_meta(
+    config_dir: str, spec: Any, trust_remote_code: bool
+) -> tuple[dict[str, Any], type[nn.Module], Any, nn.Module]:
+    """Point 1 on the meta device: what the family fuses, and whether its transforms can be built.
+
+    The result records `fusable`, `unmatched` and `transforms_error`; when transforms cannot be
+    built, every fused load raises the same, so no load is needed to call the family unsafe.
+    """
+    config = transformers.AutoConfig.from_pretrained(config_dir, trust_remote_code=trust_remote_code)
     cls = _model_class(config, trust_remote_code)
     with torch.device("meta"):
         meta_model = cls(config)
     fusable, unmatched = _discover(meta_model, spec)
-    fusable_classes = set(fusable.values())
     result: dict[str, Any] = {
         "model_class": cls.__name__,
         "fusable": fusable,
         "unmatched": unmatched,
         "transforms_error": None,
     }
-    if not fusable:
+    if fusable:
+        try:
+            spec.make_transforms(config)
+        except Exception as exc:
+            result["transforms_error"] = f"{type(exc).__name__}: {exc}"
+    return result, cls, config, meta_model
+
+
+def probe_reference(source: str, family: str, work_dir: str, trust_remote_code: bool) -> dict[str, Any]:
+    """Discovery on the meta device, then a plain load that records what fusion must reproduce."""
+    spec = _FUSION_REGISTRY[family]
+    result, _cls, _config, _meta_model = discover_on_meta(source, spec, trust_remote_code)
+    if not result["fusable"] or result["transforms_error"]:
         return result
-    try:
-        spec.make_transforms(config)
-    except Exception as exc:
-        # Every fused load raises the same: no reference is needed to call it unsafe.
-        result["transforms_error"] = f"{type(exc).__name__}: {exc}"
-        return result
+    fusable_classes = set(result["fusable"].values())
 
     model, report = _load(source, trust_remote_code, fusion_config={})
     result["plain_load"] = report

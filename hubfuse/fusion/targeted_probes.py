@@ -28,7 +28,7 @@ import transformers.core_model_loading as core_model_loading
 from transformers.fusion_mapping import _FUSION_REGISTRY
 from transformers.modeling_utils import remove_tied_weights_from_state_dict
 
-from hubfuse.fusion.probes import _discover, _fused_modules, _model_class
+from hubfuse.fusion.probes import _fused_modules, _model_class, discover_on_meta
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -132,23 +132,9 @@ def probe_key_set(config_dir: str, family: str, keys_path: str, trust_remote_cod
     """Points 1, 2 and 4 of targeted mode on the whole model's key set, with no weight bytes."""
     spec = _FUSION_REGISTRY[family]
     keys: dict[str, list[Any]] = json.loads(Path(keys_path).read_text())
-    config = transformers.AutoConfig.from_pretrained(config_dir, trust_remote_code=trust_remote_code)
-    cls = _model_class(config, trust_remote_code)
-    with torch.device("meta"):
-        meta_model = cls(config)
-    fusable, unmatched = _discover(meta_model, spec)
-    result: dict[str, Any] = {
-        "model_class": cls.__name__,
-        "fusable": fusable,
-        "unmatched": unmatched,
-        "transforms_error": None,
-    }
-    if not fusable:
-        return result
-    try:
-        spec.make_transforms(config)
-    except Exception as exc:
-        result["transforms_error"] = f"{type(exc).__name__}: {exc}"
+    result, cls, config, meta_model = discover_on_meta(config_dir, spec, trust_remote_code)
+    fusable = result["fusable"]
+    if not fusable or result["transforms_error"]:
         return result
 
     plain, plain_report = _meta_load(cls, config, keys, fusion_config={})
