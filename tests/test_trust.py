@@ -250,11 +250,14 @@ def test_plan_matrix_and_run_shards_select_the_same_repos(hub, no_config_repos, 
 def test_ledger_records_are_read_tolerantly(hub, no_config_repos, tmp_path):
     from hubfuse import __version__
     from hubfuse.fusion.check import installed_versions
+    from hubfuse.fusion.downstream import DownstreamPlan, matrix_digest
 
     settled, broken, fresh = "org/sel-0", "org/sel-1", "org/sel-2"
     spec = tmp_path / "tolerant.yml"
     spec.write_text(f"repos: {{ids: [{settled}, {broken}, {fresh}]}}\nfamilies: [{FAMILY}]\n")
-    versions = {"hubfuse": __version__, **installed_versions()}
+    # The run's downstream matrix is off (tests/conftest.py); a record names the matrix it holds for.
+    matrix = matrix_digest(DownstreamPlan("none"))
+    versions = {"hubfuse": __version__, **installed_versions(), "downstream": matrix}
     ledger = tmp_path / "ledgers" / "tolerant.json"
     ledger.parent.mkdir()
     records = {

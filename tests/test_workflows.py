@@ -122,6 +122,7 @@ jobs:
       repo_id: hubfuse-demo/tiny-safe
       variant: true
       families: patch_embeddings
+      downstream_versions: none  # the release matrix has its own tests (tests/test_downstream.py)
       endpoint: ${{ vars.HF_ENDPOINT }}
     secrets:
       HF_TOKEN: ${{ secrets.HF_TOKEN }}
