@@ -10,4 +10,6 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
 fi
 .venv/bin/ruff check hubfuse tests bench
 .venv/bin/ruff format --check hubfuse tests bench
-exec .venv/bin/python -m pytest "$@"
+# Two workers (the machines have two cores); a file's tests stay together on one worker, in order
+# (tests/test_batch.py is one scenario). HUBFUSE_TEST_WORKERS=0 runs everything in this process.
+exec .venv/bin/python -m pytest -n "${HUBFUSE_TEST_WORKERS:-2}" --dist loadfile "$@"
