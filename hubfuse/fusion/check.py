@@ -91,14 +91,10 @@ def check_checkpoint(
                 logs_dir.mkdir(parents=True, exist_ok=True)
                 for log_file in work.glob("*.log"):
                     shutil.copyfile(log_file, logs_dir / f"{family}-{log_file.name}")
-    versions = installed_versions()
-    return CheckReport(
+    return report_for_installed(
         source=str(checkpoint.path),
         model_type=checkpoint.model_type,
         architecture=checkpoint.architecture,
-        transformers_version=versions["transformers"],
-        torch_version=versions["torch"],
-        hubfuse_version=__version__,
         families=results,
         dtype=dtype,
         skipped_families=selection.skipped,
@@ -121,6 +117,17 @@ def apply_downstream_matrix(
         downstream_matrix.apply_matrix(
             result, plan, inputs, work, timeout, downstream_matrix.matrix_jobs(weights)
         )
+
+
+def report_for_installed(**fields: Any) -> CheckReport:
+    """A report stamped with the hubfuse, transformers and torch versions its verdicts hold for."""
+    versions = installed_versions()
+    return CheckReport(
+        transformers_version=versions["transformers"],
+        torch_version=versions["torch"],
+        hubfuse_version=__version__,
+        **fields,
+    )
 
 
 def installed_versions() -> dict[str, str]:

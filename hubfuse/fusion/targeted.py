@@ -25,10 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from hubfuse import __version__
 from hubfuse.checkpoint import open_checkpoint, read_checked_config, stage_validated_files
 from hubfuse.fusion import worker
-from hubfuse.fusion.check import _FamilyCheck, _keys, apply_downstream_matrix, installed_versions
+from hubfuse.fusion.check import _FamilyCheck, _keys, apply_downstream_matrix, report_for_installed
 from hubfuse.fusion.downstream import DownstreamPlan
 from hubfuse.fusion.families import resolve_families
 from hubfuse.fusion.proofs import POINTS, point_of, proof
@@ -87,14 +86,10 @@ def check_targeted(
                     logs_dir.mkdir(parents=True, exist_ok=True)
                     for log_file in family_work.rglob("*.log"):
                         shutil.copyfile(log_file, logs_dir / f"{family}-targeted-{log_file.name}")
-        versions = installed_versions()
-        return CheckReport(
+        return report_for_installed(
             source=source.label,
             model_type=checked.model_type,
             architecture=checked.architecture,
-            transformers_version=versions["transformers"],
-            torch_version=versions["torch"],
-            hubfuse_version=__version__,
             families=results,
             dtype=dtype,
             skipped_families=resolved.skipped,
