@@ -205,7 +205,7 @@ def _publish_variant(hub: Any, token: str, repo_id: str, home: Path) -> dict[str
         "rc": run["rc"],
         "verdict": report.get("verdict"),
         "actions": report.get("actions"),
-        "variant_shards": report.get("variant_shards"),
+        "variant_transfer": report.get("variant_transfer"),
         "wall_s": run["wall_s"],
         "requests": len(entries),
         "bytes_downloaded": bytes_sent(entries),
@@ -304,14 +304,15 @@ def _markdown(results: dict[str, Any]) -> str:
             notes.append(f"- {model_type}: targeted wall = {100 * ratio:.1f}% of full mode.")
         published = entry.get("publish_targeted")
         if published:
-            shards = published["variant_shards"] or {}
+            shards = published["variant_transfer"] or {}
             notes.append(
                 f"- {model_type}: `publish --variant --mode targeted`: {published['wall_s']:.1f} s, "
                 f"uploaded {human_bytes(published['bytes_uploaded'])} "
                 f"({100 * published['bytes_uploaded'] / size:.2f}% of the repo), downloaded "
                 f"{human_bytes(published['bytes_downloaded'])}, peak disk "
                 f"{human_bytes(shards.get('peak_disk_bytes', 0))}; shards: {shards.get('rewritten')} rewritten, "
-                f"{shards.get('reused')} committed by oid, {shards.get('streamed')} streamed; "
+                f"{shards.get('files_copied')} copied server-side ({human_bytes(shards.get('bytes_copied', 0))}), "
+                f"{shards.get('files_streamed')} streamed ({human_bytes(shards.get('bytes_streamed', 0))}); "
                 f"peak RSS {human_bytes(published['peak_rss_max'] or 0)}."
             )
     return "\n".join([*lines, "", *notes]) + "\n"

@@ -48,6 +48,11 @@ class HubUnavailableError(HubfuseError):
     exit_code = ExitCode.HUB
 
 
+class CopyRefusedError(HubUnavailableError):
+    """The Hub would not copy LFS files between repos server-side (another storage region, no Xet
+    hash, an error from `lfs-files/duplicate`); nothing was committed."""
+
+
 class ConflictError(HubfuseError):
     exit_code = ExitCode.CONFLICT
 

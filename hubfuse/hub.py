@@ -21,6 +21,7 @@ from hubfuse.errors import (
     BadInputError,
     BudgetExhaustedError,
     ConflictError,
+    CopyRefusedError,
     HubfuseError,
     HubUnavailableError,
 )
@@ -119,6 +120,23 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _is_copy_refusal(exc: BaseException) -> bool:
+    """The client's cross-repo copy failed before the commit was sent: the duplicate call answered
+    an error or a `failed` list, or the source file has no Xet hash (huggingface_hub >= 1.17)."""
+    from huggingface_hub.errors import FileDuplicationError
+
+    if isinstance(exc, FileDuplicationError):
+        return True
+    if isinstance(exc, ValueError) and "Cannot duplicate LFS file" in str(exc):
+        return True
+    response = getattr(exc, "response", None)
+    try:
+        url = str(response.request.url) if response is not None else ""
+    except RuntimeError:  # a response built without its request
+        return False
+    return url.split("?")[0].endswith("/lfs-files/duplicate")
+
+
 def translate_error(exc: BaseException, what: str) -> HubfuseError:
     """A client exception as a one-line hubfuse error with the right exit code."""
     from huggingface_hub.errors import (
@@ -131,6 +149,8 @@ def translate_error(exc: BaseException, what: str) -> HubfuseError:
 
     if isinstance(exc, HubfuseError):
         return exc
+    if _is_copy_refusal(exc):
+        return CopyRefusedError(f"{what}: {_first_line(exc)}")
     if isinstance(exc, GatedRepoError):
         return AuthError(f"{what}: the repo is gated and this token has not been granted access")
     if isinstance(exc, RepositoryNotFoundError):
@@ -432,39 +452,6 @@ class Hub:
             ),
             retry=False,
         )
-
-    def lfs_object_stored(self, repo_id: str, oid: str, size: int, repo_type: str = "model") -> bool:
-        """Whether the Hub would take LFS object `oid` for `repo_id` without its bytes (the LFS batch
-        API answers with no upload action: the Hub already holds it, here or in a repo we can read)."""
-        from huggingface_hub.lfs import UploadInfo, post_lfs_batch_info
-
-        info = UploadInfo(sha256=bytes.fromhex(oid), size=size, sample=b"")
-        actions, errors, _ = self.call(
-            f"LFS batch {repo_id} {oid[:12]}",
-            lambda: post_lfs_batch_info(
-                upload_infos=[info],
-                token=None,
-                repo_type=repo_type,
-                repo_id=repo_id,
-                endpoint=self.endpoint,
-                headers=self.api._build_hf_headers(),
-            ),
-        )
-        return not errors and not any(action.get("actions") for action in actions)
-
-    @staticmethod
-    def stored_addition(path_in_repo: str, oid: str, size: int, sample: bytes) -> Any:
-        """A commit addition for an LFS object the Hub already holds (`lfs_object_stored`): no bytes."""
-        from huggingface_hub import CommitOperationAdd
-        from huggingface_hub.lfs import UploadInfo
-
-        addition = CommitOperationAdd(path_in_repo, b"")
-        addition.upload_info = UploadInfo(sha256=bytes.fromhex(oid), size=size, sample=sample[:512])
-        # What `preupload_lfs_files` records for an upload it made: the commit then skips both steps.
-        addition._upload_mode = "lfs"
-        addition._should_ignore = False
-        addition._is_uploaded = True
-        return addition
 
     def preupload(self, repo_id: str, additions: list[Any], repo_type: str = "model") -> None:
         """Upload the LFS files of `additions` now, ahead of the commit that will reference them."""

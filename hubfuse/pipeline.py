@@ -107,7 +107,7 @@ class PublishReport:
     error: str | None = None
     error_exit_code: int | None = None
 
-    variant_shards: dict[str, int] | None = None  # targeted mode (hubfuse.variant_shards)
+    variant_transfer: dict[str, Any] | None = None  # bytes uploaded, copied, streamed (variant_copies)
 
     @classmethod
     def for_options(cls, options: PublishOptions) -> PublishReport:
@@ -142,7 +142,7 @@ class PublishReport:
             "error": None
             if self.error is None
             else {"message": self.error, "exit_code": self.error_exit_code},
-            "variant_shards": self.variant_shards,
+            "variant_transfer": self.variant_transfer,
         }
 
 
@@ -547,17 +547,11 @@ def apply_variant(
     files = (
         _variant_files(snapshot, artifacts / families[0]) if not targeted else _variant_extra_files(snapshot)
     )
-    operations: list[Any] = [CommitOperationAdd(name, str(path)) for name, path in files.items()]
-    operations.append(CommitOperationAdd("README.md", card.encode("utf-8")))
     keep = {*files, "README.md", ".gitattributes"}
     if targeted:
-        config = set_top_level_key(
-            (snapshot / "config.json").read_text(encoding="utf-8"), "fusion_config", {families[0]: True}
-        )
-        operations.append(CommitOperationAdd("config.json", config.encode("utf-8")))
         weights = remote_source(hub, source)
         keep |= {"config.json", "model.safetensors.index.json", *(f.name for f in weights.weight_files())}
-    operations += [CommitOperationDelete(name) for name in plan.files if name not in keep]
+    deletions = [CommitOperationDelete(name) for name in plan.files if name not in keep]
 
     if options.dry_run:
         verb = plan.status
@@ -577,29 +571,39 @@ def apply_variant(
             ) from None
         head = hub.resolve(plan.target, None).sha
     message = f"hubfuse: fused variant of {source.repo_id}@{source.sha[:12]}"
-    try:
-        if targeted:
-            from hubfuse.variant_shards import ShardStats, variant_operations
+    from hubfuse.variant_copies import VariantTransfer
 
-            stats = ShardStats()
-            shard_work = Path(tempfile.mkdtemp(prefix="hubfuse-shards-", dir=options.work_dir))
-            try:
-                operations += variant_operations(
-                    hub, weights, plan.target, artifacts / families[0], shard_work, stats
-                )
-            finally:
-                shutil.rmtree(shard_work, ignore_errors=True)
-            out.variant_shards = stats.to_dict()
-        hub.commit(
-            plan.target, operations, message=message, description=f"Source commit {source.sha}.", parent=head
-        )
+    shard_work = Path(tempfile.mkdtemp(prefix="hubfuse-shards-", dir=options.work_dir))
+    try:
+        # Files identical to the source's go in by server-side copy from the pinned source commit.
+        transfer = VariantTransfer(hub, source.repo_id, source.sha, plan.target, shard_work)
+        operations: list[Any] = [transfer.local_file(name, path) for name, path in files.items()]
+        operations.append(CommitOperationAdd("README.md", card.encode("utf-8")))
+        if targeted:
+            from hubfuse.variant_shards import variant_operations
+
+            config = set_top_level_key(
+                (snapshot / "config.json").read_text(encoding="utf-8"), "fusion_config", {families[0]: True}
+            )
+            operations.append(CommitOperationAdd("config.json", config.encode("utf-8")))
+            operations += variant_operations(weights, transfer, artifacts / families[0], shard_work)
+        operations += deletions
+        transfer.commit(operations, message=message, description=f"Source commit {source.sha}.", parent=head)
+        out.variant_transfer = transfer.stats.to_dict()
     except Exception:
         if plan.status == "create":
             hub.delete_repo(plan.target)  # ours, made just now: never leave it without its card
         raise
+    finally:
+        shutil.rmtree(shard_work, ignore_errors=True)
     status = "created" if plan.status == "create" else "updated"
-    added = sum(isinstance(op, CommitOperationAdd) for op in operations)
-    out.actions.append(Action("variant", status, f"{plan.target} ({added} files, one commit)", url))
+    stats = transfer.stats
+    detail = (
+        f"{plan.target} (one commit: {stats.files_uploaded} files uploaded, {stats.bytes_uploaded} B;"
+        f" {stats.files_copied} copied server-side, {stats.bytes_copied} B;"
+        f" {stats.files_streamed} streamed, {stats.bytes_streamed} B)"
+    )
+    out.actions.append(Action("variant", status, detail, url))
 
 
 _VARIANT_SKIP = {"README.md", "config.json", "model.safetensors.index.json", ".gitattributes"}

@@ -7,9 +7,8 @@ repo with only that difference:
 - a shard holding a touched tensor is rewritten: same tensors in the same order, the touched ones
   replaced by their fused form (name, shape, bytes from the twin's verified save), every other
   tensor's bytes streamed from the source by range requests;
-- every other shard is the source's own file. Where the Hub already holds the object (the LFS
-  batch API asks for no upload: same oid, in a repo this token can read), it is committed by its
-  oid and not uploaded at all; otherwise it is streamed through.
+- every other shard is the source's own file: a server-side copy from the pinned source revision
+  (`hubfuse.variant_copies`), streamed through only where the Hub refuses the copy.
 
 Each file is uploaded as soon as it is written and deleted before the next one starts, so the disk
 holds at most one shard (two counting a streamed one being uploaded), and one commit references
@@ -19,39 +18,23 @@ them all at the end.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hubfuse.errors import BadInputError
-from hubfuse.hub import Hub
 from hubfuse.log import log
 from hubfuse.safetensors_header import read_header
 from hubfuse.source import RemoteSource, WeightFile
+from hubfuse.variant_copies import TransferStats, VariantTransfer
 from hubfuse.verify import INDEX_FILE
 
 STREAM_CHUNK_BYTES = 64 << 20
-SAMPLE_BYTES = 512
-
-
-@dataclass
-class ShardStats:
-    shards: int = 0
-    rewritten: int = 0
-    reused: int = 0  # committed by oid, no bytes moved
-    streamed: int = 0  # downloaded and uploaded unchanged
-    bytes_uploaded: int = 0
-    bytes_downloaded: int = 0
-    peak_disk_bytes: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return dict(vars(self))
 
 
 def variant_operations(
-    hub: Hub, source: RemoteSource, target: str, artifacts: Path, work: Path, stats: ShardStats
+    source: RemoteSource, transfer: VariantTransfer, artifacts: Path, work: Path
 ) -> list[Any]:
-    """Commit additions for the variant's weights and index (uploaded already where needed)."""
+    """Commit operations for the variant's weights and index (uploaded already where needed)."""
     from huggingface_hub import CommitOperationAdd
 
     plan = json.loads((artifacts / "variant.json").read_text())
@@ -65,20 +48,18 @@ def variant_operations(
     tensors = source.tensors()
     weight_map: dict[str, str] = {}
     operations: list[Any] = []
+    stats = transfer.stats
     for weight_file in source.weight_files():
         stats.shards += 1
         names = [t.name for t in source.header(weight_file.name).tensors]
         if touched & set(names):
             path = _rewrite_shard(source, weight_file, names, touched, fused, work, stats)
             new_names = [fused[n][0] if n in fused else n for n in names]
-            addition = CommitOperationAdd(weight_file.name, str(path))
-            hub.preupload(target, [addition])
+            addition = transfer.rewritten(weight_file.name, path)
             stats.rewritten += 1
-            stats.bytes_uploaded += path.stat().st_size
-            path.unlink()
         else:
             new_names = names
-            addition = _reuse_or_stream(hub, source, target, weight_file, work, stats)
+            addition = transfer.untouched(weight_file.name)
         operations.append(addition)
         weight_map.update({name: weight_file.name for name in new_names})
     if len(source.weight_files()) > 1:
@@ -130,7 +111,7 @@ def _rewrite_shard(
     touched: set[str],
     fused: dict[str, tuple[str, str, list[int], Path, int, int]],
     work: Path,
-    stats: ShardStats,
+    stats: TransferStats,
 ) -> Path:
     locations = {t.name: t for t in source.header(weight_file.name).tensors}
     header: dict[str, Any] = {}
@@ -171,27 +152,3 @@ def _rewrite_shard(
                     stats.bytes_downloaded += chunk_end - chunk_start
     stats.peak_disk_bytes = max(stats.peak_disk_bytes, path.stat().st_size)
     return path
-
-
-def _reuse_or_stream(
-    hub: Hub, source: RemoteSource, target: str, weight_file: WeightFile, work: Path, stats: ShardStats
-) -> Any:
-    from huggingface_hub import CommitOperationAdd
-
-    if weight_file.oid and hub.lfs_object_stored(target, weight_file.oid, weight_file.size):
-        sample = source.read(weight_file.name, 0, min(SAMPLE_BYTES, weight_file.size))
-        stats.reused += 1
-        return hub.stored_addition(weight_file.name, weight_file.oid, weight_file.size, sample)
-    path = work / weight_file.name
-    with open(path, "wb") as out:
-        for start in range(0, weight_file.size, STREAM_CHUNK_BYTES):
-            end = min(start + STREAM_CHUNK_BYTES, weight_file.size)
-            out.write(source.read(weight_file.name, start, end))
-    stats.bytes_downloaded += weight_file.size
-    stats.peak_disk_bytes = max(stats.peak_disk_bytes, weight_file.size)
-    addition = CommitOperationAdd(weight_file.name, str(path))
-    hub.preupload(target, [addition])
-    stats.streamed += 1
-    stats.bytes_uploaded += weight_file.size
-    path.unlink()
-    return addition

@@ -331,8 +331,7 @@ def test_hub_down_ends_with_exit_6_and_nothing_half_written(hub, api, checkpoint
 
 def test_lfs_upload_dropped_midway_is_retried_without_duplicates(hub, api, checkpoints, tmp_path):
     repo = "org/lfs-model"
-    # A checkpoint no other test here publishes: the hub dedupes LFS objects by oid, so a variant
-    # identical to an earlier one would need no upload at all, and the fault would never fire.
+    # The fused weights differ from the source's, so they are uploaded (a copy moves no bytes).
     source = checkpoints(SAFE, dtype="bfloat16")
     seed(api, repo, source)
     # The connection drops after part of a weight file went up: the upload is retried, and

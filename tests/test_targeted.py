@@ -112,23 +112,17 @@ def test_range_reads_through_the_real_client(hub, checkpoints, tmp_path):
     assert source.bytes_read <= sum(min(f.size, 100_000) for f in files) + 10_000 + location.nbytes
 
 
-def test_lfs_objects_are_deduplicated_by_oid(hub, checkpoints, tmp_path):
+def test_lfs_objects_belong_to_repos(hub, checkpoints, tmp_path):
     folder = checkpoints("qwen3_vl")
-    _seed(hub, "org/dedupe-source", folder, hub.alice)
+    _seed(hub, "org/owned-source", folder, hub.alice)
     before = len(hub.requests())
-    _seed(hub, "org/dedupe-copy", folder, hub.alice)
+    _seed(hub, "org/owned-copy", folder, hub.alice)
     puts = [r for r in hub.requests()[before:] if r["method"] == "PUT"]
-    assert not puts, "an object the hub already holds was uploaded again"
+    assert puts, "another repo's object was linked without an upload: the Hub never does that"
     copy = HfApi(endpoint=hub.endpoint, token=hub.alice).hf_hub_download(
-        "org/dedupe-copy", "model.safetensors"
+        "org/owned-copy", "model.safetensors"
     )
     assert Path(copy).read_bytes() == (folder / "model.safetensors").read_bytes()
-
-    # Knowing an object id is not enough: bob cannot read alice's private repo, so he uploads.
-    _seed(hub, "org/private-source", checkpoints("qwen3_vl", dtype="bfloat16"), hub.alice, private=True)
-    before = len(hub.requests())
-    _seed(hub, "bob/own-copy", checkpoints("qwen3_vl", dtype="bfloat16"), hub.bob)
-    assert [r for r in hub.requests()[before:] if r["method"] == "PUT"]
 
 
 VARIANT_LOAD = """
@@ -167,14 +161,19 @@ def test_targeted_variant_rewrites_only_the_touched_shard(hub, checkpoints, tmp_
     assert report["check"]["mode"] == "targeted" and report["verdict"] == "safe"
     assert report["check"]["source"] == "org/shards"
     assert all(p["holds"] for p in report["check"]["families"][0]["proofs"])
-    shards = report["variant_shards"]
+    moved = report["variant_transfer"]
     total = len(list(folder.glob("*.safetensors")))
     weight_map = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
     touched = {shard for name, shard in weight_map.items() if ".patch_embed.proj." in name}
-    assert shards["shards"] == total and shards["rewritten"] == len(touched) < total
-    assert shards["reused"] == total - len(touched) and shards["streamed"] == 0
+    untouched = {p.name for p in folder.glob("*.safetensors")} - touched
+    assert moved["shards"] == total and moved["rewritten"] == len(touched) < total
+    assert moved["files_copied"] == len(untouched) and moved["files_streamed"] == 0
+    assert moved["bytes_copied"] == sum((folder / name).stat().st_size for name in untouched)
+    assert moved["bytes_streamed"] == 0 and not moved["copy_refused"]
     uploads = [r for r in hub.requests()[before:] if r["method"] == "PUT"]
     assert len(uploads) == len(touched), "only the shards holding the patch embedding are uploaded"
+    duplicates = [r for r in hub.requests()[before:] if r["path"].endswith("/lfs-files/duplicate")]
+    assert [r["status"] for r in duplicates] == [200]
 
     api = HfApi(endpoint=hub.endpoint, token=hub.alice)
     variant = api.snapshot_download("org/shards-fused", cache_dir=str(tmp_path / "dl"))
@@ -190,6 +189,36 @@ def test_targeted_variant_rewrites_only_the_touched_shard(hub, checkpoints, tmp_
         "fused_exact": True,
         "other_exact": True,
     }
+
+
+def test_a_refused_copy_falls_back_to_streaming(hub, checkpoints, tmp_path):
+    folder = checkpoints("qwen3_vl", dtype="bfloat16", sharded=True)
+    _seed(hub, "org/refused", folder, hub.alice)
+    # The Hub refuses cross-region copies; here the duplicate call answers an error, for real.
+    hub.add_faults({"method": "POST", "path": "/lfs-files/duplicate$", "action": 403, "times": None})
+    before = len(hub.requests())
+    env = hubfuse_env(hub.endpoint, tmp_path, hub.alice)
+    try:
+        done = run_hubfuse("publish", "org/refused", "--variant", "--mode", "targeted", "--json", env=env)
+    finally:
+        hub.clear_faults()
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    moved = report["variant_transfer"]
+    weight_map = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+    touched = {shard for name, shard in weight_map.items() if ".patch_embed.proj." in name}
+    untouched = sorted({p.name for p in folder.glob("*.safetensors")} - touched)
+    assert moved["files_copied"] == 0 and moved["bytes_copied"] == 0
+    assert moved["files_streamed"] == len(untouched) > 0
+    assert moved["bytes_streamed"] == sum((folder / name).stat().st_size for name in untouched)
+    assert any("refused the server-side copy" in why for why in moved["copy_refused"])
+    assert f"{len(untouched)} streamed, {moved['bytes_streamed']} B" in report["actions"][-1]["detail"]
+    uploads = [r for r in hub.requests()[before:] if r["method"] == "PUT"]
+    assert len(uploads) == len(touched) + len(untouched), "the rewritten shards and the streamed ones"
+    api = HfApi(endpoint=hub.endpoint, token=hub.alice)
+    for name in untouched:
+        path = api.hf_hub_download("org/refused-fused", name, cache_dir=str(tmp_path / "dl"))
+        assert Path(path).read_bytes() == (folder / name).read_bytes()
 
 
 def test_auto_picks_full_only_with_room_to_spare():

@@ -127,7 +127,17 @@ def tree(ctx: Ctx) -> Response:
             commit = last.get(item["path"])
             if commit is not None:
                 item["lastCommit"] = {"id": commit.id, "title": commit.title, "date": commit.date}
+    _add_xet_hashes(ctx, listing)
     return _paged(ctx, listing, page_size, pin=resolved.commit.id)
+
+
+def _add_xet_hashes(ctx: Ctx, items: list[dict[str, Any]]) -> None:
+    """`xetHash` on LFS files, as the Hub lists them (what a cross-repo copy names)."""
+    for item in items:
+        lfs = item.get("lfs")
+        xet_hash = ctx.store.xet_hash(lfs["oid"]) if lfs else None
+        if xet_hash:
+            item["xetHash"] = xet_hash
 
 
 def paths_info(ctx: Ctx) -> Response:
@@ -141,6 +151,7 @@ def paths_info(ctx: Ctx) -> Response:
         form = parse_qs(ctx.body.decode("utf-8", "replace"), keep_blank_values=True)
         paths, expand = form.get("paths", []), form.get("expand", ["False"])[0].lower() in ("1", "true")
     found = [info for p in paths if (info := views.path_info(resolved.commit.tree, p)) is not None]
+    _add_xet_hashes(ctx, found)
     if expand:
         last = views.last_commits(ctx.store, repo, resolved.commit, [item["path"] for item in found])
         for item in found:

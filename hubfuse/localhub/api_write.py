@@ -13,7 +13,7 @@ from hubfuse.localhub import cards, discussions, lfs
 from hubfuse.localhub.api_read import resolve
 from hubfuse.localhub.apierror import ApiError, bad_request, conflict, forbidden, revision_not_found
 from hubfuse.localhub.commits import CommitRequest, apply_operations, new_commit, parse_commit_payload
-from hubfuse.localhub.context import Access, Ctx, Hub
+from hubfuse.localhub.context import Ctx, Hub
 from hubfuse.localhub.payload import Payload
 from hubfuse.localhub.storage import (
     REPO_TYPES,
@@ -366,23 +366,39 @@ def lfs_batch(ctx: Ctx) -> Response:
         "transfers": payload.strings("transfers"),
         "objects": payload.array("objects", required=True),
     }
-    body = lfs.batch_response(
-        ctx.store,
-        ctx.hub.signer,
-        repo,
-        checked,
-        ctx.endpoint,
-        may_reuse=lambda holder: _may_read(ctx, holder),
-    )
+    body = lfs.batch_response(ctx.store, ctx.hub.signer, repo, checked, ctx.endpoint)
     return JSONResponse(body, media_type=lfs.LFS_CONTENT_TYPE)
 
 
-def _may_read(ctx: Ctx, repo: RepoId) -> bool:
+def duplicate_lfs_files(ctx: Ctx) -> Response:
+    """`POST /api/{type}s/{src}/lfs-files/duplicate`: the Hub's server-side copy of LFS objects from
+    the repo in the path (which the route lets the caller read, content and gate) into `target`, which
+    the caller must be able to write. An object is copied only when the source holds it and the
+    `xetHash` named is the object's own; every other entry comes back in `failed`."""
+    source = ctx.repo()
+    payload = ctx.json()
+    target_spec = payload.object("target")
+    target_type = target_spec.string("type") or "model"
+    if target_type not in REPO_TYPES:
+        raise bad_request(f"Invalid target repo type: {target_type!r}")
     try:
-        ctx.check_read(repo, Access.CONTENT)
-    except ApiError:
-        return False
-    return True
+        named = RepoId.parse(target_type, target_spec.string("name", required=True))
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    target = ctx.store.canonical(named) or named
+    ctx.writable(target)
+    duplicated, failed = [], []
+    for item in payload.objects("files", required=True):
+        sha256, xet_hash = item.string("sha256", "").lower(), item.string("xetHash", "")
+        entry = {"sha256": sha256, "filename": item.string("filename", "")}
+        if not ctx.store.lfs_linked(source, sha256):
+            failed.append({**entry, "error": f"LFS object {sha256} is not in {source.type}s/{source.id}"})
+        elif not xet_hash or ctx.store.xet_hash(sha256) != xet_hash:
+            failed.append({**entry, "error": f"xetHash {xet_hash!r} is not the Xet hash of {sha256}"})
+        else:
+            ctx.store.link_lfs(target, sha256)
+            duplicated.append(entry)
+    return JSONResponse({"duplicated": duplicated, "failed": failed})
 
 
 def lfs_verify(ctx: Ctx) -> Response:

@@ -133,6 +133,15 @@ ROUTES: list[Route] = [
         disc.comment_change,
         writer=True,
     ),
+    # The source repo's content is what a duplicate copies: reading it takes what a download takes.
+    _route(
+        "POST",
+        rf"{_API_REPO}/lfs-files/duplicate",
+        write.duplicate_lfs_files,
+        Access.CONTENT,
+        writer=True,
+        max_body=BATCH_MAX_BODY,
+    ),
     _route(
         "POST", rf"{_GIT_REPO}/info/lfs/objects/batch", write.lfs_batch, writer=True, max_body=BATCH_MAX_BODY
     ),

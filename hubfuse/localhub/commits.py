@@ -108,19 +108,27 @@ def parse_commit_payload(body: bytes) -> CommitRequest:
     )
 
 
+DANGLING_LFS_MESSAGE = (
+    "Your push was rejected because an LFS pointer pointed to a file that does not exist. For instance,"
+    " this can happen if you used git push --no-verify to push your changes. Offending file: - {files}"
+)
+
+
+def _check_lfs_held(store: Store, repo: RepoId, operations: list[Operation]) -> None:
+    """Like the Hub, a commit names only LFS objects its own repo holds (uploaded or duplicated into it)."""
+    dangling = [op.path for op in operations if op.kind == "lfsFile" and not store.lfs_linked(repo, op.oid)]
+    if dangling:
+        raise bad_request(DANGLING_LFS_MESSAGE.format(files=" - ".join(dangling)))
+
+
 def apply_operations(store: Store, repo: RepoId, tree: Tree, operations: list[Operation]) -> Tree:
+    _check_lfs_held(store, repo, operations)
     new_tree = dict(tree)
     for op in operations:
         if op.kind == "file":
             _check_no_dir_clash(new_tree, op.path)
             new_tree[op.path] = store.put_regular(op.content)
         elif op.kind == "lfsFile":
-            if not store.lfs_linked(repo, op.oid):
-                raise ApiError(
-                    400,
-                    f"LFS object {op.oid} for {op.path!r} was not uploaded to this repo:"
-                    " upload it through the LFS batch API before committing",
-                )
             size = store.lfs_path(op.oid).stat().st_size
             if op.size is not None and op.size != size:
                 raise bad_request(f"LFS object {op.oid} has size {size}, not {op.size}")

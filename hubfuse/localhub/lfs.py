@@ -18,12 +18,11 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from hubfuse.localhub.apierror import ApiError, bad_request
-from hubfuse.localhub.fsutil import install_file
 from hubfuse.localhub.storage import RepoId, Store
 
 LFS_CONTENT_TYPE = "application/vnd.git-lfs+json"
@@ -143,11 +142,10 @@ def batch_response(
     repo: RepoId,
     payload: dict[str, Any],
     endpoint: str,
-    may_reuse: Callable[[RepoId], bool] = lambda _: False,
 ) -> dict[str, Any]:
-    """The batch answer. Like the Hub, an object already stored is not uploaded again: it is linked
-    to `repo` when `repo` holds it or when the caller may read a repo that holds it (`may_reuse`),
-    so knowing an object id never grants access to a private repo's content."""
+    """The batch answer. Like the Hub, LFS objects belong to repos: an upload is skipped only when
+    `repo` itself holds the object. Another repo holding it never counts, whoever may read that repo:
+    copying between repos is `lfs-files/duplicate`'s job, on the source repo."""
     if payload.get("operation") != "upload":
         raise ApiError(422, "Only the 'upload' operation is supported (downloads go through /resolve)")
     transfers = payload.get("transfers") or ["basic"]
@@ -172,12 +170,9 @@ def batch_response(
                 }
             )
             continue
-        if store.has_lfs(oid) and store.lfs_path(oid).stat().st_size == size:
-            if not store.lfs_linked(repo, oid) and any(map(may_reuse, store.repos_holding_lfs(oid))):
-                store.link_lfs(repo, oid)
-            if store.lfs_linked(repo, oid):
-                answered.append({"oid": oid, "size": size, "authenticated": True})
-                continue
+        if store.lfs_linked(repo, oid) and store.lfs_path(oid).stat().st_size == size:
+            answered.append({"oid": oid, "size": size, "authenticated": True})
+            continue
         answered.append(
             {
                 "oid": oid,
@@ -224,7 +219,7 @@ async def receive_upload(
             raise bad_request(f"Upload has {received} bytes, expected {expected_size}")
         if digest.hexdigest() != oid:
             raise bad_request(f"Upload content does not match sha256 {oid}")
-        install_file(tmp, store.lfs_path(oid))
+        store.install_lfs(tmp, oid)
         store.link_lfs(repo, oid)
         signer.spend(payload["n"])
         return repo, oid

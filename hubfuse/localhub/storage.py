@@ -4,11 +4,12 @@ Layout under the data dir:
 
     blobs/git/ab/<sha1>          regular file contents, named by their git blob id
     blobs/lfs/ab/cd/<sha256>     LFS objects
+    blobs/lfs/ab/cd/<sha256>.xet the object's Xet file hash (computed once, when the object is stored)
     repos/<type>s/<ns>/<name>/
         meta.json                private, gated, createdAt, gatedAccess
         refs.json                {"branches": {...}, "tags": {...}, "pulls": {"1": <commit>}}
         commits/<id>.json        {id, parents, tree: {path: {oid, size, lfs?}}, title, message, author, date}
-        lfs/<sha256>             marker: this LFS object was uploaded to (or committed in) this repo
+        lfs/<sha256>             marker: this repo holds this LFS object (uploaded to it, or duplicated into it)
         discussions/<n>.json
     redirects.json               {"models/old-ns/old-name": "new-ns/new-name"}: where moved repos went (keys lowercase)
     locks/                       lock files (kept outside the repo folders so a delete cannot race them)
@@ -16,6 +17,9 @@ Layout under the data dir:
 
 Repo ids are case-insensitive, as on the Hub: a repo's folder keeps the casing it was created with and
 `Store.canonical` finds it whatever the casing asked for.
+
+LFS objects belong to repos, as on the Hub: a blob is stored once, but a repo may name it in a commit
+only when its marker is there (`lfs_linked`); another repo's copy never counts.
 
 Commits and blobs never change once written; `refs.json` and `meta.json` are replaced atomically, and
 every read-modify-write of a repo happens inside `Store.transaction`, which holds the repo's lock.
@@ -40,10 +44,12 @@ from hubfuse.localhub.fsutil import (
     atomic_write_bytes,
     atomic_write_json,
     git_blob_sha1,
+    install_file,
     lfs_pointer,
     now_iso,
     read_json,
 )
+from hubfuse.localhub.xethash import xet_file_hash
 
 REPO_TYPES = ("model", "dataset", "space")
 URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -290,16 +296,24 @@ class Store:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
 
-    def repos_holding_lfs(self, sha256: str) -> list[RepoId]:
-        """Every repo this LFS object was uploaded to or committed in."""
-        if not self.has_lfs(sha256):
-            return []
-        found = []
-        for marker in sorted((self.root / "repos").glob(f"*s/*/*/lfs/{sha256}")):
-            repo_dir = marker.parent.parent
-            with contextlib.suppress(ValueError):
-                found.append(RepoId(repo_dir.parent.parent.name[:-1], repo_dir.parent.name, repo_dir.name))
-        return found
+    def install_lfs(self, tmp: Path, sha256: str) -> None:
+        """Move a verified upload into the blob store and record its Xet hash (once per object)."""
+        install_file(tmp, self.lfs_path(sha256))
+        marker = self._xet_hash_path(sha256)
+        if not marker.exists():
+            atomic_write_bytes(marker, xet_file_hash(self.lfs_path(sha256)).encode())
+
+    def _xet_hash_path(self, sha256: str) -> Path:
+        return self.lfs_path(sha256).with_suffix(".xet")
+
+    def xet_hash(self, sha256: str) -> str | None:
+        """The stored object's Xet file hash; None when it has none (stored before hashes were kept)."""
+        if not _SHA256_RE.match(sha256):
+            return None
+        try:
+            return self._xet_hash_path(sha256).read_text().strip() or None
+        except FileNotFoundError:
+            return None
 
     def entry_path(self, entry: dict[str, Any]) -> Path:
         lfs = entry.get("lfs")

@@ -40,6 +40,7 @@ def _requests(repo: str) -> list[tuple[str, str]]:
         ("GET", f"/api/models/{repo}/discussions/1?diff=1"),
         ("POST", f"/api/models/{repo}/discussions/1/comment"),
         ("POST", f"/api/models/{repo}/discussions/1/comment/abc/edit"),
+        ("POST", f"/api/models/{repo}/lfs-files/duplicate"),
         ("POST", f"/{repo}.git/info/lfs/objects/batch"),
         ("POST", f"/{repo}.git/info/lfs/objects/verify"),
         ("GET", f"/{repo}/resolve/main/config.json"),
@@ -104,6 +105,7 @@ def test_gated_content_needs_access_on_every_route(hub: LocalHub, users, api: Hf
         ("GET", f"/{repo}/resolve/refs%2Fpr%2F1/config.json"),
         ("HEAD", f"/{repo}/resolve/refs%2Fpr%2F1/config.json"),
         ("GET", f"/api/models/{repo}/auth-check"),
+        ("POST", f"/api/models/{repo}/lfs-files/duplicate"),
     ]
     for token, status in ((None, 401), (users.bob, 403)):
         headers = {"Authorization": f"Bearer {token}"} if token else {}

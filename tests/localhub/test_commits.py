@@ -147,18 +147,55 @@ def test_lfs_file_must_have_been_uploaded(hub: LocalHub, users, repo_id: str) ->
         headers={"Authorization": f"Bearer {users.alice}", "Content-Type": "application/x-ndjson"},
     )
     assert response.status_code == 400
-    assert "was not uploaded" in response.headers["x-error-message"]
+    assert "an LFS pointer pointed to a file that does not exist" in response.headers["x-error-message"]
+    assert "Offending file: - w.bin" in response.headers["x-error-message"]
 
 
-def test_lfs_objects_are_deduplicated_by_oid_for_readers(hub: LocalHub, api: HfApi, repo_id: str) -> None:
+def _puts(hub: LocalHub, mark: int) -> list[dict]:
+    return [r for r in hub.requests(since=mark) if r["method"] == "PUT"]
+
+
+def test_lfs_objects_belong_to_repos(hub: LocalHub, api: HfApi, users, repo_id: str) -> None:
     data = os.urandom(4096)
     api.upload_file(path_or_fileobj=data, path_in_repo="w.bin", repo_id=repo_id)
+    oid = api.get_paths_info(repo_id, ["w.bin"])[0].lfs.sha256
     other = api.create_repo("alice/other-repo-same-blob", exist_ok=True).repo_id
+    # Another repo of alice's holds the object: as on the Hub, this repo must upload it all the same.
     mark = hub.request_stats()["count"]
     api.upload_file(path_or_fileobj=data, path_in_repo="w.bin", repo_id=other)
-    # Stored once; alice can read a repo holding it, so it is linked without an upload (as the Hub).
-    assert [r for r in hub.requests(since=mark) if r["method"] == "PUT"] == []
-    assert api.hf_hub_download(other, "w.bin", cache_dir=str(hub.data_dir / "dl")) is not None
+    assert len(_puts(hub, mark)) == 1
+    # Once this repo holds it, a second commit of the same bytes uploads nothing.
+    mark = hub.request_stats()["count"]
+    api.upload_file(path_or_fileobj=data, path_in_repo="again.bin", repo_id=other)
+    assert _puts(hub, mark) == []
+    # A commit naming an object only some other repo holds is refused, as the Hub refuses it.
+    third = api.create_repo("alice/third-repo-no-blob", exist_ok=True).repo_id
+    lines = [
+        {"key": "header", "value": {"summary": "by oid", "description": ""}},
+        {"key": "lfsFile", "value": {"path": "w.bin", "algo": "sha256", "oid": oid, "size": len(data)}},
+    ]
+    response = httpx2.post(
+        f"{hub.endpoint}/api/models/{third}/commit/main",
+        content=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
+        headers={"Authorization": f"Bearer {users.alice}", "Content-Type": "application/x-ndjson"},
+    )
+    assert response.status_code == 400
+    assert "LFS pointer pointed to a file that does not exist" in response.json()["error"]
+    assert "w.bin" not in api.list_repo_files(third)
+
+
+def test_paths_info_and_tree_carry_the_xet_hash(api: HfApi, repo_id: str, tmp_path: Path) -> None:
+    from hubfuse.localhub.xethash import xet_file_hash
+
+    data = os.urandom(70_000)
+    (tmp_path / "w.bin").write_bytes(data)
+    api.upload_file(path_or_fileobj=data, path_in_repo="w.bin", repo_id=repo_id)
+    api.upload_file(path_or_fileobj=b"small", path_in_repo="notes.txt", repo_id=repo_id)
+    expected = xet_file_hash(tmp_path / "w.bin")
+    info = {f.path: f for f in api.get_paths_info(repo_id, ["w.bin", "notes.txt"])}
+    assert info["w.bin"].xet_hash == expected and info["notes.txt"].xet_hash is None
+    tree = {f.path: f for f in api.list_repo_tree(repo_id)}
+    assert tree["w.bin"].xet_hash == expected and tree["notes.txt"].xet_hash is None
 
 
 def test_commit_to_a_tag_is_refused(api: HfApi, repo_id: str) -> None:
