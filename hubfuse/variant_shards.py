@@ -25,10 +25,8 @@ from hubfuse.errors import BadInputError
 from hubfuse.log import log
 from hubfuse.safetensors_header import read_header
 from hubfuse.source import RemoteSource, WeightFile
-from hubfuse.variant_copies import TransferStats, VariantTransfer
+from hubfuse.variant_copies import STREAM_CHUNK_BYTES, TransferStats, VariantTransfer
 from hubfuse.verify import INDEX_FILE
-
-STREAM_CHUNK_BYTES = 64 << 20
 
 
 def variant_operations(
