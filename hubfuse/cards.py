@@ -17,6 +17,7 @@ import yaml
 from packaging.version import Version
 
 from hubfuse import __version__, strictjson
+from hubfuse.boundedyaml import load_metadata
 from hubfuse.errors import BadInputError
 from hubfuse.fusion.verdict import CheckReport
 from hubfuse.hub_licenses import OTHER, is_hub_license
@@ -247,10 +248,14 @@ def render_variant_card(
 ) -> str:
     """The variant's README.md: ModelCardData metadata, hubfuse's section, the upstream body."""
     from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
     # The upstream metadata is only read from: eval results (`model-index`) are not carried over, so a
     # malformed one must not stop the variant.
     try:
+        # ModelCard parses with plain yaml.safe_load: the block it will find is bounded first.
+        if upstream_card and (block := REGEX_YAML_BLOCK.search(upstream_card)) is not None:
+            load_metadata(block.group(2))
         upstream = ModelCard(upstream_card, ignore_metadata_errors=True) if upstream_card else None
     except (ValueError, yaml.YAMLError) as exc:
         raise BadInputError(f"{source_repo}: the model card's metadata cannot be read: {exc}") from exc

@@ -456,3 +456,31 @@ def test_variant_refused_before_any_write_when_the_card_cannot_be_carried(hub, a
     assert "license" in error and "--variant" in error and "Traceback" not in result.stderr
     assert hubfuse_prs(api, repo) == []  # not even the config PR
     assert not api.repo_exists(f"{repo}-fused")
+
+
+def _amplifying_card(width: int = 100) -> bytes:
+    """About 1.5 KB of aliases that plain yaml.safe_load turns into width**3 eval results."""
+    metric = "metric: &m {type: accuracy, value: 1.0}\n"
+    result = (
+        "result: &r {task: {type: image-text-to-text}, dataset: {type: d, name: d}, metrics: ["
+        + ",".join(["*m"] * width)
+        + "]}\n"
+    )
+    entry = "entry: &e {name: amplified, results: [" + ",".join(["*r"] * width) + "]}\n"
+    index = "model-index: [" + ",".join(["*e"] * width) + "]\n"
+    return ("---\nlicense: mit\n" + metric + result + entry + index + "---\n# Card\n").encode()
+
+
+def test_variant_refuses_an_upstream_card_whose_aliases_amplify(hub, api, checkpoints, tmp_path):
+    repo = "org/amplified-card-model"
+    seed(api, repo, checkpoints(SAFE))
+    card = _amplifying_card()
+    assert len(card) < 2000
+    hub.put_legacy_file(repo, "README.md", card)
+    result = run_publish(hub, tmp_path, repo, "--variant")
+    assert result.returncode == 2, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert "YAML aliases expand the metadata beyond 10000 extra nodes" in error, error
+    assert "Traceback" not in result.stderr
+    assert hubfuse_prs(api, repo) == []
+    assert not api.repo_exists(f"{repo}-fused")

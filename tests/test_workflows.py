@@ -59,6 +59,63 @@ def test_actionlint_passes_on_every_workflow():
     assert result.stdout.strip() == ""
 
 
+def _publish_one_steps() -> dict[str, dict]:
+    import yaml
+
+    document = yaml.safe_load((WORKFLOWS / "publish-one.yml").read_text())
+    return {step.get("name", step.get("uses")): step for step in document["jobs"]["publish"]["steps"]}
+
+
+def _choose_code(tmp_path: Path, **env: str) -> tuple[int, dict[str, str], str]:
+    """publish-one.yml's own "Choose the hubfuse code" script, run by bash as the runner runs it."""
+    step = _publish_one_steps()["Choose the hubfuse code"]
+    output = tmp_path / "github-output"
+    output.write_text("")
+    result = subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", step["run"]],
+        env={"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(output), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
+    return result.returncode, outputs, result.stdout + result.stderr
+
+
+def test_publish_one_runs_the_code_of_its_own_commit(tmp_path: Path):
+    steps = _publish_one_steps()
+    # github.* is the caller's context in a reusable workflow; job.workflow_* is this workflow's.
+    chooser = steps["Choose the hubfuse code"]["env"]
+    assert chooser["WORKFLOW_SHA"] == "${{ job.workflow_sha }}"
+    assert chooser["WORKFLOW_REPOSITORY"] == "${{ job.workflow_repository }}"
+    checkout = steps["Check out hubfuse"]["with"]
+    assert checkout["repository"] == "${{ steps.code.outputs.repository }}"
+    assert checkout["ref"] == "${{ steps.code.outputs.ref }}"
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    called_by_sha = {
+        "WORKFLOW_REPOSITORY": "Owner/hubfuse",
+        "WORKFLOW_SHA": sha,
+        "CALLER_REPOSITORY": "acme/models",
+    }
+    for requested in ("", "owner/HUBFUSE"):
+        code, outputs, _ = _choose_code(tmp_path, **called_by_sha, REQUESTED_REPOSITORY=requested)
+        assert code == 0 and outputs["ref"] == sha
+        assert outputs["repository"].lower() == "owner/hubfuse"
+    code, outputs, _ = _choose_code(tmp_path, **called_by_sha, REQUESTED_REF="v1.2")
+    assert code == 0 and outputs == {"repository": "Owner/hubfuse", "ref": "v1.2"}
+    # Another repository's default branch would run unpinned code with the caller's HF_TOKEN.
+    code, outputs, log = _choose_code(tmp_path, **called_by_sha, REQUESTED_REPOSITORY="mallory/hubfuse")
+    assert code == 2 and outputs == {} and "pass hubfuse_ref" in log
+    code, outputs, _ = _choose_code(
+        tmp_path, **called_by_sha, REQUESTED_REPOSITORY="mallory/hubfuse", REQUESTED_REF=sha
+    )
+    assert code == 0 and outputs == {"repository": "mallory/hubfuse", "ref": sha}
+    # A runner without job.workflow_* (act): the calling repository, as before.
+    code, outputs, _ = _choose_code(tmp_path, CALLER_REPOSITORY="acme/models")
+    assert code == 0 and outputs == {"repository": "acme/models", "ref": ""}
+
+
 # -- act ------------------------------------------------------------------------------------------
 
 NOOP_ACTION = """\

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import mimetypes
 import re
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import parse_qs, urlencode
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from hubfuse.localhub import cards, views
 from hubfuse.localhub.apierror import ApiError, entry_not_found, revision_not_found, unauthorized
 from hubfuse.localhub.context import Ctx
+from hubfuse.localhub.inert import file_headers
 from hubfuse.localhub.storage import RepoId, RepoNotFound, ResolvedRevision, RevisionNotFound
 
 _CHUNK = 1024 * 1024
@@ -226,8 +226,7 @@ def resolve_file(ctx: Ctx) -> Response:
         "X-Repo-Commit": commit.id,
         "ETag": etag,
         "Accept-Ranges": "bytes",
-        "Content-Type": mimetypes.guess_type(filename)[0] or "application/octet-stream",
-        "Content-Disposition": f"inline; filename*=UTF-8''{quote(filename)}; filename=\"{quote(filename)}\"",
+        **file_headers(filename),
     }
     if lfs:
         headers["X-Linked-Etag"] = etag

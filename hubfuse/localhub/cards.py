@@ -13,76 +13,12 @@ from typing import Any
 
 import yaml
 
+from hubfuse.boundedyaml import CardTooLarge, load_metadata
 from hubfuse.hub_licenses import OTHER, is_hub_license
 
-FRONT_MATTER_MAX_BYTES = 1024 * 1024
 CARD_DATA_MAX_BYTES = 1024 * 1024
-# Nodes that aliases may add beyond those written out: real cards use a handful of aliases, if any.
-ALIAS_EXPANSION_MAX_NODES = 10_000
 
 _FRONT_MATTER_RE = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)(?:\r?\n)?^---[ \t]*$", re.DOTALL | re.MULTILINE)
-_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class CardTooLarge(ValueError):
-    pass
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    return []
-
-
-def _check_expansion(root: yaml.Node) -> None:
-    """Refuse a document whose aliases expand it by more than ALIAS_EXPANSION_MAX_NODES nodes.
-
-    Sizes are computed bottom-up once per distinct node, so the check is linear in the document,
-    whatever the expansion it measures.
-    """
-    expanded: dict[int, int] = {}
-    on_path: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, finished = stack.pop()
-        key = id(node)
-        if finished:
-            on_path.discard(key)
-            expanded[key] = 1 + sum(expanded[id(child)] for child in _children(node))
-            if expanded[key] > len(expanded) + ALIAS_EXPANSION_MAX_NODES:
-                raise CardTooLarge(
-                    f"YAML aliases expand the metadata beyond {ALIAS_EXPANSION_MAX_NODES} extra nodes"
-                )
-            continue
-        if key in expanded:
-            continue
-        if key in on_path:
-            raise CardTooLarge("YAML metadata refers to itself through an alias")
-        on_path.add(key)
-        stack.append((node, True))
-        stack.extend((child, False) for child in _children(node) if id(child) not in expanded)
-
-
-class BoundedLoader(_BaseLoader):  # type: ignore[misc, valid-type]
-    """A safe loader that refuses alias expansion beyond a small limit."""
-
-    def get_single_node(self) -> Any:
-        node = super().get_single_node()
-        if node is not None:
-            _check_expansion(node)
-        return node
-
-
-def load_metadata(raw: str) -> Any:
-    """The YAML front matter as data; `CardTooLarge` or `yaml.YAMLError` when it cannot be taken."""
-    if len(raw.encode("utf-8")) > FRONT_MATTER_MAX_BYTES:
-        raise CardTooLarge(f"README metadata is larger than {FRONT_MATTER_MAX_BYTES} bytes")
-    try:
-        return yaml.load(raw, Loader=BoundedLoader)
-    except RecursionError:
-        raise CardTooLarge("README metadata is nested too deeply") from None
 
 
 def front_matter(text: str) -> str | None:

@@ -29,6 +29,8 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hubfuse.localhub.inert import inert_send
+
 ADMIN_PREFIX = "/_localhub/"
 _ADMIN_MAX_BODY = 1024 * 1024
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -283,18 +285,23 @@ def _loopback_host(host: str) -> bool:
 def _admin_refusal(scope: Scope) -> str | None:
     """Why a loopback request must still be refused: a web page can reach loopback too.
 
-    A page on another origin can send a "simple" cross-origin POST (text/plain, no preflight), and a
-    DNS-rebound name makes the browser send a foreign Host. Requiring a loopback Host (and Origin,
-    when there is one) and a JSON content type on changes closes both.
+    A page on another origin can send a "simple" cross-origin POST (text/plain, no preflight), a
+    DNS-rebound name makes the browser send a foreign Host, and a repo file opened on the hub's own
+    origin would be same-origin. Requiring a loopback Host, no mark of a browser and a JSON content
+    type on changes closes all three.
     """
     host = _header(scope, b"host")
     if host is None or not _loopback_host(host):
         return "the admin API answers only requests addressed to a loopback host"
-    origin = _header(scope, b"origin")
-    if origin is not None:
-        scheme, _, rest = origin.partition("://")
-        if scheme not in ("http", "https") or not _loopback_host(rest.split("/", 1)[0]):
-            return "the admin API refuses cross-origin requests"
+    # Its callers are test and bench processes. A browser marks what it sends (Origin on every
+    # cross-origin request and same-origin write, Sec-Fetch-* on all, the page cookie): a page of
+    # any origin, the hub's own included, is refused.
+    if _header(scope, b"origin") is not None:
+        return "the admin API refuses requests from web pages (an Origin header)"
+    if _header(scope, b"cookie") is not None or any(
+        key.startswith(b"sec-fetch-") for key, _ in scope.get("headers", [])
+    ):
+        return "the admin API refuses requests from a browser (cookies or Sec-Fetch headers)"
     if scope["method"] not in ("GET", "HEAD"):
         content_type = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
         if content_type != "application/json":
@@ -329,6 +336,7 @@ class ControlMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = inert_send(send)
         path: str = scope["path"]
         if path.startswith(ADMIN_PREFIX):
             await self._admin(scope, receive, send)

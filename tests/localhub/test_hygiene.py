@@ -117,8 +117,85 @@ def test_admin_api_refuses_cross_origin_and_non_json(hub: LocalHub, api: HfApi, 
     assert [r.status_code for r in refused] == [403] * len(refused)
     assert hub.faults() == []
     assert api.model_info(repo_id).id == repo_id
-    local = httpx2.get(f"{hub.endpoint}/_localhub/health", headers={"Origin": hub.endpoint})
-    assert local.status_code == 200
+    assert httpx2.get(f"{hub.endpoint}/_localhub/health").status_code == 200
+
+
+def test_admin_api_refuses_every_browser_request_the_hubs_own_pages_included(hub: LocalHub) -> None:
+    url = f"{hub.endpoint}/_localhub/faults"
+    rule = json.dumps({"rules": [{"path": ".", "action": 500, "times": None}]})
+    browser_marks = [
+        {"Origin": hub.endpoint},  # a script on the hub's own origin (a repo file opened there)
+        {"Origin": "null"},  # a sandboxed document
+        {"Cookie": f"hubfuse_token_{hub.port}=hf_x"},  # the page cookie
+        {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"},  # any fetch a browser sends
+    ]
+    for marks in browser_marks:
+        changed = httpx2.post(url, content=rule, headers={"Content-Type": "application/json", **marks})
+        read = httpx2.get(f"{hub.endpoint}/_localhub/requests", headers=marks)
+        assert (changed.status_code, read.status_code) == (403, 403), marks
+        assert "browser" in changed.json()["error"] or "web pages" in changed.json()["error"]
+    assert hub.faults() == []
+
+
+HOSTILE_FILES = {
+    "evil.html": b"<script>fetch('/_localhub/requests')</script>",
+    "evil.svg": b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+    "evil.xhtml": b'<html xmlns="http://www.w3.org/1999/xhtml"><script>alert(1)</script></html>',
+    "no-extension": b"<html><script>alert(1)</script></html>",
+    "notes.md": b"<script>alert(1)</script>",
+    "picture.png": b"\x89PNG\r\n\x1a\n<script>alert(1)</script>",
+    "config.json": b'{"a": "<script>alert(1)</script>"}',
+}
+
+
+def test_repo_files_never_render_as_pages_of_the_hub(
+    hub: LocalHub, api: HfApi, users, tmp_path: Path
+) -> None:
+    from huggingface_hub import CommitOperationAdd, hf_hub_download
+
+    repo = api.create_repo("alice/stored-script", exist_ok=True).repo_id
+    api.create_commit(
+        repo,
+        [CommitOperationAdd(name, data) for name, data in HOSTILE_FILES.items()],
+        commit_message="files a browser must not run",
+    )
+    for name, data in HOSTILE_FILES.items():
+        for method in ("GET", "HEAD"):
+            # A logged-in user's browser: the page cookie, no Authorization header.
+            response = httpx2.request(
+                method,
+                f"{hub.endpoint}/{repo}/resolve/main/{name}",
+                headers={"Cookie": f"hubfuse_token_{hub.port}={users.alice}", "Sec-Fetch-Dest": "document"},
+            )
+            assert response.status_code == 200, (name, response.text)
+            headers = response.headers
+            csp = headers["content-security-policy"]
+            assert csp.startswith("sandbox") and "default-src 'none'" in csp, name
+            assert headers["x-content-type-options"] == "nosniff", name
+            content_type = headers["content-type"].split(";")[0]
+            if name.endswith((".html", ".svg", ".xhtml")) or name == "no-extension":
+                assert content_type == "application/octet-stream", name
+                assert headers["content-disposition"].startswith("attachment;"), name
+            else:
+                assert content_type in ("text/plain", "image/png", "application/json"), name
+            if method == "GET":
+                assert response.content == data
+        # The real client's downloads still work: ETag, X-Repo-Commit and sizes as before.
+        path = hf_hub_download(repo, name, endpoint=hub.endpoint, token=users.alice, cache_dir=tmp_path)
+        assert Path(path).read_bytes() == data
+    # Every other non-page answer too: API JSON, errors.
+    for response in (
+        httpx2.get(f"{hub.endpoint}/api/models/{repo}"),
+        httpx2.get(f"{hub.endpoint}/api/models/{repo}/tree/main"),
+        httpx2.get(f"{hub.endpoint}/{repo}/resolve/main/absent.html"),
+        httpx2.get(f"{hub.endpoint}/api/whoami-v2"),
+        httpx2.get(f"{hub.endpoint}/_localhub/health"),
+    ):
+        assert response.headers["content-security-policy"] == "sandbox; default-src 'none'"
+        assert response.headers["x-content-type-options"] == "nosniff"
+    # The pages keep their own policy (no script, styles from the hub).
+    page = httpx2.get(f"{hub.endpoint}/{repo}")
+    assert page.status_code == 200 and "style-src 'self'" in page.headers["content-security-policy"]
 
 
 @pytest.mark.parametrize(
