@@ -29,10 +29,15 @@ while IFS= read -r requirement; do
   if ! "${pip[@]}" -c "$VENV/constraints.txt" "$requirement" 2>/dev/null; then
     left_out+=("$requirement")
   fi
-done < <("$VENV/bin/python" - <<'PY'
-from importlib.metadata import requires
+done < <(.venv/bin/python - "$VENV" <<'PY'
+# Read with .venv's Python: .venv-newest has no `packaging` before these requirements are in.
+import sys
+from importlib.metadata import distributions
+from pathlib import Path
 from packaging.requirements import Requirement
-for text in requires("transformers") or []:
+site = next(Path(sys.argv[1]).glob("lib/python*/site-packages"))
+dist = next(d for d in distributions(path=[str(site)]) if d.metadata["Name"] == "transformers")
+for text in dist.requires or []:
     requirement = Requirement(text)
     if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
         print(text)
