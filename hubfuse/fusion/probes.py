@@ -54,10 +54,6 @@ REFERENCE_TENSORS = "reference.safetensors"
 REFERENCE_INDEX = "reference.json"
 
 
-class DefaultLoadUnavailable(RuntimeError):
-    """The installed transformers cannot load anything the way its users do here (not a verdict)."""
-
-
 def _model_class(
     config: transformers.PretrainedConfig, trust_remote_code: bool
 ) -> type[transformers.PreTrainedModel]:
@@ -135,12 +131,11 @@ def _as_bytes_view(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def probe_family_names() -> dict[str, Any]:
-    return {"families": transformers_fusion.family_names()}
-
-
-def probe_default_load() -> dict[str, Any]:
-    """Whether this environment can load as the installed release's users do (`problem`: why not)."""
-    return {"problem": transformers_fusion.default_load_problem()}
+    """The registered families, and why this environment cannot load as the release's users do."""
+    return {
+        "families": transformers_fusion.family_names(),
+        "default_load_problem": transformers_fusion.default_load_problem(),
+    }
 
 
 def discover_on_meta(
