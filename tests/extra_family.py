@@ -6,13 +6,15 @@ PYTHONPATH): the day transformers ships a family hubfuse has no verifier for, as
 
 from __future__ import annotations
 
-from transformers.fusion_mapping import _FUSION_REGISTRY, PatchEmbeddingsFusionSpec
+from hubfuse.fusion import transformers_fusion
 
 FAMILY = "extra_family"
+_base = transformers_fusion.patch_embeddings_spec_class()
+assert _base is not None, "the installed transformers has no fusion mapping"
 
 
-class ExtraFamilySpec(PatchEmbeddingsFusionSpec):
+class ExtraFamilySpec(_base):  # type: ignore[misc, valid-type]
     """Fuses what patch_embeddings fuses: a working family, but one hubfuse cannot verify."""
 
 
-_FUSION_REGISTRY[FAMILY] = ExtraFamilySpec()
+transformers_fusion.registry()[FAMILY] = ExtraFamilySpec()

@@ -146,3 +146,23 @@ def test_verify_lists_every_tensor(checkpoints):
     assert result.returncode in (0, 3), result.stderr
     assert "tensor by tensor" in result.stdout
     assert "visual.patch_embed.proj.weight" in result.stdout
+
+
+def test_a_release_whose_default_load_cannot_run_here_says_so_in_one_line(checkpoints, monkeypatch):
+    """transformers that requires `kernels` (5.25 on) loads with hub kernels on by default.
+
+    Where that requirement is not installed, the check is refused with the fix before any
+    verdict; where the release needs no kernels (or they are installed) the check runs.
+    """
+    import os
+
+    from hubfuse.fusion import transformers_fusion
+
+    monkeypatch.setenv("USE_HUB_KERNELS", "1")
+    problem = transformers_fusion.default_load_problem()
+    result = hubfuse("check", checkpoints("qwen3_vl"), "--downstream-versions", "none", env=dict(os.environ))
+    if problem is not None:
+        assert_one_line_error(result, 2, transformers_fusion.hub_kernels_requirement(), "USE_HUB_KERNELS=0")
+        assert not result.stdout.strip()
+    else:
+        assert result.returncode == 0, result.stderr

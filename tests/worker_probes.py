@@ -40,12 +40,21 @@ def registry_is_clean() -> dict[str, bool]:
 
 
 def fused_load(path: str) -> dict[str, bool]:
+    """A fused load, then a plain one in the same process: what this release's registry keeps."""
     import transformers
 
+    from hubfuse.fusion import transformers_fusion
+
     config = transformers.AutoConfig.from_pretrained(path)
-    getattr(transformers, config.architectures[0]).from_pretrained(
-        path, fusion_config={"patch_embeddings": True}
-    )
+    cls = getattr(transformers, config.architectures[0])
+    fused = cls.from_pretrained(path, fusion_config={"patch_embeddings": True})
     from transformers.monkey_patching import get_patch_mapping
 
-    return {"registered": bool(get_patch_mapping())}
+    registered = bool(get_patch_mapping())
+    plain = cls.from_pretrained(path)
+    return {
+        "fused": bool(transformers_fusion.fused_modules(fused)),
+        "registered": registered,
+        "plain_after_is_fused": bool(transformers_fusion.fused_modules(plain)),
+        "sticky_generation": transformers_fusion.registration_is_sticky(),
+    }

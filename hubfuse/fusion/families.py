@@ -24,14 +24,19 @@ def family_names() -> frozenset[str]:
     """The families the installed transformers registers.
 
     Asked of a worker process, so that the CLI process never imports torch: bad input fails
-    fast, and the parent stays small while workers load models.
+    fast, and the parent stays small while workers load models. An environment that cannot load
+    as the release's users do (5.25 without `kernels`) is refused here in one line with its fix,
+    before any verdict.
     """
     import tempfile
 
+    from hubfuse.errors import BadInputError
     from hubfuse.fusion import worker
 
     with tempfile.NamedTemporaryFile(prefix="hubfuse-families-", suffix=".log") as log_file:
         names = worker.run_isolated("probe_family_names", log_path=Path(log_file.name), timeout=300)
+    if names.get("default_load_problem"):
+        raise BadInputError(names["default_load_problem"])
     return frozenset(names["families"])
 
 

@@ -23,10 +23,10 @@ import safetensors.torch
 import torch
 import transformers
 from torch import nn
-from transformers.fusion_mapping import _FUSION_REGISTRY, ModuleFusionSpec
 from transformers.utils import logging as hf_logging
 from transformers.utils.import_utils import _LazyModule
 
+from hubfuse.fusion import transformers_fusion
 from hubfuse.fusion.families import VERIFIERS
 
 hf_logging.disable_progress_bar()
@@ -52,7 +52,6 @@ _LazyModule.__dir__ = _linear_lazy_module_dir  # type: ignore[method-assign]
 
 REFERENCE_TENSORS = "reference.safetensors"
 REFERENCE_INDEX = "reference.json"
-_FUSED_CLASS_MODULE = "transformers.fusion_mapping"
 
 
 def _model_class(
@@ -97,15 +96,10 @@ def _load(
     return model, report
 
 
-def _discover(model: nn.Module, spec: ModuleFusionSpec) -> tuple[dict[str, str], list[dict[str, str]]]:
+def _discover(model: nn.Module, family: str) -> tuple[dict[str, str], list[dict[str, str]]]:
     """Modules the family would fuse (path -> class name), and Conv3d modules it would not."""
-    pattern = re.compile("|".join(spec.target_modules_patterns)) if spec.target_modules_patterns else None
-    fusable: dict[str, str] = {}
-    for name, module in model.named_modules():
-        if pattern is not None and pattern.search(name) is None:
-            continue
-        if spec.is_fusable(module):
-            fusable[name] = type(module).__name__
+    pattern = transformers_fusion.target_pattern(family)
+    fusable = transformers_fusion.fusable_modules(model, family)
     unmatched = []
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv3d) and name.rpartition(".")[0] not in fusable:
@@ -129,11 +123,7 @@ def _why_not_fused(name: str, conv: nn.Conv3d, pattern: re.Pattern[str] | None) 
 
 
 def _fused_modules(model: nn.Module) -> dict[str, str]:
-    return {
-        name: type(module).__name__
-        for name, module in model.named_modules()
-        if type(module).__module__ == _FUSED_CLASS_MODULE
-    }
+    return transformers_fusion.fused_modules(model)
 
 
 def _as_bytes_view(tensor: torch.Tensor) -> torch.Tensor:
@@ -141,11 +131,15 @@ def _as_bytes_view(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def probe_family_names() -> dict[str, Any]:
-    return {"families": sorted(_FUSION_REGISTRY)}
+    """The registered families, and why this environment cannot load as the release's users do."""
+    return {
+        "families": transformers_fusion.family_names(),
+        "default_load_problem": transformers_fusion.default_load_problem(),
+    }
 
 
 def discover_on_meta(
-    config_dir: str, spec: Any, trust_remote_code: bool
+    config_dir: str, family: str, trust_remote_code: bool
 ) -> tuple[dict[str, Any], type[nn.Module], Any, nn.Module]:
     """Point 1 on the meta device: what the family fuses, and whether its transforms can be built.
 
@@ -156,7 +150,7 @@ def discover_on_meta(
     cls = _model_class(config, trust_remote_code)
     with torch.device("meta"):
         meta_model = cls(config)
-    fusable, unmatched = _discover(meta_model, spec)
+    fusable, unmatched = _discover(meta_model, family)
     result: dict[str, Any] = {
         "model_class": cls.__name__,
         "fusable": fusable,
@@ -164,17 +158,13 @@ def discover_on_meta(
         "transforms_error": None,
     }
     if fusable:
-        try:
-            spec.make_transforms(config)
-        except Exception as exc:
-            result["transforms_error"] = f"{type(exc).__name__}: {exc}"
+        result["transforms_error"] = transformers_fusion.transforms_error(family, cls, config)
     return result, cls, config, meta_model
 
 
 def probe_reference(source: str, family: str, work_dir: str, trust_remote_code: bool) -> dict[str, Any]:
     """Discovery on the meta device, then a plain load that records what fusion must reproduce."""
-    spec = _FUSION_REGISTRY[family]
-    result, _cls, _config, _meta_model = discover_on_meta(source, spec, trust_remote_code)
+    result, _cls, _config, _meta_model = discover_on_meta(source, family, trust_remote_code)
     if not result["fusable"] or result["transforms_error"]:
         return result
     fusable_classes = set(result["fusable"].values())

@@ -25,7 +25,6 @@ import safetensors.torch
 import torch
 import transformers
 import transformers.core_model_loading as core_model_loading
-from transformers.fusion_mapping import _FUSION_REGISTRY
 from transformers.modeling_utils import remove_tied_weights_from_state_dict
 
 from hubfuse.fusion.probes import _fused_modules, _model_class, discover_on_meta
@@ -130,9 +129,8 @@ def _touched_keys(keys: dict[str, list[Any]], fusable: dict[str, str], model: An
 
 def probe_key_set(config_dir: str, family: str, keys_path: str, trust_remote_code: bool) -> dict[str, Any]:
     """Points 1, 2 and 4 of targeted mode on the whole model's key set, with no weight bytes."""
-    spec = _FUSION_REGISTRY[family]
     keys: dict[str, list[Any]] = json.loads(Path(keys_path).read_text())
-    result, cls, config, meta_model = discover_on_meta(config_dir, spec, trust_remote_code)
+    result, cls, config, meta_model = discover_on_meta(config_dir, family, trust_remote_code)
     fusable = result["fusable"]
     if not fusable or result["transforms_error"]:
         return result
