@@ -8,6 +8,8 @@ hubfuse validated; model loads see only those (`stage_validated_files`).
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,17 +104,86 @@ def _screen_json_files(path: Path, config: dict[str, Any], trust_remote_code: bo
             )
 
 
-def _refuse_pickle_only(path: Path) -> None:
-    if any(path.glob("*.safetensors")):
-        return
-    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if pickles:
+def choose_weight_layout(names: Collection[str], config: Mapping[str, Any], where: str) -> str:
+    """`model.safetensors` or `model.safetensors.index.json`: the weights transformers loads from
+    a checkpoint holding the files `names`, refused in one line otherwise. The one rule of both
+    modes (a folder's files, or a repo's listing), decided before any weight byte is read.
+
+    Only the two layouts transformers loads as safetensors are accepted, so that no load can go
+    looking for other files (pickles) beside them.
+    """
+    from hubfuse.verify import INDEX_FILE, SINGLE_FILE
+
+    if not any(name.endswith(".safetensors") for name in names):
+        pickles = sorted(name for name in names if name.endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise CheckpointError(
+                f"{where}: only pickle weights ({', '.join(pickles[:3])}); hubfuse never unpickles files, "
+                "as loading them can run arbitrary code. Convert the repo to safetensors first "
+                "(the Hub's safetensors conversion bot, or safetensors' convert.py) and check that."
+            )
+        raise CheckpointError(f"{where}: no *.safetensors weight files")
+    if SINGLE_FILE not in names and INDEX_FILE not in names:
+        found = ", ".join(sorted(name for name in names if name.endswith(".safetensors"))[:3])
         raise CheckpointError(
-            f"{path}: only pickle weights ({', '.join(pickles[:3])}); hubfuse never unpickles files, "
-            "as loading them can run arbitrary code. Convert the repo to safetensors first "
-            "(the Hub's safetensors conversion bot, or safetensors' convert.py) and check that."
+            f"{where}: no {SINGLE_FILE} or {INDEX_FILE} (found {found}); transformers loads only those "
+            "names, so rename the file or add the index"
         )
-    raise CheckpointError(f"{path}: no *.safetensors weight files")
+    chosen = SINGLE_FILE if SINGLE_FILE in names else INDEX_FILE  # transformers' order
+    explicit = config.get("transformers_weights")
+    if explicit is not None and explicit != chosen:
+        raise BadInputError(
+            f"{where}/config.json: transformers_weights names {brief(explicit)}, not {chosen}, "
+            "the file hubfuse verifies; remove the key or point it at that file"
+        )
+    return chosen
+
+
+# Config keys that give a stack's number of layers (at any level: text, vision, audio configs).
+LAYER_COUNT_KEYS = frozenset(
+    {
+        "num_hidden_layers",
+        "num_layers",
+        "n_layer",
+        "n_layers",
+        "depth",
+        "encoder_layers",
+        "decoder_layers",
+        "num_encoder_layers",
+        "num_decoder_layers",
+    }
+)
+# A config may describe a stack the checkpoint does not store (an unused sub-model), never one
+# many times deeper than the checkpoint's deepest: up to this many layers pass unexamined.
+UNSTORED_LAYERS_ALLOWED = 64
+_NUMBERED = re.compile(r"(?:^|\.)(\d+)(?=\.)")
+
+
+def deepest_stack(tensor_names: Iterable[str]) -> int:
+    """The most modules any numbered stack of the checkpoint holds (`layers.0.`, `layers.1.`: 2)."""
+    stacks: dict[str, set[int]] = {}
+    for name in tensor_names:
+        for match in _NUMBERED.finditer(name):
+            stacks.setdefault(name[: match.start()], set()).add(int(match.group(1)))
+    return max((len(indices) for indices in stacks.values()), default=0)
+
+
+def refuse_layers_beyond_headers(config: Mapping[str, Any], tensor_names: Iterable[str], where: str) -> None:
+    """Refuse a config claiming far more layers than the headers store, before any worker builds
+    the model it describes (the meta model alone grows with every layer claimed)."""
+    deepest = deepest_stack(tensor_names)
+    allowed = max(UNSTORED_LAYERS_ALLOWED, 2 * deepest)
+    pending: list[tuple[str, Any]] = [("", config)]
+    while pending:
+        path, node = pending.pop()
+        for key, value in node.items():
+            if key in LAYER_COUNT_KEYS and type(value) is int and value > allowed:
+                raise BadInputError(
+                    f"{where}/config.json: {path}{key} is {value}, but no stack of numbered modules in "
+                    f"the weights holds more than {deepest}; the config does not describe these weights"
+                )
+            if isinstance(value, dict):
+                pending.append((f"{path}{key}.", value))
 
 
 def validate_fusion_config(value: Any, *, where: str) -> None:
@@ -184,8 +255,9 @@ def open_checkpoint(source: str | Path, *, trust_remote_code: bool = False) -> C
         raise CheckpointError(f"{path}: not a directory (expected a model folder with config.json)")
 
     checked = read_checked_config(path, trust_remote_code=trust_remote_code)
-    _refuse_pickle_only(path)
-    weight_files = _validated_weight_files(path, checked.config)
+    names = {entry.name for entry in path.iterdir() if entry.is_file()}
+    chosen = choose_weight_layout(names, checked.config, str(path))
+    weight_files = _validated_weight_files(path, chosen, checked.config)
 
     return Checkpoint(
         path=path,
@@ -205,33 +277,20 @@ def open_checkpoint(source: str | Path, *, trust_remote_code: bool = False) -> C
     )
 
 
-def _validated_weight_files(path: Path, config: dict[str, Any]) -> tuple[Path, ...]:
+def _validated_weight_files(path: Path, chosen: str, config: dict[str, Any]) -> tuple[Path, ...]:
     """The weight files transformers will load, every header read and checked.
 
     Reading every header up front turns a truncated file or lying offsets into a clear error
-    before any worker loads the model. Only the two layouts transformers loads as safetensors
-    are accepted, so that no load can go looking for other files (pickles) beside them.
+    before any worker loads the model.
     """
-    from hubfuse.verify import INDEX_FILE, SINGLE_FILE, index_checkpoint
+    from hubfuse.verify import INDEX_FILE, index_checkpoint
 
-    if not (path / SINGLE_FILE).is_file() and not (path / INDEX_FILE).is_file():
-        found = ", ".join(p.name for p in sorted(path.glob("*.safetensors"))[:3])
-        raise CheckpointError(
-            f"{path}: no {SINGLE_FILE} or {INDEX_FILE} (found {found}); transformers loads only those "
-            "names, so rename the file or add the index"
-        )
-    chosen = SINGLE_FILE if (path / SINGLE_FILE).is_file() else INDEX_FILE  # transformers' order
-    explicit = config.get("transformers_weights")
-    if explicit is not None and explicit != chosen:
-        raise BadInputError(
-            f"{path / 'config.json'}: transformers_weights names {brief(explicit)}, not {chosen}, "
-            "the file hubfuse verifies; remove the key or point it at that file"
-        )
     index = index_checkpoint(path)
     if not index:
         raise CheckpointError(f"{path}: the checkpoint holds no tensors")
+    refuse_layers_beyond_headers(config, index, str(path))
     files = {tensor.file for tensor in index.values()}
-    if not (path / SINGLE_FILE).is_file():
+    if chosen == INDEX_FILE:
         files.add(path / INDEX_FILE)
     return tuple(sorted(files))
 

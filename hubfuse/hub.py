@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hubfuse import strictjson
 from hubfuse.errors import (
     AuthError,
     BadInputError,
     BudgetExhaustedError,
+    CheckpointError,
     ConflictError,
     CopyRefusedError,
     HubfuseError,
@@ -317,26 +319,47 @@ class Hub:
         )
         return folder if _complete_marker_matches(folder, patterns, repo_type) else None
 
-    def read_text(self, repo_id: str, sha: str, filename: str, repo_type: str = "model") -> str | None:
-        """A small file at a pinned commit, or None if the repo has no such file."""
-        from huggingface_hub import hf_hub_download
+    def read_text(
+        self,
+        repo_id: str,
+        sha: str,
+        filename: str,
+        repo_type: str = "model",
+        *,
+        max_bytes: int = strictjson.MAX_BYTES,
+    ) -> str | None:
+        """A small text file at a pinned commit, or None if the repo has no such file: one GET,
+        refused (exit 2) past `max_bytes` from its Content-Length, else once that many bytes came."""
+        from huggingface_hub import hf_hub_url
         from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub.utils import get_session, hf_raise_for_status
+
+        url = hf_hub_url(repo_id, filename, revision=sha, repo_type=repo_type, endpoint=self.endpoint)
+        where = f"{repo_id}@{sha[:12]}/{filename}"
+        too_large = f"{where}: is over the {max_bytes}-byte limit of every file hubfuse reads whole"
 
         def fetch() -> str | None:
+            with get_session().stream(
+                "GET", url, headers=self.api._build_hf_headers(), follow_redirects=True
+            ) as response:
+                try:
+                    hf_raise_for_status(response)
+                except EntryNotFoundError:
+                    return None
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise CheckpointError(too_large)
+                data = bytearray()
+                for chunk in response.iter_bytes():
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise CheckpointError(too_large)
             try:
-                path = hf_hub_download(
-                    repo_id,
-                    filename,
-                    revision=sha,
-                    repo_type=repo_type,
-                    endpoint=self.endpoint,
-                    token=self.token,
-                )
-            except EntryNotFoundError:
-                return None
-            return Path(path).read_text(encoding="utf-8")
+                return data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CheckpointError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
-        return self.call(f"read {repo_id}/{filename}@{sha[:12]}", fetch)
+        return self.call(f"read {where}", fetch)
 
     def list_files(self, repo_id: str, sha: str, repo_type: str = "model") -> list[Any]:
         """Every file at commit `sha` (RepoFile: path, size, lfs with its sha256), no content."""

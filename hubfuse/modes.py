@@ -101,6 +101,7 @@ def check_source(
         from hubfuse.pipeline import WEIGHT_PATTERNS
 
         assert isinstance(source, RemoteSource) and source.hub is not None
+        source.refuse_oversized_json(WEIGHT_PATTERNS)  # from the listing, before a download
         folder = source.hub.download(source.repo_id, source.sha, WEIGHT_PATTERNS)
         checkpoint = open_checkpoint(folder, trust_remote_code=trust_remote_code)
     report = check_checkpoint(

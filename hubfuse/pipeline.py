@@ -190,6 +190,7 @@ def pull(hub: Hub, source: Source, *, variant: bool, weights: bool = True) -> Pa
     """The files verification and the variant need; without `weights` (targeted mode) no safetensors."""
     patterns = [p for p in WEIGHT_PATTERNS if weights or not p.endswith(".safetensors")]
     patterns += VARIANT_EXTRA_PATTERNS if variant else []
+    remote_source(hub, source).refuse_oversized_json(patterns)  # from the listing, before a download
     with log.group(f"pull {source.repo_id}@{source.sha[:12]}"):
         snapshot = hub.download(source.repo_id, source.sha, patterns)
     if not (snapshot / "config.json").is_file():

@@ -51,6 +51,11 @@ MAX_HEADER_BYTES = 100_000_000  # safetensors refuses larger headers
 METADATA_KEY = "__metadata__"
 MAX_HEADER_DEPTH = 8  # the format itself nests 3 levels: header -> entry -> shape
 U64_LIMIT = 1 << 64  # safetensors stores sizes, shapes and offsets as 64-bit unsigned integers
+# All of one checkpoint's headers together (summed over its shards). The largest real repos
+# (~1T parameters, 100-200k tensors) hold about 20 MB of headers; each parsed header byte costs
+# about 14 bytes of memory while it is parsed.
+MAX_CHECKPOINT_HEADER_BYTES = MAX_HEADER_BYTES
+MAX_CHECKPOINT_TENSORS = 1_000_000
 _REDOWNLOAD = "re-download or re-save the checkpoint"
 
 
@@ -79,17 +84,54 @@ class SafetensorsHeader:
     metadata: dict[str, str] | None
 
 
+class HeaderBudget:
+    """Header bytes and tensors of one checkpoint, summed over its files: a header that would
+    take the sum past a limit is refused before it is read or parsed."""
+
+    def __init__(
+        self,
+        where: str,
+        *,
+        max_bytes: int = MAX_CHECKPOINT_HEADER_BYTES,
+        max_tensors: int = MAX_CHECKPOINT_TENSORS,
+    ) -> None:
+        self.where = where
+        self.max_bytes = max_bytes
+        self.max_tensors = max_tensors
+        self.header_bytes = 0
+        self.tensor_count = 0
+
+    def spend_header(self, name: str, header_len: int) -> None:
+        self.header_bytes += header_len
+        if self.header_bytes > self.max_bytes:
+            raise CheckpointError(
+                f"{self.where}: its safetensors headers hold more than {self.max_bytes} bytes together "
+                f"({brief(name)} brings them to {self.header_bytes}); not a checkpoint hubfuse reads"
+            )
+
+    def tensors_of(self, header: SafetensorsHeader) -> tuple[TensorLocation, ...]:
+        self.tensor_count += len(header.tensors)
+        if self.tensor_count > self.max_tensors:
+            raise CheckpointError(
+                f"{self.where}: its safetensors headers list more than {self.max_tensors} tensors together "
+                f"({header.path.name} brings them to {self.tensor_count}); not a checkpoint hubfuse reads"
+            )
+        return header.tensors
+
+
 class _HeaderLie(Exception):
     """Raised inside JSON decoding hooks; turned into a CheckpointError naming the file."""
 
 
-def read_header(path: Path | str) -> SafetensorsHeader:
+def read_header(path: Path | str, *, budget: HeaderBudget | None = None) -> SafetensorsHeader:
     """Read and validate one safetensors file's header; `CheckpointError` if it is not sound."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
             file_size = os.fstat(f.fileno()).st_size
             header_len = _read_header_length(path, f.read(LENGTH_PREFIX_BYTES), file_size)
+            if budget is not None:
+                budget.spend_header(path.name, header_len)
             raw = f.read(header_len)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from e

@@ -8,22 +8,26 @@ through the strict parser in `safetensors_header`, so a lying header is refused 
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from hubfuse import strictjson
+from hubfuse.checkpoint import choose_weight_layout, read_config_text, refuse_layers_beyond_headers
 from hubfuse.errors import BadInputError, CheckpointError, brief
 from hubfuse.safetensors_header import (
     LENGTH_PREFIX_BYTES,
     MAX_HEADER_BYTES,
+    HeaderBudget,
     SafetensorsHeader,
     TensorLocation,
     parse_header,
     read_header,
 )
-from hubfuse.verify import INDEX_FILE, SINGLE_FILE
+from hubfuse.verify import INDEX_FILE, SINGLE_FILE, parse_weight_map
 
 if TYPE_CHECKING:
     from hubfuse.hub import Hub
@@ -42,71 +46,95 @@ class WeightFile:
 
 @dataclass
 class RepoSource:
-    """Base: subclasses implement `_list`, `_read` and `config_text`."""
+    """Base: subclasses implement `_listing`, `_read` and `_fetch_config_text`."""
 
     label: str
     bytes_read: int = 0
     _headers: dict[str, SafetensorsHeader] = field(default_factory=dict)
     _weight_map: dict[str, str] | None = None
     _tensors: dict[str, tuple[str, TensorLocation]] | None = None
+    _config_text: str | None = None
+    _config: dict[str, Any] | None = None
 
-    def config_text(self) -> str:
+    def _listing(self) -> dict[str, WeightFile]:
+        """Every file at the top of the checkpoint, with its size: what a choice is made from."""
         raise NotImplementedError
 
-    def _list(self) -> dict[str, WeightFile]:
+    def _fetch_config_text(self) -> str:
         raise NotImplementedError
 
     def _read(self, name: str, start: int, end: int) -> bytes:
         raise NotImplementedError
+
+    def _list(self) -> dict[str, WeightFile]:
+        return {
+            name: entry
+            for name, entry in self._listing().items()
+            if name.endswith(".safetensors") or name == INDEX_FILE
+        }
 
     def read(self, name: str, start: int, end: int) -> bytes:
         data = self._read(name, start, end)
         self.bytes_read += len(data)
         return data
 
-    def weight_files(self) -> list[WeightFile]:
-        """The safetensors files transformers would load, chosen by transformers' own rule."""
-        files = self._list()
-        if SINGLE_FILE in files:
-            return [files[SINGLE_FILE]]
-        if INDEX_FILE in files:
-            shards = sorted(set(self.weight_map().values()))
-            absent = [s for s in shards if s not in files]
-            if absent:
+    def refuse_oversized_json(self, patterns: Iterable[str] = ("*.json",)) -> None:
+        """Every JSON file matching `patterns` must fit the strict reader: refused from the
+        listing, before a byte of it is fetched."""
+        patterns = list(patterns)
+        for name, entry in sorted(self._listing().items()):
+            wanted = name.endswith(".json") and any(fnmatch(name, p) for p in patterns)
+            if wanted and entry.size > strictjson.MAX_BYTES:
                 raise CheckpointError(
-                    f"{self.label}: {INDEX_FILE} names shard {brief(absent[0])}, which is absent"
+                    f"{self.label}/{name}: is {entry.size} bytes, over the {strictjson.MAX_BYTES}-byte "
+                    "limit of every JSON hubfuse reads"
                 )
-            return [files[s] for s in shards]
-        found = [f for name, f in sorted(files.items()) if name.endswith(".safetensors")]
-        if not found:
-            raise CheckpointError(f"{self.label}: no *.safetensors weight files")
-        return found
+
+    def config_text(self) -> str:
+        if self._config_text is None:
+            if "config.json" not in self._listing():
+                raise BadInputError(f"{self.label}: no config.json in the repo")
+            self.refuse_oversized_json(["config.json"])
+            self._config_text = self._fetch_config_text()
+        return self._config_text
+
+    def config(self) -> dict[str, Any]:
+        """config.json, parsed strictly (the checks of `read_checked_config` come on top)."""
+        if self._config is None:
+            self._config = read_config_text(self.config_text(), where=f"{self.label}/config.json")
+        return self._config
+
+    def weight_files(self) -> list[WeightFile]:
+        """The safetensors files transformers would load, by full mode's own rule."""
+        files = self._listing()
+        if choose_weight_layout(files, self.config(), self.label) == SINGLE_FILE:
+            return [files[SINGLE_FILE]]
+        shards = sorted(set(self.weight_map().values()))
+        absent = [s for s in shards if s not in files]
+        if absent:
+            raise CheckpointError(
+                f"{self.label}: {INDEX_FILE} names shard {brief(absent[0])}, which is absent"
+            )
+        return [files[s] for s in shards]
 
     def weight_map(self) -> dict[str, str]:
         if self._weight_map is None:
-            self._weight_map = self._read_weight_map()
+            self.refuse_oversized_json([INDEX_FILE])
+            data = self.read(INDEX_FILE, 0, self._listing()[INDEX_FILE].size)
+            self._weight_map = parse_weight_map(data, f"{self.label}/{INDEX_FILE}")
         return self._weight_map
-
-    def _read_weight_map(self) -> dict[str, str]:
-        try:
-            document = json.loads(self.read(INDEX_FILE, 0, self._list()[INDEX_FILE].size))
-            weight_map = document["weight_map"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{self.label}: {INDEX_FILE} has no valid weight_map ({exc})") from exc
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-            raise CheckpointError(f"{self.label}: {INDEX_FILE}: weight_map must map names to shard files")
-        return weight_map
 
     @property
     def total_weight_bytes(self) -> int:
         return sum(f.size for f in self.weight_files())
 
     def header(self, name: str) -> SafetensorsHeader:
+        """One file's header, kept: for the few files a variant rewrites (indexing keeps none)."""
         if name not in self._headers:
             self._headers[name] = self._read_header(name)
         return self._headers[name]
 
-    def _read_header(self, name: str) -> SafetensorsHeader:
+    def _read_header(self, name: str, budget: HeaderBudget | None = None) -> SafetensorsHeader:
         size = self._list()[name].size
         where = PurePosixPath(self.label) / name
         first = self.read(name, 0, min(size, _FIRST_READ_BYTES))
@@ -117,6 +145,8 @@ class RepoSource:
             raise CheckpointError(f"{where}: header length {header_len} is over safetensors' limit")
         if header_len > size - LENGTH_PREFIX_BYTES:
             raise CheckpointError(f"{where}: header length {header_len} is beyond the end of the file")
+        if budget is not None:
+            budget.spend_header(name, header_len)
         raw = first[LENGTH_PREFIX_BYTES : LENGTH_PREFIX_BYTES + header_len]
         if len(raw) < header_len:
             raw += self.read(name, len(first), LENGTH_PREFIX_BYTES + header_len)
@@ -128,12 +158,20 @@ class RepoSource:
             self._tensors = self._index()
         return self._tensors
 
+    def names_in(self, file_name: str) -> list[str]:
+        """The tensors of one weight file, in the order of their bytes."""
+        located = [(loc.start, name) for name, (file, loc) in self.tensors().items() if file == file_name]
+        return [name for _, name in sorted(located)]
+
     def _index(self) -> dict[str, tuple[str, TensorLocation]]:
         files = self.weight_files()
         weight_map = self.weight_map() if len(files) > 1 and INDEX_FILE in self._list() else None
         index: dict[str, tuple[str, TensorLocation]] = {}
+        # Summed over the shards and checked before each header is parsed; each parsed header is
+        # dropped once its tensors are indexed.
+        budget = HeaderBudget(self.label)
         for weight_file in files:
-            for tensor in self.header(weight_file.name).tensors:
+            for tensor in budget.tensors_of(self._read_header(weight_file.name, budget)):
                 if tensor.name in index:
                     raise CheckpointError(
                         f"{self.label}: tensor {brief(tensor.name)} is stored twice, in "
@@ -150,6 +188,9 @@ class RepoSource:
             raise CheckpointError(
                 f"{self.label}: {INDEX_FILE} maps {brief(absent[0])} to a shard that lacks it"
             )
+        if not index:
+            raise CheckpointError(f"{self.label}: the checkpoint holds no tensors")
+        refuse_layers_beyond_headers(self.config(), index, self.label)
         return index
 
     def tensor_bytes(self, name: str) -> bytes:
@@ -161,18 +202,16 @@ class RepoSource:
 class LocalSource(RepoSource):
     folder: Path = Path()
 
-    def config_text(self) -> str:
+    def _fetch_config_text(self) -> str:
         return (self.folder / "config.json").read_text(encoding="utf-8")
 
-    def _list(self) -> dict[str, WeightFile]:
+    def _listing(self) -> dict[str, WeightFile]:
         return {
-            p.name: WeightFile(p.name, p.stat().st_size, None)
-            for p in self.folder.iterdir()
-            if p.is_file() and (p.suffix == ".safetensors" or p.name == INDEX_FILE)
+            p.name: WeightFile(p.name, p.stat().st_size, None) for p in self.folder.iterdir() if p.is_file()
         }
 
-    def _read_header(self, name: str) -> SafetensorsHeader:
-        return read_header(self.folder / name)
+    def _read_header(self, name: str, budget: HeaderBudget | None = None) -> SafetensorsHeader:
+        return read_header(self.folder / name, budget=budget)
 
     def _read(self, name: str, start: int, end: int) -> bytes:
         with open(self.folder / name, "rb") as f:
@@ -191,18 +230,18 @@ class RemoteSource(RepoSource):
         assert self.hub is not None
         return self.hub
 
-    def config_text(self) -> str:
+    def _fetch_config_text(self) -> str:
         text = self._hub().read_text(self.repo_id, self.sha, "config.json")
         if text is None:
             raise BadInputError(f"{self.label}: no config.json in the repo")
         return text
 
-    def _list(self) -> dict[str, WeightFile]:
+    def _listing(self) -> dict[str, WeightFile]:
         if self._files is None:
             self._files = {
                 entry.path: WeightFile(entry.path, int(entry.size), entry.lfs.sha256 if entry.lfs else None)
                 for entry in self._hub().list_files(self.repo_id, self.sha)
-                if "/" not in entry.path and (entry.path.endswith(".safetensors") or entry.path == INDEX_FILE)
+                if "/" not in entry.path
             }
         return self._files
 

@@ -49,7 +49,7 @@ def variant_operations(
     stats = transfer.stats
     for weight_file in source.weight_files():
         stats.shards += 1
-        names = [t.name for t in source.header(weight_file.name).tensors]
+        names = source.names_in(weight_file.name)
         if touched & set(names):
             path = _rewrite_shard(source, weight_file, names, touched, fused, work, stats)
             new_names = [fused[n][0] if n in fused else n for n in names]

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from hubfuse import strictjson
 from hubfuse.errors import CheckpointError, brief
-from hubfuse.safetensors_header import TensorLocation, read_header
+from hubfuse.safetensors_header import HeaderBudget, TensorLocation, read_header
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
@@ -117,8 +117,9 @@ def index_checkpoint(folder: Path | str) -> dict[str, TensorLocation]:
 
 def _index_files(files: list[Path]) -> dict[str, TensorLocation]:
     index: dict[str, TensorLocation] = {}
+    budget = HeaderBudget(str(files[0].parent))
     for path in files:
-        for tensor in read_header(path).tensors:
+        for tensor in budget.tensors_of(read_header(path, budget=budget)):
             if tensor.name in index:
                 raise CheckpointError(
                     f"{path.parent}: tensor {brief(tensor.name)} is stored twice, in "
@@ -131,6 +132,7 @@ def _index_files(files: list[Path]) -> dict[str, TensorLocation]:
 def _index_sharded(folder: Path) -> dict[str, TensorLocation]:
     weight_map = _read_weight_map(folder / INDEX_FILE)
     shards: dict[str, dict[str, TensorLocation]] = {}
+    budget = HeaderBudget(str(folder))
     for shard in sorted(set(weight_map.values())):
         path = folder / shard
         if not path.is_file():
@@ -139,7 +141,7 @@ def _index_sharded(folder: Path) -> dict[str, TensorLocation]:
                 f"{folder / INDEX_FILE}: shard {brief(shard)} (holding e.g. {brief(example)}) is missing "
                 f"from {folder}; download it"
             )
-        shards[shard] = {t.name: t for t in read_header(path).tensors}
+        shards[shard] = {t.name: t for t in budget.tensors_of(read_header(path, budget=budget))}
     index: dict[str, TensorLocation] = {}
     for name, shard in weight_map.items():
         if name not in shards[shard]:
@@ -160,9 +162,18 @@ def _index_sharded(folder: Path) -> dict[str, TensorLocation]:
 
 def _read_weight_map(index_path: Path) -> dict[str, str]:
     try:
-        document = strictjson.read_file(index_path)
+        with open(index_path, "rb") as f:
+            data = f.read(strictjson.MAX_BYTES + 1)
     except OSError as e:
         raise CheckpointError(f"{index_path}: cannot read the shard index: {e.strerror or e}") from None
+    return parse_weight_map(data, index_path)
+
+
+def parse_weight_map(data: bytes, index_path: Path | str) -> dict[str, str]:
+    """The shard index's `weight_map` (tensor name -> shard file), strictly parsed and checked:
+    the one reading of an index, whether from a folder or from a repo."""
+    try:
+        document = strictjson.loads(data)
     except strictjson.StrictJSONError as e:
         raise CheckpointError(f"{index_path}: the shard index {e}") from None
     weight_map = document.get("weight_map") if isinstance(document, dict) else None
