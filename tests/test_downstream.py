@@ -1,7 +1,7 @@
 """The downstream matrix: real transformers releases, each in its own cached environment.
 
 The environments live in the user's cache folder (tests/conftest.py), so only a machine's first
-run creates them (pip, from the package index; torch is shared, never downloaded). The releases:
+run creates them (uv, from the package index; torch is shared, never downloaded). The releases:
 5.5.4 (before fusion_mapping.py), 5.13.1 (5.6-5.20: the fusion's patching path imports
 torchvision), 5.24.0 (the installed one). Expected outcomes: /work/shared/fusion-facts.md.
 """
@@ -103,11 +103,12 @@ def test_qwen2_5_vl_is_ignored_then_crashes_then_silently_random(checkpoints, tm
 
 
 def test_a_failed_environment_creation_leaves_nothing_behind():
-    with pytest.raises(envs.EnvError, match=r"pip install transformers==0\.0\.1"):
+    with pytest.raises(envs.EnvError, match=r"uv pip install transformers==0\.0\.1") as raised:
         envs.ensure_env("0.0.1")
+    assert not isinstance(raised.value, envs.RequirementUnavailable)  # no release, not a missing dependency
     root = envs.envs_root()
-    assert not list(root.glob("transformers-0.0.1-*"))
-    assert not list(root.glob(".building-transformers-0.0.1-*"))
+    assert not list(root.glob("env-transformers-0.0.1-*"))
+    assert not list(root.glob(".building-env-transformers-0.0.1-*"))
 
 
 @pytest.fixture(scope="module")
