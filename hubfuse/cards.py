@@ -150,7 +150,7 @@ def downstream_context(report: CheckReport, *, variant: bool) -> dict[str, Any]:
         header, rows = matrix_rows(check)
         tables.append(MatrixTable(family.name, header, rows, first_reasons(check)))
         outside_breaks += summarize(family.downstream.cells, gating=False)
-        correct += [c.transformers for c in check.cells if c.outcome == "safe"]
+        correct += [c.transformers for c in check.cells if c.outcome == "safe" and not c.stand_in]
     return {
         "selection": selection,
         "matrix_tables": tables,

@@ -65,7 +65,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def matrix_rows(check: LoadCheck) -> tuple[list[str], list[list[str]]]:
     """The downstream matrix as a table: one row per release, one column per environment."""
-    columns = list(check.environments)
+    stand_ins = [c.env for c in check.cells if c.env not in check.environments]  # e.g. base-without-kernels
+    columns = [*check.environments, *dict.fromkeys(stand_ins)]
     by_key: dict[tuple[str, str], DownstreamCell] = {(c.transformers, c.env): c for c in check.cells}
     rows = []
     for version in check.versions or []:
@@ -73,7 +74,7 @@ def matrix_rows(check: LoadCheck) -> tuple[list[str], list[list[str]]]:
         row = [version + ("" if gating else " (not gating)")]
         for column in columns:
             cell = by_key.get((version, column))
-            row.append(cell.outcome if cell else "unavailable" if check.environments[column] else "-")
+            row.append(cell.outcome if cell else "unavailable" if check.environments.get(column) else "-")
         rows.append(row)
     return ["transformers", *columns], rows
 
@@ -91,6 +92,11 @@ def first_reasons(check: LoadCheck) -> list[str]:
         for (outcome, env, reason), versions in groups.items()
     ]
     lines += [f"{column} environment unavailable: {why}" for column, why in check.environments.items() if why]
+    lines += dict.fromkeys(
+        f"{c.env} on {c.transformers} is a stand-in, reported beside, never gating ({c.notes[0]})"
+        for c in check.cells
+        if c.stand_in and c.notes
+    )
     return lines
 
 

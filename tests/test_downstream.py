@@ -111,6 +111,40 @@ def test_a_failed_environment_creation_leaves_nothing_behind():
     assert not list(root.glob(".building-env-transformers-0.0.1-*"))
 
 
+def test_a_release_whose_requirement_is_missing_is_unavailable_beside_a_stand_in(checkpoints, tmp_path):
+    """transformers 5.25.0 requires kernels>=0.19.1,<0.20; this machine's index has 0.17.2. Its
+    cell is `unavailable` (never passing), and the stand-in (5.25.0 without kernels, hub kernels
+    off) runs for real beside it, labelled, not gating."""
+    from hubfuse.fusion.downstream import apply_matrix
+    from hubfuse.fusion.verdict import FamilyResult
+    from hubfuse.report import first_reasons, matrix_rows
+
+    source = checkpoints("qwen3_vl")
+    inputs = MatrixInputs(source, _config_only_copy(source, tmp_path / "downstream"), None)
+    family = FamilyResult("patch_embeddings", "safe")
+    apply_matrix(family, DownstreamPlan("test", ("5.25.0",)), inputs, tmp_path, timeout=600, jobs=2)
+    assert family.verdict == "unsafe"  # not proven on 5.25.0: nothing may be published
+    cells = {(c.transformers, c.env): c for c in family.downstream.cells}
+    unavailable = cells[("5.25.0", envs.BASE_ENV)]
+    assert (unavailable.outcome, unavailable.gating, unavailable.stand_in) == ("unavailable", True, False)
+    assert "kernels>=0.19.1,<0.20" in unavailable.reason
+    assert "leave it out with --downstream-versions none" in unavailable.reason  # the only release
+    stand_in = cells[("5.25.0", "base-without-kernels")]
+    assert (stand_in.outcome, stand_in.gating, stand_in.stand_in) == ("safe", False, True)  # 5.25: exact
+    assert "without kernels>=0.19.1,<0.20, USE_HUB_KERNELS=0" in stand_in.notes[0]
+    assert family.reasons == [f"downstream: unavailable on transformers 5.25.0 (base): {unavailable.reason}"]
+    header, rows = matrix_rows(family.downstream)
+    assert header[-1] == "base-without-kernels"
+    assert rows[-1][:2] == ["5.25.0", "unavailable"] and rows[-1][-1] == "safe"
+    assert any("stand-in" in line and "never gating" in line for line in first_reasons(family.downstream))
+
+    # The stand-in's name and record say what was left out.
+    without = ("kernels",)
+    stand_in_env = envs.Env("5.25.0", (), envs.envs_root() / envs.env_name("5.25.0", (), without), without)
+    assert "without-kernels" in stand_in_env.path.name
+    assert envs.build_record(stand_in_env)["left_out"] == ["kernels<0.20,>=0.19.1"]
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     with LocalHub(tmp_path_factory.mktemp("hub")) as server:

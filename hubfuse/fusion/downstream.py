@@ -177,42 +177,95 @@ def run_matrix(
     ]
     log.info(f"  downstream matrix: {len(tasks)} environment(s), {plan.describe()}")
 
-    def one(task: tuple[str, str]) -> tuple[str, str, dict[str, Any]]:
+    def one(task: tuple[str, str]) -> list[tuple[str, dict[str, Any], bool]]:
         version, column = task
         cell_work = work / "matrix" / f"{version}-{column}"
-        return version, column, _run_cell(version, column, inputs, cell_work, timeout)
+        others = [v for v in plan.versions if v != version]
+        leave_out = (
+            f"--downstream-versions '>={min(others, key=Version)},!={version}'"
+            if others
+            else ("--downstream-versions none")
+        )
+        return _run_cells(version, column, inputs, cell_work, timeout, leave_out)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         outcomes = list(pool.map(one, tasks))
     config_cells, variant_cells = [], []
     gating = set(plan.gating)
-    for version, column, cells in outcomes:
-        for subject, target in (("config", config_cells), ("variant", variant_cells)):
-            cell = cells.get(subject)
-            if cell is not None:
-                target.append(
-                    DownstreamCell(
-                        version,
-                        column,
-                        cell["outcome"],
-                        cell["reason"],
-                        gating=version in gating,
-                        notes=cell.get("notes", []),
+    for (version, _), results in zip(tasks, outcomes, strict=True):
+        for column, cells, stand_in in results:
+            for subject, target in (("config", config_cells), ("variant", variant_cells)):
+                cell = cells.get(subject)
+                if cell is not None:
+                    target.append(
+                        DownstreamCell(
+                            version,
+                            column,
+                            cell["outcome"],
+                            cell["reason"],
+                            gating=version in gating and not stand_in,
+                            notes=cell.get("notes", []),
+                            stand_in=stand_in,
+                        )
                     )
-                )
     return columns, config_cells, variant_cells
 
 
-def _run_cell(version: str, column: str, inputs: MatrixInputs, work: Path, timeout: float) -> dict[str, Any]:
+# -- honest cells: a release whose requirement the index lacks (begin) ----------------------------
+def _run_cells(
+    version: str, column: str, inputs: MatrixInputs, work: Path, timeout: float, leave_out: str
+) -> list[tuple[str, dict[str, Any], bool]]:
+    """[(column, cells by subject, stand_in)]: the release's own cells, and where its environment
+    cannot be built as its users have it, `unavailable` (never passing) plus an honest stand-in:
+    that release without the missing requirement, the feature needing it switched off, never gating.
+    """
     subjects = ("config", "variant") if inputs.variant else ("config",)
+    extras = envs.ENV_EXTRAS[column]
+    try:
+        return [(column, _run_cell(envs.ensure_env(version, extras)[0], inputs, work, timeout), False)]
+    except envs.RequirementUnavailable as exc:
+        missing = exc
+    except envs.EnvError as exc:
+        return [(column, _failed(subjects, f"environment: {exc}"), False)]
+    reason = f"{missing}: not proven on {version}; leave it out with {leave_out}"
+    unavailable = {s: {"outcome": "unavailable", "reason": reason} for s in subjects}
+    switched_off = {"USE_HUB_KERNELS": "0"} if missing.name == "kernels" else {}
+    stand_in_column = f"{column}-without-{missing.name}"
+    try:
+        env = envs.ensure_env(version, extras, without=(missing.name,))[0]
+        stand_in = _run_cell(
+            env, inputs, work.with_name(f"{work.name}-without-{missing.name}"), timeout, switched_off
+        )
+    except envs.EnvError as exc:
+        stand_in = _failed(subjects, f"environment: {exc}")
+    note = f"stand-in: transformers {version} without {missing.requirement}" + "".join(
+        f", {name}={value}" for name, value in switched_off.items()
+    )
+    for cell in stand_in.values():
+        cell["notes"] = [note, *cell.get("notes", [])]
+    return [(column, unavailable, False), (stand_in_column, stand_in, True)]
+
+
+# -- honest cells (end) ----------------------------------------------------------------------------
+
+
+def _failed(subjects: tuple[str, ...], reason: str) -> dict[str, Any]:
+    return {s: {"outcome": "error", "reason": reason} for s in subjects}
+
+
+def _run_cell(
+    env: envs.Env,
+    inputs: MatrixInputs,
+    work: Path,
+    timeout: float,
+    extra_environ: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    subjects = ("config", "variant") if inputs.variant else ("config",)
+    version = env.transformers
 
     def failed(reason: str) -> dict[str, Any]:
-        return {s: {"outcome": "error", "reason": reason} for s in subjects}
+        return _failed(subjects, reason)
 
-    try:
-        env, _created = envs.ensure_env(version, envs.ENV_EXTRAS[column])
-    except envs.EnvError as exc:
-        return failed(f"environment: {exc}")
     work.mkdir(parents=True, exist_ok=True)
     request = {
         "source": str(inputs.source),
@@ -230,8 +283,9 @@ def _run_cell(version: str, column: str, inputs: MatrixInputs, work: Path, timeo
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONWARNINGS": "ignore",
+        **(extra_environ or {}),
     }
-    probe_log = work.parent.parent / f"downstream-{version}-{column}.log"
+    probe_log = work.parent.parent / f"downstream-{work.name}.log"
     with open(probe_log, "w") as log_file:
         try:
             completed = subprocess.run(

@@ -38,7 +38,9 @@ class Roundtrip:
     tensors: list[dict[str, Any]] | None = None  # every tensor, for `hubfuse verify`
 
 
-CellOutcome = Literal["safe", "ignored", "crash", "unsafe", "error"]
+# `unavailable`: the release cannot be installed as its users have it (a requirement the index
+# lacks); not proven, so never passing.
+CellOutcome = Literal["safe", "ignored", "crash", "unsafe", "error", "unavailable"]
 PASSING_OUTCOMES = ("safe", "ignored")
 
 
@@ -52,6 +54,9 @@ class DownstreamCell:
     reason: str = ""
     gating: bool = True  # False: outside an explicit --downstream-versions, reported only
     notes: list[str] = field(default_factory=list)
+    # An honest stand-in for an `unavailable` cell (that release without the missing requirement,
+    # `env` says which): reported beside it, never gating, never counted as the release loading.
+    stand_in: bool = False
 
 
 @dataclass
