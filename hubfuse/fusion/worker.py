@@ -28,6 +28,8 @@ from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
+from hubfuse.childenv import drop_hub_tokens_here
+
 # Probes are named, not passed as functions, so the parent never imports torch itself.
 PROBES_MODULE = "hubfuse.fusion.probes"
 # Modules every worker imports before its probe (comma-separated): plugins that register with
@@ -35,6 +37,8 @@ PROBES_MODULE = "hubfuse.fusion.probes"
 # an import error, in each child.
 PRELOAD_ENV = "HUBFUSE_WORKER_PRELOAD"
 _PRELOAD = [PROBES_MODULE]
+# Imported first by the forkserver: drops Hub tokens from its environment (the workers call no Hub).
+HUB_FREE_MODULE = "hubfuse.fusion.hub_free"
 _context: BaseContext | None = None
 _start_lock = threading.Lock()
 
@@ -58,7 +62,7 @@ def _get_context() -> BaseContext:
     global _context
     if _context is None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([*_PRELOAD, *_env_preload()])
+        ctx.set_forkserver_preload([HUB_FREE_MODULE, *_PRELOAD, *_env_preload()])
         _context = ctx
         atexit.register(_stop_forkserver)
     return _context
@@ -105,6 +109,7 @@ def _env_preload() -> list[str]:
 
 
 def _child_main(conn: Connection, module: str, probe: str, args: tuple[Any, ...], log_path: str) -> None:
+    drop_hub_tokens_here()  # already so when the forkserver's preload ran; never rely on it
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
