@@ -2,7 +2,7 @@
 
     python bench/matrix.py [--versions SPEC] [--large GB] [--out bench/results/matrix.json]
 
-The first run starts from an empty environments folder and an empty pip cache (as on a new CI
+The first run starts from an empty environments folder and an empty uv cache (as on a new CI
 runner: every transformers release and its dependencies come from the package index; torch is
 shared, never downloaded); the second run finds every environment cached. Measured: wall time,
 environment creation times, disk of the environments folder (hard links counted once), and the
@@ -32,11 +32,11 @@ DATA = REPO / "bench" / ".data"
 CREATED = re.compile(r"created (\S+) in ([\d.]+) s")
 
 
-def run_check(folder: Path, envs_dir: Path, pip_cache: Path, versions: str | None) -> dict[str, Any]:
+def run_check(folder: Path, envs_dir: Path, uv_cache: Path, versions: str | None) -> dict[str, Any]:
     env = {
         **os.environ,
         "HUBFUSE_ENVS": str(envs_dir),
-        "PIP_CACHE_DIR": str(pip_cache),
+        "UV_CACHE_DIR": str(uv_cache),
         "HUBFUSE_RELEASES_TTL_S": "86400",
     }
     # `versions` replaces the default matrix (no --downstream-versions: no non-gating extras).
@@ -67,16 +67,16 @@ def run_check(folder: Path, envs_dir: Path, pip_cache: Path, versions: str | Non
     }
 
 
-ENVS, PIP_CACHE = DATA / "matrix-envs", DATA / "matrix-pip-cache"
+ENVS, UV_CACHE = DATA / "matrix-envs", DATA / "matrix-uv-cache"
 
 
 def measure(name: str, folder: Path, versions: str | None, *, fresh: bool) -> dict[str, Any]:
-    """Two runs; `fresh`: the first one starts without environments and without a pip cache."""
+    """Two runs; `fresh`: the first one starts without environments and without a uv cache."""
     if fresh:
         shutil.rmtree(ENVS, ignore_errors=True)
-        shutil.rmtree(PIP_CACHE, ignore_errors=True)
-    first = run_check(folder, ENVS, PIP_CACHE, versions)
-    second = run_check(folder, ENVS, PIP_CACHE, versions)
+        shutil.rmtree(UV_CACHE, ignore_errors=True)
+    first = run_check(folder, ENVS, UV_CACHE, versions)
+    second = run_check(folder, ENVS, UV_CACHE, versions)
     return {"checkpoint": name, "fresh_envs": fresh, "first": first, "second": second}
 
 

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
@@ -41,6 +42,9 @@ FIRST_FUSION_RELEASE = Version("5.6.0")
 PROBE = Path(__file__).resolve().parent / "downstream_probe.py"
 DEFAULT_ENV_VAR = "HUBFUSE_DOWNSTREAM_VERSIONS"
 NONE = "none"
+# Environments built at once, each taking about this much memory (uv, then the torch check).
+ENV_BUILD_JOBS = 4
+ENV_BUILD_BYTES = 600_000_000
 
 
 @dataclass(frozen=True)
@@ -186,9 +190,13 @@ def run_matrix(
             if others
             else ("--downstream-versions none")
         )
-        return _run_cells(version, column, inputs, cell_work, timeout, leave_out)
+        return _run_cells(version, column, inputs, cell_work, timeout, leave_out, probe_slots)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    # Environments build side by side (uv waits on the index and the disk more than on the CPU);
+    # the probes, which hold the model, take one of `jobs` slots each.
+    probe_slots = threading.BoundedSemaphore(max(1, jobs))
+    builders = loads_that_fit(ENV_BUILD_BYTES, 1.0, ENV_BUILD_JOBS)
+    with ThreadPoolExecutor(max_workers=max(1, jobs, min(builders, len(tasks)))) as pool:
         outcomes = list(pool.map(one, tasks))
     config_cells, variant_cells = [], []
     gating = set(plan.gating)
@@ -213,7 +221,13 @@ def run_matrix(
 
 # -- honest cells: a release whose requirement the index lacks (begin) ----------------------------
 def _run_cells(
-    version: str, column: str, inputs: MatrixInputs, work: Path, timeout: float, leave_out: str
+    version: str,
+    column: str,
+    inputs: MatrixInputs,
+    work: Path,
+    timeout: float,
+    leave_out: str,
+    probe_slots: threading.BoundedSemaphore,
 ) -> list[tuple[str, dict[str, Any], bool]]:
     """[(column, cells by subject, stand_in)]: the release's own cells, and where its environment
     cannot be built as its users have it, `unavailable` (never passing) plus an honest stand-in:
@@ -222,7 +236,8 @@ def _run_cells(
     subjects = ("config", "variant") if inputs.variant else ("config",)
     extras = envs.ENV_EXTRAS[column]
     try:
-        return [(column, _run_cell(envs.ensure_env(version, extras)[0], inputs, work, timeout), False)]
+        env = envs.ensure_env(version, extras)[0]
+        return [(column, _run_cell(env, inputs, work, timeout, probe_slots), False)]
     except envs.RequirementUnavailable as exc:
         missing = exc
     except envs.EnvError as exc:
@@ -233,9 +248,8 @@ def _run_cells(
     stand_in_column = f"{column}-without-{missing.name}"
     try:
         env = envs.ensure_env(version, extras, without=(missing.name,))[0]
-        stand_in = _run_cell(
-            env, inputs, work.with_name(f"{work.name}-without-{missing.name}"), timeout, switched_off
-        )
+        stand_in_work = work.with_name(f"{work.name}-without-{missing.name}")
+        stand_in = _run_cell(env, inputs, stand_in_work, timeout, probe_slots, switched_off)
     except envs.EnvError as exc:
         stand_in = _failed(subjects, f"environment: {exc}")
     note = f"stand-in: transformers {version} without {missing.requirement}" + "".join(
@@ -258,6 +272,7 @@ def _run_cell(
     inputs: MatrixInputs,
     work: Path,
     timeout: float,
+    probe_slots: threading.BoundedSemaphore,
     extra_environ: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     subjects = ("config", "variant") if inputs.variant else ("config",)
@@ -286,7 +301,7 @@ def _run_cell(
         **(extra_environ or {}),
     }
     probe_log = work.parent.parent / f"downstream-{work.name}.log"
-    with open(probe_log, "w") as log_file:
+    with open(probe_log, "w") as log_file, probe_slots:
         try:
             completed = subprocess.run(
                 [str(env.python), "-I", str(PROBE), str(work / "request.json"), str(result_file)],
