@@ -8,8 +8,11 @@ torchvision), 5.24.0 (the installed one). Expected outcomes: /work/shared/fusion
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,6 +146,36 @@ def test_a_release_whose_requirement_is_missing_is_unavailable_beside_a_stand_in
     stand_in_env = envs.Env("5.25.0", (), envs.envs_root() / envs.env_name("5.25.0", (), without), without)
     assert "without-kernels" in stand_in_env.path.name
     assert envs.build_record(stand_in_env)["left_out"] == ["kernels<0.20,>=0.19.1"]
+
+
+def test_uv_gets_pips_index_settings(tmp_path):
+    """uv reads none of pip's configuration: pip's effective settings (its files and PIP_*
+    variables, as `pip config list` merges them) become uv's options."""
+    constraint = tmp_path / "pins.txt"
+    constraint.write_text("tqdm<99\n")
+    config = tmp_path / "pip.conf"
+    config.write_text(
+        f"[global]\nextra-index-url = file:///nowhere/a file:///nowhere/b\nconstraint = {constraint}\n"
+    )
+    script = "from hubfuse.fusion import envs; import json; print(json.dumps(envs.pip_configuration()))"
+    env = {
+        **os.environ,
+        "PIP_CONFIG_FILE": str(config),
+        "PIP_FIND_LINKS": str(tmp_path),
+        "PIP_DEFAULT_TIMEOUT": "7",
+    }
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    options, environ = json.loads(out.stdout)
+    pairs = list(itertools.pairwise(options))
+    assert ("--index-strategy", "unsafe-best-match") in pairs
+    assert ("--extra-index-url", "file:///nowhere/a") in pairs and (
+        "--extra-index-url",
+        "file:///nowhere/b",
+    ) in pairs
+    assert ("--constraint", str(constraint)) in pairs
+    assert ("--find-links", str(tmp_path)) in pairs  # the variable wins over the files' find-links
+    assert ("--find-links", "/opt/wheels") not in pairs
+    assert ["UV_HTTP_TIMEOUT", "7"] in environ
 
 
 @pytest.fixture(scope="module")
