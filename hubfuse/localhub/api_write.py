@@ -176,8 +176,9 @@ def preupload(ctx: Ctx) -> Response:
     files = payload.objects("files", required=True)
     tree = resolved.commit.tree
     gitignore = payload.string("gitIgnore")
-    if gitignore is None and ".gitignore" in tree and not tree[".gitignore"].get("lfs"):
-        gitignore = ctx.store.read_entry(tree[".gitignore"]).decode("utf-8", "replace")
+    if gitignore is None:
+        gitignore = _small_text(ctx, tree, ".gitignore")
+    gitattributes = _small_text(ctx, tree, ".gitattributes")
     answered = []
     for item in files:
         path, size = item.string("path", required=True), item.integer("size", 0)
@@ -185,7 +186,7 @@ def preupload(ctx: Ctx) -> Response:
             sample = base64.b64decode(item.string("sample", ""), validate=True)
         except binascii.Error:
             raise bad_request(f"Invalid base64 sample for {path!r}") from None
-        mode = lfs.upload_mode(path, size, sample)
+        mode = lfs.upload_mode(path, size, sample, gitattributes)
         existing = tree.get(path)
         oid = None
         if existing is not None:
@@ -197,6 +198,14 @@ def preupload(ctx: Ctx) -> Response:
             {"path": path, "uploadMode": mode, "shouldIgnore": lfs.is_ignored(path, gitignore), "oid": oid}
         )
     return JSONResponse({"files": answered, "commitOid": resolved.commit.id})
+
+
+def _small_text(ctx: Ctx, tree: dict[str, dict], path: str) -> str | None:
+    """A regular file of the revision as text (None when absent, in LFS or over the regular limit)."""
+    entry = tree.get(path)
+    if entry is None or entry.get("lfs") or entry["size"] > lfs.REGULAR_MAX_BYTES:
+        return None
+    return ctx.store.read_entry(entry).decode("utf-8", "replace")
 
 
 def _check_card(request: CommitRequest) -> None:
