@@ -129,20 +129,6 @@ def update_settings(ctx: Ctx) -> Response:
     return JSONResponse({"private": meta["private"], "gated": meta["gated"]})
 
 
-def grant_access(ctx: Ctx) -> Response:
-    repo = ctx.repo()
-    ctx.writable(repo)
-    user = ctx.json().string("user", "")
-    if not user:
-        raise bad_request("'user' must be a user name")
-    with ctx.store.transaction(repo) as txn:
-        meta = txn.meta()
-        if user not in meta.setdefault("gatedAccess", []):
-            meta["gatedAccess"].append(user)
-        txn.save_meta(meta)
-    return JSONResponse({"user": user, "status": "accepted"})
-
-
 # ---- pushing ----------------------------------------------------------------------------------------
 
 

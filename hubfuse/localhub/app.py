@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from hubfuse.localhub import LOCALHUB_HEADER, pages
+from hubfuse.localhub import api_access as access
 from hubfuse.localhub import api_discussions as disc
 from hubfuse.localhub import api_read as read
 from hubfuse.localhub import api_write as write
@@ -87,6 +88,20 @@ def _auth_check_access(ctx: Ctx) -> Access:
     return Access.METADATA if ctx.params.get("write") else Access.CONTENT
 
 
+def _access_request_routes() -> list[Route]:
+    """A gated repo's access requests: managing them takes write access to the repo."""
+    return [
+        _route("POST", rf"{_API_REPO}/user-access-request/grant", access.grant_access, writer=True),
+        _route("POST", rf"{_API_REPO}/user-access-request/handle", access.handle_request, writer=True),
+        _route(
+            "GET",
+            rf"{_API_REPO}/user-access-request/(?P<status>pending|accepted|rejected)",
+            access.list_requests,
+            writer=True,
+        ),
+    ]
+
+
 ROUTES: list[Route] = [
     _route("GET", r"/api/whoami-v2", read.whoami, Access.NONE),
     _route("POST", r"/api/validate-yaml", read.validate_yaml, Access.NONE, max_body=README_MAX_BODY),
@@ -117,7 +132,7 @@ ROUTES: list[Route] = [
     _route("DELETE", rf"{_API_REPO}/branch/(?P<ref>.+)", write.delete_branch, writer=True),
     _route("POST", rf"{_API_REPO}/tag/(?P<ref>.+)", write.create_tag, writer=True),
     _route("DELETE", rf"{_API_REPO}/tag/(?P<ref>.+)", write.delete_tag, writer=True),
-    _route("POST", rf"{_API_REPO}/user-access-request/grant", write.grant_access, writer=True),
+    *_access_request_routes(),
     _route("GET", rf"{_API_REPO}/discussions", disc.list_discussions),
     _route("POST", rf"{_API_REPO}/discussions", disc.create_discussion, writer=True),
     _route("GET", rf"{_API_REPO}/discussions/(?P<num>\d+)", disc.discussion_details, _diff_access),

@@ -35,6 +35,8 @@ def _requests(repo: str) -> list[tuple[str, str]]:
         ("POST", f"/api/models/{repo}/tag/main"),
         ("DELETE", f"/api/models/{repo}/tag/v1"),
         ("POST", f"/api/models/{repo}/user-access-request/grant"),
+        ("POST", f"/api/models/{repo}/user-access-request/handle"),
+        ("GET", f"/api/models/{repo}/user-access-request/pending"),
         ("GET", f"/api/models/{repo}/discussions"),
         ("POST", f"/api/models/{repo}/discussions"),
         ("GET", f"/api/models/{repo}/discussions/1?diff=1"),
