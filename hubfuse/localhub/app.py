@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from hubfuse.localhub import LOCALHUB_HEADER, pages
 from hubfuse.localhub import api_access as access
 from hubfuse.localhub import api_discussions as disc
+from hubfuse.localhub import api_manage as manage
 from hubfuse.localhub import api_read as read
 from hubfuse.localhub import api_write as write
 from hubfuse.localhub.apierror import ApiError, repo_not_found, revision_not_found
@@ -102,6 +103,30 @@ def _access_request_routes() -> list[Route]:
     ]
 
 
+def _repo_management_routes() -> list[Route]:
+    """Squash, LFS file housekeeping, duplicate, and the storage listing `hf repos ls` reads."""
+    return [
+        _route("GET", r"/api/settings/repositories", manage.user_repositories, Access.NONE),
+        _route(
+            "GET",
+            r"/api/organizations/(?P<org>[^/]+)/settings/repositories",
+            manage.user_repositories,
+            Access.NONE,
+        ),
+        _route("POST", rf"{_API_REPO}/super-squash/(?P<ref>[^/]+)", manage.super_squash, writer=True),
+        _route("GET", rf"{_API_REPO}/lfs-files", manage.list_lfs_files, writer=True),
+        _route(
+            "POST",
+            rf"{_API_REPO}/lfs-files/batch",
+            manage.delete_lfs_files,
+            writer=True,
+            max_body=BATCH_MAX_BODY,
+        ),
+        # What a duplicate copies is the source's content: reading it takes what a download takes.
+        _route("POST", rf"{_API_REPO}/duplicate", manage.duplicate_repo, Access.CONTENT, writer=True),
+    ]
+
+
 ROUTES: list[Route] = [
     _route("GET", r"/api/whoami-v2", read.whoami, Access.NONE),
     _route("POST", r"/api/validate-yaml", read.validate_yaml, Access.NONE, max_body=README_MAX_BODY),
@@ -133,6 +158,7 @@ ROUTES: list[Route] = [
     _route("POST", rf"{_API_REPO}/tag/(?P<ref>.+)", write.create_tag, writer=True),
     _route("DELETE", rf"{_API_REPO}/tag/(?P<ref>.+)", write.delete_tag, writer=True),
     *_access_request_routes(),
+    *_repo_management_routes(),
     _route("GET", rf"{_API_REPO}/discussions", disc.list_discussions),
     _route("POST", rf"{_API_REPO}/discussions", disc.create_discussion, writer=True),
     _route("GET", rf"{_API_REPO}/discussions/(?P<num>\d+)", disc.discussion_details, _diff_access),
