@@ -134,15 +134,16 @@ def apply_operations(store: Store, repo: RepoId, tree: Tree, operations: list[Op
                 raise bad_request(f"LFS object {op.oid} has size {size}, not {op.size}")
             _check_no_dir_clash(new_tree, op.path)
             new_tree[op.path] = lfs_entry(op.oid, size)
-        elif op.kind == "deletedFile":
-            if op.path not in new_tree:
-                raise ApiError(404, f"A file with this name doesn't exist: {op.path}", code="EntryNotFound")
+        elif op.kind == "deletedFile" and op.path in new_tree:
             del new_tree[op.path]
-        elif op.kind == "deletedFolder":
+        elif op.kind in ("deletedFile", "deletedFolder"):
+            # Like the Hub, `deletedFile` naming a folder deletes the folder: the client sends that for
+            # `CommitOperationDelete("folder")`, a path without its trailing slash.
             prefix = op.path + "/"
             doomed = [path for path in new_tree if path.startswith(prefix)]
             if not doomed:
-                raise ApiError(404, f"A folder with this name doesn't exist: {op.path}", code="EntryNotFound")
+                what = "file" if op.kind == "deletedFile" else "folder"
+                raise ApiError(404, f"A {what} with this name doesn't exist: {op.path}", code="EntryNotFound")
             for path in doomed:
                 del new_tree[path]
     return new_tree

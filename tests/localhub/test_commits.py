@@ -136,6 +136,21 @@ def test_deletions(api: HfApi, repo_id: str) -> None:
         api.delete_file("never-existed.txt", repo_id=repo_id)
 
 
+def test_deleting_a_folder_path_without_trailing_slash_deletes_the_folder(api: HfApi, repo_id: str) -> None:
+    """`CommitOperationDelete("1")` is sent as `deletedFile`; the Hub deletes the folder `1/`."""
+    api.create_commit(
+        repo_id,
+        [CommitOperationAdd(p, b"x") for p in ("1/file_1.md", "1/2/file_1_2.md", "2/file_2.md", "12.md")],
+        commit_message="add",
+    )
+    api.create_commit(repo_id, [CommitOperationDelete("1")], commit_message="delete folder implicitly")
+    assert api.list_repo_files(repo_id) == [".gitattributes", "12.md", "2/file_2.md"]
+    api.delete_folder("2", repo_id=repo_id)
+    assert api.list_repo_files(repo_id) == [".gitattributes", "12.md"]
+    with pytest.raises(EntryNotFoundError):
+        api.create_commit(repo_id, [CommitOperationDelete("1")], commit_message="nothing left there")
+
+
 def test_lfs_file_must_have_been_uploaded(hub: LocalHub, users, repo_id: str) -> None:
     lines = [
         {"key": "header", "value": {"summary": "sneaky", "description": ""}},
