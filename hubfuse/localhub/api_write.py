@@ -12,7 +12,13 @@ from starlette.responses import JSONResponse, Response
 from hubfuse.localhub import cards, discussions, lfs
 from hubfuse.localhub.api_read import resolve
 from hubfuse.localhub.apierror import ApiError, bad_request, conflict, forbidden, revision_not_found
-from hubfuse.localhub.commits import CommitRequest, apply_operations, new_commit, parse_commit_payload
+from hubfuse.localhub.commits import (
+    CommitRequest,
+    apply_operations,
+    new_commit,
+    parse_commit_payload,
+    spooled_lines,
+)
 from hubfuse.localhub.context import Ctx, Hub
 from hubfuse.localhub.payload import Payload
 from hubfuse.localhub.storage import (
@@ -194,11 +200,11 @@ def _small_text(ctx: Ctx, tree: dict[str, dict], path: str) -> str | None:
     return ctx.store.read_entry(entry).decode("utf-8", "replace")
 
 
-def _check_card(request: CommitRequest) -> None:
+def _check_card(ctx: Ctx, request: CommitRequest) -> None:
     """A README.md whose metadata the Hub would refuse is refused here too, whole commit and all."""
     for op in request.operations:
-        if op.kind == "file" and op.path == "README.md":
-            errors, _ = cards.validate(op.content.decode("utf-8", "replace"))
+        if op.kind == "file" and op.path == "README.md" and op.entry is not None:
+            errors, _ = cards.validate(ctx.store.read_entry(op.entry).decode("utf-8", "replace"))
             if errors:
                 raise bad_request(f"Invalid metadata in README.md: {'; '.join(errors)}")
 
@@ -210,8 +216,10 @@ def _stale(head: str, parent: str | None) -> bool:
 def commit(ctx: Ctx) -> Response:
     repo = ctx.repo()
     principal = ctx.writer()
-    request = parse_commit_payload(ctx.body)
-    _check_card(request)
+    if ctx.body_file is None:
+        raise ApiError(500, "The commit route must spool its body")
+    request = parse_commit_payload(spooled_lines(ctx.body_file), ctx.store)
+    _check_card(ctx, request)
     revision = ctx.params["rev"]
     create_pr = ctx.flag("create_pr")
     pr_url = None

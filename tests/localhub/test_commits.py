@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -218,3 +219,32 @@ def test_commit_to_a_tag_is_refused(api: HfApi, repo_id: str) -> None:
     with pytest.raises(HfHubHTTPError) as excinfo:
         api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id, revision="v1")
     assert excinfo.value.response.status_code == 400
+
+
+def test_commit_bodies_past_100_mib_are_taken(hub: LocalHub, api: HfApi, repo_id: str) -> None:
+    """Eight inline files just under 10 MiB: a 106 MiB NDJSON body, refused before it was spooled."""
+    size = 10 * 1024 * 1024 - 100 * 1024
+    operations = [CommitOperationAdd(f"text/{i}.txt", bytes([65 + i]) * size) for i in range(8)]
+    hub.clear_requests()
+    api.create_commit(repo_id, operations, commit_message="big inline commit")
+    (commit_request,) = [r for r in hub.requests() if r["path"].endswith("/commit/main")]
+    assert commit_request["bytes_received"] > 100 * 1024 * 1024
+    infos = api.get_paths_info(repo_id, [f"text/{i}.txt" for i in range(8)])
+    assert [info.size for info in infos] == [size] * 8 and all(info.lfs is None for info in infos)
+
+
+def test_inline_file_over_10_mib_is_refused_as_on_the_hub(hub: LocalHub, users, repo_id: str) -> None:
+    lines = [
+        {"key": "header", "value": {"summary": "too big"}},
+        {
+            "key": "file",
+            "value": {"path": "big.txt", "content": base64.b64encode(b"a" * (10 * 1024**2 + 1)).decode()},
+        },
+    ]
+    response = httpx2.post(
+        f"{hub.endpoint}/api/models/{repo_id}/commit/main",
+        content=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
+        headers={"Authorization": f"Bearer {users.alice}", "Content-Type": "application/x-ndjson"},
+    )
+    assert response.status_code == 400
+    assert "contains files larger than 10 MiB" in response.headers["x-error-message"]
