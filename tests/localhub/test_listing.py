@@ -92,3 +92,15 @@ def test_expand_properties_are_the_clients() -> None:
         ("space", ExpandSpaceProperty_T),
     ):
         assert EXPAND_PROPERTIES[repo_type] == set(get_args(literal)), repo_type
+
+
+def test_dataset_keyword_filters_are_card_tags(api: HfApi) -> None:
+    repo = api.create_repo("alice/listing-dataset", repo_type="dataset", exist_ok=True).repo_id
+    card = b"---\nlanguage: [fr]\ntask_categories: [text-classification]\nlicense: cc-by-4.0\n---\n"
+    api.upload_file(path_or_fileobj=card, path_in_repo="README.md", repo_id=repo, repo_type="dataset")
+    found = [d.id for d in api.list_datasets(language="fr", task_categories="text-classification")]
+    assert found == [repo]
+    assert [d.id for d in api.list_datasets(filter="license:cc-by-4.0", author="alice")] == [repo]
+    assert list(api.list_datasets(language="de", author="alice")) == []
+    (dataset,) = api.list_datasets(search="listing-dataset", expand=["tags", "lastModified"])
+    assert "language:fr" in dataset.tags and dataset.last_modified is not None and dataset.sha is None
