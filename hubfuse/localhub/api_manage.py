@@ -30,6 +30,9 @@ from hubfuse.localhub.storage import (
 )
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# The Hub's schema limits (its OpenAPI description).
+SQUASH_MESSAGE_MAX = 500
+DELETIONS_MAX = 1000
 _REF_TABLES = (("branches", "refs/heads/"), ("tags", "refs/tags/"), ("pulls", "refs/pr/"))
 
 
@@ -42,6 +45,8 @@ def super_squash(ctx: Ctx) -> Response:
     principal = ctx.writer()
     ref = ctx.params["ref"]
     message = ctx.json().string("message") or f"Super-squash branch '{ref}'"
+    if len(message) > SQUASH_MESSAGE_MAX:
+        raise bad_request(f"'message' must be at most {SQUASH_MESSAGE_MAX} characters")
     with ctx.store.transaction(repo) as txn:
         try:
             resolved = ctx.store.resolve(repo, ref, txn.refs)
@@ -139,8 +144,8 @@ def delete_lfs_files(ctx: Ctx) -> Response:
     ctx.writable(repo)
     deletions = ctx.json().object("deletions")
     shas = deletions.strings("sha")
-    if not shas or not all(_SHA256_RE.match(sha) for sha in shas):
-        raise bad_request("'deletions.sha' must be a non-empty list of sha256 object ids")
+    if not 0 < len(shas) <= DELETIONS_MAX or not all(_SHA256_RE.match(sha) for sha in shas):
+        raise bad_request(f"'deletions.sha' must be a list of 1 to {DELETIONS_MAX} sha256 object ids")
     rewrite = deletions.boolean("rewriteHistory", True)
     with ctx.store.transaction(repo) as txn:
         doomed = {sha for sha in shas if ctx.store.lfs_linked(repo, sha)}

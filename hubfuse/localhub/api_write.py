@@ -170,7 +170,10 @@ def preupload(ctx: Ctx) -> Response:
     gitignore = payload.string("gitIgnore")
     if gitignore is None:
         gitignore = _small_text(ctx, tree, ".gitignore")
-    gitattributes = _small_text(ctx, tree, ".gitattributes")
+    # The caller's own `.gitattributes` when it changes that file in the same commit, as on the Hub.
+    gitattributes = payload.string("gitAttributes")
+    if gitattributes is None:
+        gitattributes = _small_text(ctx, tree, ".gitattributes")
     answered = []
     for item in files:
         path, size = item.string("path", required=True), item.integer("size", 0)

@@ -55,6 +55,23 @@ def validate_path(path: object) -> str:
     return path
 
 
+def _file_content(value: Payload, path: str) -> bytes:
+    """An inline file's bytes: `encoding` is "utf-8" (the Hub's default) or "base64"."""
+    encoding = value.string("encoding", "utf-8")
+    content = value.string("content", required=True)
+    if encoding == "utf-8":
+        try:
+            return content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request(f"Invalid utf-8 content for {path!r}") from None
+    if encoding != "base64":
+        raise bad_request(f"Unsupported encoding: {encoding!r}")
+    try:
+        return base64.b64decode(content, validate=True)
+    except binascii.Error:
+        raise bad_request(f"Invalid base64 content for {path!r}") from None
+
+
 def spooled_lines(path: Path) -> Iterator[bytes]:
     """The lines of a spooled NDJSON body, one in memory at a time; a 400 for an oversized one."""
     with open(path, "rb") as f:
@@ -87,18 +104,17 @@ def parse_commit_payload(lines: Iterable[bytes], store: Store) -> CommitRequest:
         if key == "header":
             header = value
         elif key == "file":
-            if value.string("encoding", "base64") != "base64":
-                raise bad_request(f"Unsupported encoding: {value.data.get('encoding')!r}")
+            if "oldPath" in value:
+                raise bad_request("Moving files ('oldPath') is not supported by this hub")
             path = validate_path(value.data.get("path"))
-            try:
-                content = base64.b64decode(value.string("content", required=True), validate=True)
-            except binascii.Error:
-                raise bad_request(f"Invalid base64 content for {path!r}") from None
+            content = _file_content(value, path)
             if len(content) > REGULAR_MAX_BYTES:
                 raise bad_request(TOO_LARGE_MESSAGE.format(path=path))
             operations.append(Operation("file", path, entry=store.put_regular(content)))
             del content
         elif key == "lfsFile":
+            if "oldPath" in value:
+                raise bad_request("Moving files ('oldPath') is not supported by this hub")
             if value.string("algo", "sha256") != "sha256":
                 raise bad_request(f"Unsupported LFS algo: {value.data.get('algo')!r}")
             operations.append(
@@ -109,11 +125,12 @@ def parse_commit_payload(lines: Iterable[bytes], store: Store) -> CommitRequest:
                     size=value.integer("size"),
                 )
             )
-        elif key in ("deletedFile", "deletedFolder"):
+        elif key in ("deletedFile", "deletedFolder", "deletedEntry"):
             path = value.data.get("path")
             if key == "deletedFolder" and isinstance(path, str):
                 path = path.rstrip("/")
-            operations.append(Operation(key, validate_path(path)))
+            # `deletedEntry` (the Hub's current key) names a file or a folder, like `deletedFile`.
+            operations.append(Operation("deletedFile" if key == "deletedEntry" else key, validate_path(path)))
         else:
             raise bad_request(f"Unknown commit operation: {key!r}")
     if header is None:

@@ -59,6 +59,7 @@ def test_commit_of_a_card_the_hub_would_refuse_is_refused(
             "key": "file",
             "value": {
                 "path": "README.md",
+                "encoding": "base64",
                 "content": base64.b64encode(b"---\nlicense: mine\n---\n").decode(),
             },
         },
@@ -86,7 +87,10 @@ def test_metadata_after_leading_blank_lines_is_metadata(
         api.upload_file(path_or_fileobj=bad, path_in_repo="README.md", repo_id=repo_id)
     lines = [
         {"key": "header", "value": {"summary": "card"}},
-        {"key": "file", "value": {"path": "README.md", "content": base64.b64encode(bad).decode()}},
+        {
+            "key": "file",
+            "value": {"path": "README.md", "encoding": "base64", "content": base64.b64encode(bad).decode()},
+        },
     ]
     response = httpx2.post(
         f"{hub.endpoint}/api/models/{repo_id}/commit/main",

@@ -238,7 +238,11 @@ def test_inline_file_over_10_mib_is_refused_as_on_the_hub(hub: LocalHub, users, 
         {"key": "header", "value": {"summary": "too big"}},
         {
             "key": "file",
-            "value": {"path": "big.txt", "content": base64.b64encode(b"a" * (10 * 1024**2 + 1)).decode()},
+            "value": {
+                "path": "big.txt",
+                "encoding": "base64",
+                "content": base64.b64encode(b"a" * (10 * 1024**2 + 1)).decode(),
+            },
         },
     ]
     response = httpx2.post(
@@ -248,3 +252,35 @@ def test_inline_file_over_10_mib_is_refused_as_on_the_hub(hub: LocalHub, users, 
     )
     assert response.status_code == 400
     assert "contains files larger than 10 MiB" in response.headers["x-error-message"]
+
+
+def test_ndjson_files_default_to_utf8_and_deleted_entry_deletes(
+    hub: LocalHub, users, api: HfApi, repo_id: str, tmp_path: Path
+) -> None:
+    """The Hub's commit schema: `encoding` defaults to utf-8; `deletedEntry` names a file or a folder."""
+    api.create_commit(
+        repo_id, [CommitOperationAdd(p, b"x") for p in ("old.txt", "dir/a.txt")], commit_message="add"
+    )
+
+    def post(*values: dict) -> httpx2.Response:
+        lines = [{"key": "header", "value": {"summary": "raw"}}, *values]
+        return httpx2.post(
+            f"{hub.endpoint}/api/models/{repo_id}/commit/main",
+            content=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
+            headers={"Authorization": f"Bearer {users.alice}", "Content-Type": "application/x-ndjson"},
+        )
+
+    response = post(
+        {"key": "file", "value": {"path": "plain.txt", "content": "héllo"}},
+        {"key": "deletedEntry", "value": {"path": "old.txt"}},
+        {"key": "deletedEntry", "value": {"path": "dir"}},
+    )
+    assert response.status_code == 200, response.text
+    assert api.list_repo_files(repo_id) == [".gitattributes", "plain.txt"]
+    path = hf_hub_download(repo_id, "plain.txt", endpoint=hub.endpoint, cache_dir=tmp_path)
+    assert Path(path).read_bytes() == "héllo".encode()
+    assert (
+        post({"key": "file", "value": {"path": "b.txt", "content": "x", "encoding": "latin-1"}}).status_code
+        == 400
+    )
+    assert post({"key": "file", "value": {"path": "b.txt", "oldPath": "plain.txt"}}).status_code == 400

@@ -78,3 +78,22 @@ def test_default_rules_still_apply_to_a_new_repo(api: HfApi, repo_id: str) -> No
 )
 def test_gitattributes_patterns(rules: str, path: str, expected: bool) -> None:
     assert is_lfs(path, rules) is expected
+
+
+def test_preupload_takes_the_gitattributes_the_commit_brings(hub, users, repo_id: str) -> None:
+    """`gitAttributes` in the preupload body: the `.gitattributes` the caller is about to commit."""
+    import base64
+
+    import httpx2
+
+    body = {
+        "files": [{"path": "notes.md", "size": 5, "sample": base64.b64encode(b"notes").decode()}],
+        "gitAttributes": "*.md filter=lfs diff=lfs merge=lfs -text\n",
+    }
+    url = f"{hub.endpoint}/api/models/{repo_id}/preupload/main"
+    headers = {"Authorization": f"Bearer {users.alice}"}
+    (answer,) = httpx2.post(url, json=body, headers=headers).json()["files"]
+    assert answer["uploadMode"] == "lfs"
+    del body["gitAttributes"]
+    (answer,) = httpx2.post(url, json=body, headers=headers).json()["files"]
+    assert answer["uploadMode"] == "regular"
