@@ -17,8 +17,11 @@ def importable(monkeypatch):
     monkeypatch.syspath_prepend(os.path.dirname(__file__))
 
 
-def call(probe, *args, tmp_path, timeout=120.0):
-    return run_isolated(probe, *args, log_path=tmp_path / "probe.log", timeout=timeout, module=MODULE)
+def call(probe, *args, tmp_path, timeout=120.0, memory_limit=None):
+    log_path = tmp_path / "probe.log"
+    return run_isolated(
+        probe, *args, log_path=log_path, timeout=timeout, module=MODULE, memory_limit=memory_limit
+    )
 
 
 def test_result_comes_back_and_output_goes_to_the_log(tmp_path):
@@ -79,3 +82,13 @@ def test_linear_lazy_dir_matches_transformers(tmp_path):
         "assert len(mods) > 3 and before == after, 'dir() changed'\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("how", ["python", "torch"])
+def test_a_worker_past_its_memory_limit_fails_in_one_line(tmp_path, how):
+    limit = 256 << 20  # beyond what the worker starts with (torch and transformers already mapped)
+    assert call("allocate", 64, how, tmp_path=tmp_path, memory_limit=limit)["bytes"] == 64 << 20
+    with pytest.raises(WorkerFailure) as failure:
+        call("allocate", 2048, how, tmp_path=tmp_path, memory_limit=limit)
+    assert "memory limit of 0.25 GiB" in str(failure.value), failure.value
+    assert "\n" not in str(failure.value)
