@@ -48,7 +48,8 @@ _start_lock = threading.Lock()
 
 
 class WorkerFailure(Exception):
-    """A probe did not return a result: it raised (`raised`), or it crashed or timed out."""
+    """A probe did not return a result: it raised (`raised`), or it crashed, timed out or ran out
+    of its memory limit."""
 
     def __init__(self, message: str, *, raised: bool) -> None:
         super().__init__(message)
@@ -156,10 +157,12 @@ def _child_main(
         traceback.print_exc()
         first_line = (str(exc).strip().splitlines() or [""])[0]
         error = f"{type(exc).__name__}: {first_line}".rstrip(": ")
-        # Python's MemoryError, or an allocator's ENOMEM (torch: "DefaultCPUAllocator: ... Error code 12")
-        if memory_limit > 0 and (isinstance(exc, MemoryError) or _ENOMEM_TEXT in first_line):
+        # Python's MemoryError, or an allocator's ENOMEM (torch: "DefaultCPUAllocator: ... Error code 12"):
+        # the machine's bound, not something the probed model raised.
+        out_of_memory = memory_limit > 0 and (isinstance(exc, MemoryError) or _ENOMEM_TEXT in first_line)
+        if out_of_memory:
             error = f"out of memory: the {probe} worker reached {_memory_limit_words(memory_limit)} ({error[:160]})"
-        result = {"ok": False, "error": error}
+        result = {"ok": False, "error": error, "raised": not out_of_memory}
     conn.send(result)
     conn.close()
 
@@ -181,11 +184,14 @@ def run_isolated(
     log_path: Path,
     timeout: float,
     module: str = PROBES_MODULE,
+    mapped_bytes: int = 0,
     memory_limit: int | None = None,
 ) -> dict[str, Any]:
-    """`probe(*args)` in a fresh child whose address space may grow by `memory_limit` bytes
-    (default: the machine's memory; 0: unlimited)."""
-    growth = total_memory_bytes() if memory_limit is None else memory_limit
+    """`probe(*args)` in a fresh child whose address space may grow by `memory_limit` bytes (by
+    default the machine's memory; 0: unlimited) plus `mapped_bytes`, the files the probe maps
+    (safetensors maps the weights it loads: address space, not memory)."""
+    memory = total_memory_bytes() if memory_limit is None else memory_limit
+    growth = memory + mapped_bytes if memory > 0 else 0
     ctx = _get_context()
     receiver, sender = ctx.Pipe(duplex=False)
     process = ctx.Process(
@@ -211,5 +217,5 @@ def run_isolated(
         receiver.close()
     process.join()
     if not result["ok"]:
-        raise WorkerFailure(result["error"], raised=True)
+        raise WorkerFailure(result["error"], raised=result["raised"])
     return result["value"]
