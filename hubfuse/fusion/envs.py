@@ -262,7 +262,8 @@ def pip_configuration() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
         ("trusted-host", "--allow-insecure-host"),
     ):
         for item in (value(name) or "").split():
-            options += [flag, item]
+            local = name in ("find-links", "constraint") and "://" not in item
+            options += [flag, os.path.abspath(item) if local else item]  # uv runs in another folder
     if (value("no-index") or "").lower() in ("1", "true", "yes", "on"):
         options.append("--no-index")
     environ = {}
@@ -519,7 +520,7 @@ def _uv_install(
             str(pins / "excludes.txt"),
             "--constraint",
             str(pins / "constraints.txt"),
-            *[arg for path in constraints for arg in ("--constraint", str(path))],
+            *[arg for path in constraints for arg in ("--constraint", str(Path(path).resolve()))],
             *flags,
             *requirements,
         ]
