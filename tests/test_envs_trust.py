@@ -63,6 +63,13 @@ def test_a_planted_environment_is_never_run_and_probes_get_no_token(
     (planted / envs.BUILD_RECORD).write_text(json.dumps({**record, "left_out": []}))
     assert envs.build_record(envs.Env("5.24.0", (), planted)) is None
 
+    # Planted too: a fake torch in the shared-torch folder every probe puts on its path.
+    shared = Path(envs.shared_torch_environ()[envs.SHARED_TORCH_VAR])
+    (shared / "torch").unlink()
+    (shared / "torch").mkdir()
+    torch_ran = tmp_path / "PLANTED-TORCH-RAN"
+    (shared / "torch" / "__init__.py").write_text(f"open({str(torch_ran)!r}, 'w').close()\n")
+
     env, created = envs.ensure_env("5.24.0")
     assert created is not None and not ran.exists()  # rebuilt by uv, the planted python never ran
     assert env.path == planted and os.path.realpath(env.python) == record["python"]
@@ -85,7 +92,8 @@ def test_a_planted_environment_is_never_run_and_probes_get_no_token(
     assert recorded, "the probe interpreter never started"
     for environment in recorded:
         _assert_no_token(environment)
-    assert not ran.exists()
+    assert not ran.exists() and not torch_ran.exists()
+    assert (shared / "torch").is_symlink()  # the shared-torch folder was rebuilt
 
 
 def test_check_workers_get_no_token(checkpoints, tmp_path) -> None:

@@ -578,26 +578,52 @@ def _shared_torch_dir(root: Path) -> Path:
     """A folder of symlinks to the installed torch and its runtime dependencies (built once).
 
     Keyed by where torch is installed: two virtual environments of one machine share the envs
-    root but each brings its own torch, and a moved or deleted one must never be linked to.
+    root but each brings its own torch, and a moved or deleted one must never be linked to. Used
+    only while it holds exactly the links hubfuse would make (it goes on every probe's path);
+    anything else at that name is moved aside and rebuilt.
     """
     torch_home = str(Path(str(metadata.distribution("torch").locate_file(""))).resolve())
     digest = hashlib.sha256(torch_home.encode()).hexdigest()[:10]
     target = root / f"shared-torch-{installed_torch()}-{python_tag()}-{digest}"
-    if (target / ".complete").is_file():
+    links = _shared_torch_links()
+    if _holds_exactly(target, links):
         return target
     root.mkdir(parents=True, exist_ok=True)
+    if target.exists() or target.is_symlink():
+        log.warning(f"  {target.name} does not hold the links hubfuse makes: replacing it")
+        _discard(target, root)
     building = Path(tempfile.mkdtemp(prefix=".building-shared-", dir=root))
-    for dist in _with_dependencies("torch"):
-        for entry in _top_level_entries(dist):
-            link = building / entry.name
-            if not link.exists():
-                link.symlink_to(entry)
+    for name, entry in links.items():
+        (building / name).symlink_to(entry)
     (building / ".complete").touch()
     try:
         building.rename(target)
     except OSError:
         shutil.rmtree(building, ignore_errors=True)
     return target
+
+
+@functools.cache
+def _shared_torch_links() -> dict[str, str]:
+    """name -> what it links to: torch's and its runtime dependencies' top-level entries."""
+    links: dict[str, str] = {}
+    for dist in _with_dependencies("torch"):
+        for entry in sorted(_top_level_entries(dist)):
+            links.setdefault(entry.name, str(entry))
+    return links
+
+
+def _holds_exactly(folder: Path, links: dict[str, str]) -> bool:
+    try:
+        if folder.is_symlink() or not (folder / ".complete").is_file():
+            return False
+        names = {path.name for path in folder.iterdir()} - {".complete"}
+        cache = folder / "__pycache__"  # written by Python for the linked top-level modules
+        if cache.exists() and not cache.is_symlink() and cache.is_dir():
+            names.discard("__pycache__")
+        return names == set(links) and all(os.readlink(folder / name) == links[name] for name in names)
+    except OSError:
+        return False
 
 
 def _with_dependencies(name: str) -> list[metadata.Distribution]:
