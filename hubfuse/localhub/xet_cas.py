@@ -106,6 +106,13 @@ def _signer(hub: Hub) -> CasSigner:
     return CasSigner(hub.signer.key)
 
 
+def cas_base(hub: Hub) -> str:
+    """The CAS's path, unique to this data dir: hf_xet keys its local shard cache on the CAS URL and
+    deduplicates against the xorbs it lists, which a hub started afresh on the same port never got."""
+    cas_id = hmac.new(hub.signer.key, b"xet-cas-id", hashlib.sha256).hexdigest()[:16]
+    return f"{CAS_PREFIX}/{cas_id}"
+
+
 # ---- token routes (in the Hub's route table) --------------------------------------------------------
 
 
@@ -113,7 +120,7 @@ def _token_response(ctx: Ctx, scope: str) -> Response:
     repo = ctx.repo()
     expires = int(time.time()) + CAS_TOKEN_TTL_SECONDS
     token = _signer(ctx.hub).token(repo, scope, expires)
-    cas_url = ctx.endpoint + CAS_PREFIX
+    cas_url = ctx.endpoint + cas_base(ctx.hub)
     headers = {"X-Xet-Cas-Url": cas_url, "X-Xet-Access-Token": token, "X-Xet-Token-Expiration": str(expires)}
     return JSONResponse({"accessToken": token, "exp": expires, "casUrl": cas_url}, headers=headers)
 
@@ -176,7 +183,10 @@ def _grant(hub: Hub, request: Request) -> CasGrant | None:
 
 async def dispatch(hub: Hub, request: Request, raw_path: str, endpoint: str) -> Response:
     """Serve one CAS request (the app hands over every path under CAS_PREFIX)."""
-    path, method = raw_path[len(CAS_PREFIX) :], request.method
+    base, method = cas_base(hub), request.method
+    if not raw_path.startswith(base + "/"):
+        raise ApiError(404, "No such Xet CAS on this hub (its data dir was replaced): ask for a new token")
+    path = raw_path[len(base) :]
     if match := re.fullmatch(rf"/v1/fetch/{_HASH}", path):
         if method not in ("GET", "HEAD"):
             raise ApiError(405, "Method not allowed")
@@ -364,7 +374,7 @@ def _reconstruction(cas: CasRequest, repo: RepoId, file_hash: str) -> Response:
         chunk_range = {"start": first, "end": last + 1}
         unpacked = sum(c.size for c in index[first : last + 1])
         terms.append({"hash": term.xorb, "unpacked_length": unpacked, "range": chunk_range})
-        url = f"{endpoint}{CAS_PREFIX}/v1/fetch/{term.xorb}?{signer.fetch_query(term.xorb, expires)}"
+        url = f"{endpoint}{cas_base(cas.hub)}/v1/fetch/{term.xorb}?{signer.fetch_query(term.xorb, expires)}"
         byte_range = {"start": index[first].start, "end": index[last].end - 1}
         entries = fetch_info.setdefault(term.xorb, [])
         entry = {"range": chunk_range, "url": url, "url_range": byte_range}
