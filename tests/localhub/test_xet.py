@@ -17,8 +17,24 @@ from huggingface_hub import HfApi, constants, hf_hub_download
 
 from hubfuse.localhub import LocalHub, xet_formats, xethash
 
-# Random bytes, then zeros: both an incompressible and a compressible run of chunks.
-DATA = np.random.default_rng(17).bytes(3 * 1024 * 1024) + bytes(1024 * 1024)
+# Random bytes, then zeros: hf_xet stores their chunks uncompressed, then LZ4-compressed;
+# float32 weights: byte-grouped, then LZ4.
+_RNG = np.random.default_rng(17)
+DATA = _RNG.bytes(3 * 1024 * 1024) + bytes(1024 * 1024)
+WEIGHTS = (_RNG.standard_normal(256 * 1024) * 0.02).astype(np.float32).tobytes()
+
+
+def _schemes_stored(hub: LocalHub) -> set[int]:
+    """The compression schemes of every chunk the hub stores (read from the xorbs' chunk headers)."""
+    schemes = set()
+    for xorb in (hub.data_dir / "xet" / "xorbs").glob("*/*"):
+        if xorb.suffix:
+            continue
+        data, offset = xorb.read_bytes(), 0
+        while offset < len(data):
+            schemes.add(data[offset + 4])
+            offset += xet_formats.CHUNK_HEADER_BYTES + int.from_bytes(data[offset + 1 : offset + 4], "little")
+    return schemes
 
 
 @pytest.fixture
@@ -59,10 +75,13 @@ def test_upload_and_download_go_through_xet(
     path.write_bytes(DATA)
     since = _last_seq(hub)
     api.upload_file(path_or_fileobj=str(path), path_in_repo="model.safetensors", repo_id=repo_id)
+    api.upload_file(path_or_fileobj=WEIGHTS, path_in_repo="weights.bin", repo_id=repo_id)
     upload = _paths(hub, since)
     assert any("/v1/xorbs/default/" in p and p.startswith("POST") for p in upload), upload
     assert any(p.endswith("/v1/shards") and p.startswith("POST") for p in upload), upload
     assert not any("lfs" in p for p in upload), upload  # no classic LFS batch, no signed PUT
+    schemes = (xet_formats.SCHEME_NONE, xet_formats.SCHEME_LZ4, xet_formats.SCHEME_BG4_LZ4)
+    assert _schemes_stored(hub) >= set(schemes)  # each decompressed and hashed on the way in
 
     (entry,) = [e for e in api.list_repo_tree(repo_id) if e.path == "model.safetensors"]
     assert entry.xet_hash == xethash.xet_file_hash(path)
@@ -73,6 +92,10 @@ def test_upload_and_download_go_through_xet(
         repo_id, "model.safetensors", endpoint=hub.endpoint, token=users.alice, cache_dir=tmp_path / "c"
     )
     assert Path(local).read_bytes() == DATA
+    local = hf_hub_download(
+        repo_id, "weights.bin", endpoint=hub.endpoint, token=users.alice, cache_dir=tmp_path / "c"
+    )
+    assert Path(local).read_bytes() == WEIGHTS
     download = _paths(hub, since)
     assert any("/v1/reconstructions/" in p for p in download), download
     assert any("/v1/fetch/" in p for p in download), download
@@ -113,14 +136,13 @@ def test_resolve_carries_the_xet_headers(xet_on: None, hub: LocalHub, api: HfApi
 
 
 def _chunk(data: bytes, scheme: int = xet_formats.SCHEME_NONE) -> bytes:
-    payload = lz4.frame.compress(data) if scheme == xet_formats.SCHEME_LZ4 else data
-    return (
-        bytes([0])
-        + len(payload).to_bytes(3, "little")
-        + bytes([scheme])
-        + len(data).to_bytes(3, "little")
-        + payload
+    """One serialized chunk; byte grouping puts bytes 0, 1, 2, 3 (mod 4) together before LZ4."""
+    grouped = b"".join(data[lane::4] for lane in range(4)) if scheme == xet_formats.SCHEME_BG4_LZ4 else data
+    payload = grouped if scheme == xet_formats.SCHEME_NONE else lz4.frame.compress(grouped)
+    header = (
+        bytes([0]) + len(payload).to_bytes(3, "little") + bytes([scheme]) + len(data).to_bytes(3, "little")
     )
+    return header + payload
 
 
 def _xorb(chunks: list[bytes]) -> tuple[str, bytes]:
@@ -158,7 +180,7 @@ def _post(url: str, token: str | None, body: bytes) -> httpx2.Response:
 
 def test_a_xorb_is_verified_chunk_by_chunk(hub: LocalHub, users, repo_id: str) -> None:
     cas, token = _cas_token(hub, users.alice, repo_id)
-    chunks = [DATA[:70_000], bytes(40_000)]
+    chunks = [WEIGHTS[:70_001], bytes(40_000)]  # an odd length: the last byte group is short
     name, body = _xorb(chunks)
     corrupted = bytearray(body)
     corrupted[100] ^= 1  # a bit flipped in the first chunk's data: its hash changes
@@ -166,7 +188,7 @@ def test_a_xorb_is_verified_chunk_by_chunk(hub: LocalHub, users, repo_id: str) -
     assert answer.status_code == 400 and "hash mismatch" in answer.text.lower()
     truncated = _post(f"{cas}/v1/xorbs/default/{name}", token, body[:-10])
     assert truncated.status_code == 400 and "truncated" in truncated.text
-    lz4_body = _chunk(chunks[0], xet_formats.SCHEME_LZ4) + _chunk(chunks[1], xet_formats.SCHEME_LZ4)
+    lz4_body = _chunk(chunks[0], xet_formats.SCHEME_BG4_LZ4) + _chunk(chunks[1], xet_formats.SCHEME_LZ4)
     assert len(lz4_body) < len(body)
     stored = _post(f"{cas}/v1/xorbs/default/{name}", token, lz4_body)
     assert stored.status_code == 200 and stored.json() == {"was_inserted": True}
@@ -240,3 +262,37 @@ def test_cas_calls_need_a_token_of_the_right_repo_and_scope(
             ).status_code
             == status
         )
+
+
+def test_a_ranged_reconstruction_rebuilds_exactly_that_range(
+    xet_on: None, hub: LocalHub, users, api: HfApi, repo_id: str
+) -> None:
+    api.upload_file(path_or_fileobj=DATA, path_in_repo="w.bin", repo_id=repo_id)
+    xet_hash = api.get_paths_info(repo_id, ["w.bin"])[0].xet_hash
+    cas, token = _cas_token(hub, users.alice, repo_id, "read")
+    auth = {"Authorization": f"Bearer {token}"}
+    start, end = 1_000_001, 3_500_000  # inclusive; crosses chunk and compression boundaries
+    plan = httpx2.get(
+        f"{cas}/v1/reconstructions/{xet_hash}", headers={**auth, "Range": f"bytes={start}-{end}"}
+    )
+    assert plan.status_code == 200, plan.text
+    body = plan.json()
+    pieces = []
+    for term in body["terms"]:
+        (fetch,) = [f for f in body["fetch_info"][term["hash"]] if f["range"] == term["range"]]
+        url_range = fetch["url_range"]
+        raw = httpx2.get(fetch["url"], headers={"Range": f"bytes={url_range['start']}-{url_range['end']}"})
+        assert raw.status_code == 206
+        unpacked = b"".join(xet_formats.iter_xorb_chunks(raw.content))
+        assert len(unpacked) == term["unpacked_length"]
+        pieces.append(unpacked)
+    offset = body["offset_into_first_range"]
+    assert b"".join(pieces)[offset : offset + end - start + 1] == DATA[start : end + 1]
+    past_end = httpx2.get(
+        f"{cas}/v1/reconstructions/{xet_hash}", headers={**auth, "Range": f"bytes={len(DATA)}-"}
+    )
+    assert past_end.status_code == 416
+    signed = body["fetch_info"][body["terms"][0]["hash"]][0]["url"]
+    assert (
+        httpx2.get(signed.replace("sig=", "sig=x")).status_code == 403
+    )  # the fetch URL is its own authorisation
