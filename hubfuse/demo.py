@@ -89,7 +89,7 @@ def run_demo(data_dir: Path) -> PublishReport:
     data_dir.mkdir(parents=True, exist_ok=True)
     # The demo never touches the user's own Hugging Face cache or login.
     os.environ["HF_HOME"] = str(data_dir / "hf-home")
-    os.environ["HF_HUB_DISABLE_XET"] = "1"
+    os.environ["HF_XET_CACHE"] = str(data_dir / "hf-home" / "xet")  # uploads go through Xet, as on the Hub
 
     from hubfuse.hub import Hub
     from hubfuse.localhub import LocalHub

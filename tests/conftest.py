@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import os
-
-# hf_xet is installed: without this, uploads go to Xet, which the local Hub does not serve.
-os.environ["HF_HUB_DISABLE_XET"] = "1"
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Uploads and downloads go through Xet, as against the Hub (the local hub speaks it); the client's
+# Xet cache (its shards, chunks) lives in this run's temp dir, never in the user's cache.
+os.environ.pop("HF_HUB_DISABLE_XET", None)
+os.environ["HF_XET_CACHE"] = tempfile.mkdtemp(prefix="hubfuse-test-xet-")
+atexit.register(shutil.rmtree, os.environ["HF_XET_CACHE"], ignore_errors=True)
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

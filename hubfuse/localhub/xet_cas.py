@@ -130,7 +130,10 @@ def read_token(ctx: Ctx) -> Response:
 
 
 def write_token(ctx: Ctx) -> Response:
-    ctx.writable(ctx.repo())
+    # As on the Hub, any write token may open a pull request (`?create_pr=1`); pushing to a branch
+    # takes a member's.
+    if not ctx.flag("create_pr"):
+        ctx.writable(ctx.repo())
     return _token_response(ctx, "write")
 
 

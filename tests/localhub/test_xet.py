@@ -38,10 +38,9 @@ def _schemes_stored(hub: LocalHub) -> set[int]:
 
 
 @pytest.fixture
-def xet_on(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The client's Xet path, as against the real Hub (the suite's default elsewhere is classic LFS)."""
+def xet_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The client's Xet path (the suite's default), even when the environment turned it off."""
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
-    monkeypatch.setenv("HF_XET_CACHE", str(tmp_path_factory.mktemp("hf-xet-cache")))
     yield
 
 
