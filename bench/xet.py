@@ -1,6 +1,6 @@
 """Xet against classic LFS on the local hub: upload and download throughput of one large weight file.
 
-    python bench/xet.py [--size-mb 200] [--out bench/results/xet.md]
+    python bench/xet.py [--size-mb 200] [--out bench/results/xet.json]  (the Markdown beside it)
 
 One generated file of bf16-like weights (random normals, truncated to bfloat16: what a checkpoint
 holds), uploaded with `HfApi.upload_file` to a fresh repo of a fresh local hub (its own process),
@@ -100,7 +100,7 @@ def _sha256(path: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "xet.md")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "xet.json")
     parser.add_argument("--child", choices=TRANSPORTS, help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
