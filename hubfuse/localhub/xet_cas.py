@@ -23,6 +23,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -299,6 +300,8 @@ def _materialize(cas: CasRequest, record: FileRecord, file_hash: str) -> None:
             for piece in cas.xet.iter_file_bytes(record):
                 digest.update(piece)
                 out.write(piece)
+            out.flush()
+            os.fsync(out.fileno())
         if digest.hexdigest() != record.sha256:
             raise bad_request(f"File {file_hash}'s bytes do not match the sha256 its shard names")
         rechunked = xethash.xet_file_hash(tmp)
