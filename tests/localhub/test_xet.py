@@ -295,3 +295,22 @@ def test_a_ranged_reconstruction_rebuilds_exactly_that_range(
     assert (
         httpx2.get(signed.replace("sig=", "sig=x")).status_code == 403
     )  # the fetch URL is its own authorisation
+
+
+def test_a_file_deduplicated_against_another_repos_xorbs_becomes_this_repos(
+    xet_on: None, hub: LocalHub, api: HfApi, repo_id: str, users, tmp_path: Path
+) -> None:
+    payload = DATA[:2_000_000]
+    api.upload_file(path_or_fileobj=payload, path_in_repo="w.bin", repo_id=repo_id)
+    other = api.create_repo(f"{repo_id}-again", exist_ok=True).repo_id
+    since = _last_seq(hub)
+    api.upload_file(path_or_fileobj=payload, path_in_repo="w.bin", repo_id=other)
+    upload = _paths(hub, since)
+    # The client already sent these chunks: only a shard goes up, naming the stored xorbs with
+    # verification hashes that prove it holds their chunks (the spec's cross-repo deduplication).
+    assert not any("/v1/xorbs/" in p and p.startswith("POST") for p in upload), upload
+    assert any(p.endswith("/v1/shards") and p.startswith("POST") for p in upload), upload
+    local = hf_hub_download(
+        other, "w.bin", endpoint=hub.endpoint, token=users.alice, cache_dir=tmp_path / "c"
+    )
+    assert Path(local).read_bytes() == payload
