@@ -1,7 +1,9 @@
 """The downstream probe: runs INSIDE another transformers release's environment.
 
 Self-contained on purpose (standard library, torch, transformers, safetensors): it must not import
-hubfuse, whose code targets the installed transformers. Started once per environment as
+hubfuse, whose code targets the installed transformers. What it needs of transformers' fusion
+internals comes from the one adapter, `transformers_fusion.py` beside this file, loaded by its path
+(it is standalone too). Started once per environment as
 `python -I downstream_probe.py REQUEST.json RESULT.json`; it imports torch and transformers once,
 then forks a fresh child per scenario (transformers' fusion registry is process-global and sticky),
 and judges the scenarios into one word per cell.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -31,7 +34,19 @@ from pathlib import Path
 from typing import Any
 
 TARGET = re.compile(r"(^|\.)patch_embed$")
-FUSED_CLASS_MODULE = "transformers.fusion_mapping"
+ADAPTER = Path(__file__).resolve().parent / "transformers_fusion.py"
+
+
+def _adapter() -> Any:
+    """hubfuse's adapter to transformers' fusion internals, by path (hubfuse is not importable here)."""
+    module = sys.modules.get("_hubfuse_transformers_fusion")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("_hubfuse_transformers_fusion", ADAPTER)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
 
 
 def _hash(tensor: Any) -> str:
@@ -67,9 +82,7 @@ def _capture(model: Any, load_info: dict[str, list[str]], out_dir: Path, tag: st
     import torch
 
     modules = dict(model.named_modules())
-    fused = {
-        name: type(m).__name__ for name, m in modules.items() if type(m).__module__ == FUSED_CLASS_MODULE
-    }
+    fused = _adapter().fused_modules(model)
     targets: dict[str, Any] = {}
     with torch.no_grad():
         for name, module in modules.items():
@@ -353,6 +366,7 @@ def main() -> None:
     import transformers
 
     torch.set_num_threads(max(1, int(request.get("threads", 1))))
+    _adapter()  # once, before the scenarios fork
     names = ["plain", "config", "plain_after_config"] + (["variant"] if request.get("variant") else [])
     _preimport(request["source"])
     results, seconds = {}, {}
