@@ -19,7 +19,14 @@ from huggingface_hub import HfApi
 from hubfuse.configedit import set_top_level_key
 from hubfuse.errors import BadInputError
 from hubfuse.fusion import envs
-from hubfuse.fusion.downstream import DEFAULT_ENV_VAR, DownstreamPlan, MatrixInputs, resolve_plan, run_matrix
+from hubfuse.fusion.downstream import (
+    DEFAULT_ENV_VAR,
+    DownstreamPlan,
+    MatrixInputs,
+    resolve_plan,
+    run_matrix,
+    summarize,
+)
 from hubfuse.localhub import LocalHub
 
 VERSIONS = ("5.5.4", "5.13.1", "5.24.0")
@@ -100,6 +107,44 @@ def test_qwen2_5_vl_is_ignored_then_crashes_then_silently_random(checkpoints, tm
     alone = subprocess.run([str(env.python), "-I", "-c", "import torch"], capture_output=True, text=True)
     assert alone.returncode != 0 and "No module named 'torch'" in alone.stderr
     assert not list(env.path.glob("lib/python*/site-packages/torch"))
+
+
+def test_a_release_that_does_not_know_the_architecture_is_unsupported_not_ignored(checkpoints, tmp_path):
+    # qwen4_exp is newer than 5.13.1: that release cannot load the model at all, fusion_config or not.
+    source = checkpoints("qwen4_exp")
+    inputs = MatrixInputs(source, _config_only_copy(source, tmp_path / "downstream"), None)
+    _, cells, _ = run_matrix(DownstreamPlan("test", ("5.13.1",)), inputs, tmp_path, timeout=600, jobs=1)
+    (cell,) = [c for c in cells if c.env == envs.BASE_ENV]
+    assert cell.outcome == "unsupported"
+    assert cell.reason.startswith(
+        "transformers 5.13.1 does not know qwen4_exp/Qwen4ExpForConditionalGeneration"
+    )
+    assert summarize(cells) == []  # it does not block the publish ...
+    assert summarize(cells, outcomes=("unsupported",)) == [  # ... and is never counted as proven
+        f"unsupported on transformers 5.13.1 (base): {cell.reason}"
+    ]
+
+
+def test_a_family_unsafe_on_the_installed_release_still_gets_every_cell(checkpoints, tmp_path):
+    from cli_env import run_hubfuse
+
+    from hubfuse.fusion import transformers_fusion
+
+    env = {**hubfuse_env("http://127.0.0.1:9", tmp_path, None), DEFAULT_ENV_VAR: "none"}
+    result = run_hubfuse(
+        "check", str(checkpoints("qwen2_5_vl")), "--downstream-versions", "==5.5.4 || ==5.24.0", "--json",
+        env=env,
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    (family,) = report["families"]
+    # 5.13-5.24 load its patch embedding randomly (the sticky class-name mapping); 5.25 exactly.
+    installed_unsafe = transformers_fusion.registration_is_sticky()
+    assert family["verdict"] == ("unsafe" if installed_unsafe else "safe"), family["reasons"]
+    assert result.returncode == (3 if installed_unsafe else 0), result.stderr
+    outcomes = {c["transformers"]: c["outcome"] for c in family["downstream"]["cells"] if c["env"] == "base"}
+    assert outcomes == {"5.5.4": "ignored", "5.24.0": "unsafe"}
+    if installed_unsafe:  # no variant is made from an unproven fused save, so it has no cells
+        assert family["fused_layout"]["cells"] == []
 
 
 def test_a_failed_environment_creation_leaves_nothing_behind():
