@@ -27,9 +27,9 @@ from hubfuse.fusion.downstream import (
     run_matrix,
     summarize,
 )
-from hubfuse.fusion.verdict import LoadCheck
+from hubfuse.fusion.verdict import CheckReport, LoadCheck
 from hubfuse.localhub import LocalHub
-from hubfuse.report import release_story
+from hubfuse.report import release_story, render_text
 
 VERSIONS = ("5.5.4", "5.13.1", "5.24.0")
 SMALL_MATRIX = " || ".join(f"=={v}" for v in VERSIONS)
@@ -148,6 +148,9 @@ def test_a_family_unsafe_on_the_installed_release_still_gets_every_cell(checkpoi
     assert result.returncode == (3 if installed_unsafe else 0), result.stderr
     outcomes = {c["transformers"]: c["outcome"] for c in family["downstream"]["cells"] if c["env"] == "base"}
     assert outcomes == {"5.5.4": "ignored", "5.24.0": "unsafe"}
+    text = render_text(CheckReport.from_dict(report))  # the check report tells the same releases
+    assert "unaffected on transformers 5.5.4: fusion_config has no effect there" in text
+    assert "unsafe on transformers 5.24.0 (without torchvision): config-only load " in text
     if installed_unsafe:  # no variant is made from an unproven fused save, so it has no cells
         assert family["fused_layout"]["cells"] == []
 
@@ -252,7 +255,7 @@ def _assert_story_tells_every_cell(first_lines: str, cells: list[dict]) -> None:
 
 def test_cached_verdicts_and_ledger_records_are_keyed_by_the_matrix(tmp_path):
     from hubfuse.fusion.downstream import matrix_digest
-    from hubfuse.fusion.verdict import CheckReport, DownstreamCell, FamilyResult
+    from hubfuse.fusion.verdict import DownstreamCell, FamilyResult
     from hubfuse.ledger import Record
     from hubfuse.pipeline import PublishOptions, Source, verdict_key
     from hubfuse.verdict_cache import VerdictCache
