@@ -72,8 +72,8 @@ def _downstream_proof(endpoint: str, token: str, revision: str) -> str:
         config = AutoConfig.from_pretrained({DEMO_REPO!r}, revision={revision!r})
         cls = getattr(transformers, config.architectures[0])
         model = cls.from_pretrained({DEMO_REPO!r}, revision={revision!r})
-        fused = [n for n, m in model.named_modules() if type(m).__module__ == "transformers.fusion_mapping"]
-        print(",".join(fused) or "-")
+        from hubfuse.fusion.transformers_fusion import fused_modules
+        print(",".join(fused_modules(model)) or "-")
         """
     )
     env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_TOKEN": token, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}

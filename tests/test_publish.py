@@ -60,7 +60,9 @@ DOWNSTREAM = textwrap.dedent(
     model, info = transformers.AutoModelForImageTextToText.from_pretrained(
         repo, revision=revision, output_loading_info=True
     )
-    fused = {n: m for n, m in model.named_modules() if type(m).__module__ == "transformers.fusion_mapping"}
+    from hubfuse.fusion.transformers_fusion import fused_modules
+    modules = dict(model.named_modules())
+    fused = {n: modules[n] for n in fused_modules(model)}
     expected = None
     with safe_open(source, "pt") as f:
         key = next(k for k in f.keys() if k.endswith("patch_embed.proj.weight"))

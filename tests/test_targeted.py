@@ -138,6 +138,7 @@ VARIANT_LOAD = """
 import json, sys
 import torch, transformers
 from safetensors import safe_open
+from hubfuse.fusion.transformers_fusion import is_fused
 variant, source = sys.argv[1], sys.argv[2]
 model = transformers.AutoModelForImageTextToText.from_pretrained(variant)
 state = model.state_dict()
@@ -149,7 +150,7 @@ conv = tensor("model.visual.patch_embed.proj.weight")
 fused = state["model.visual.patch_embed.linear_proj.weight"]
 other = "model.language_model.layers.0.mlp.up_proj.weight"
 print(json.dumps({
-    "fused_type": type(model.model.visual.patch_embed).__module__,
+    "fused": is_fused(model.model.visual.patch_embed),
     "fused_exact": torch.equal(fused, conv.reshape(conv.shape[0], -1)),
     "other_exact": torch.equal(state[other], tensor(other)),
 }))
@@ -196,7 +197,7 @@ def test_targeted_variant_rewrites_only_the_touched_shard(hub, checkpoints, tmp_
     )
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert json.loads(loaded.stdout.strip().splitlines()[-1]) == {
-        "fused_type": "transformers.fusion_mapping",
+        "fused": True,
         "fused_exact": True,
         "other_exact": True,
     }
