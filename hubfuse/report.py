@@ -79,7 +79,9 @@ def matrix_rows(check: LoadCheck) -> tuple[list[str], list[list[str]]]:
 
 
 def first_reasons(check: LoadCheck) -> list[str]:
-    """Each distinct (outcome, reason) once, with the releases it applies to."""
+    """Each distinct (outcome, reason) once, with the releases it applies to; then where the
+    cells proven on another repo of the same case were proven."""
+    from hubfuse.fusion.cell_store import reuse_lines
     from hubfuse.fusion.downstream import version_range
 
     groups: dict[tuple[str, str, str], list[str]] = {}
@@ -91,7 +93,7 @@ def first_reasons(check: LoadCheck) -> list[str]:
         for (outcome, env, reason), versions in groups.items()
     ]
     lines += [f"{column} environment unavailable: {why}" for column, why in check.environments.items() if why]
-    return lines
+    return lines + reuse_lines(check.cells)
 
 
 def downstream_lines(family: FamilyResult, *, markdown: bool) -> list[str]:

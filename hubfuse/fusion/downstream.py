@@ -21,6 +21,8 @@ import hashlib
 import json
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
@@ -32,6 +34,9 @@ from packaging.version import Version
 
 from hubfuse.errors import BadInputError
 from hubfuse.fusion import envs
+from hubfuse.fusion.cell_case import CellCase
+from hubfuse.fusion.cell_store import MatrixCells
+from hubfuse.fusion.matrix_progress import MatrixProgress
 from hubfuse.fusion.verdict import OUTPUT_TOLERANCE, PASSING_OUTCOMES, DownstreamCell, FamilyResult
 from hubfuse.log import log
 from hubfuse.machine import loads_that_fit
@@ -165,9 +170,17 @@ class MatrixInputs:
 
 
 def run_matrix(
-    plan: DownstreamPlan, inputs: MatrixInputs, work: Path, timeout: float, jobs: int
+    plan: DownstreamPlan,
+    inputs: MatrixInputs,
+    work: Path,
+    timeout: float,
+    jobs: int,
+    case: CellCase | None = None,
 ) -> tuple[dict[str, str | None], list[DownstreamCell], list[DownstreamCell]]:
-    """(environment columns, config-PR cells, variant cells), one probe process per environment."""
+    """(environment columns, config-PR cells, variant cells), one probe process per environment.
+
+    With a `case`, cells proven on a repo of the same case are reused (hubfuse/fusion/cell_store.py).
+    """
     columns = environment_columns()
     tasks = [
         (version, column)
@@ -175,15 +188,37 @@ def run_matrix(
         for column, unavailable in columns.items()
         if unavailable is None
     ]
-    log.info(f"  downstream matrix: {len(tasks)} environment(s), {plan.describe()}")
+    shared = MatrixCells(case, ("config", "variant") if inputs.variant else ("config",))
+    reused = {task: cells for task in tasks if (cells := shared.reused(*task)) is not None}
+    to_run = [task for task in tasks if task not in reused]
+    log.info(
+        f"  downstream matrix: {len(tasks)} environment(s), {plan.describe()}"
+        + (f"; {len(reused)} cell(s) proven on a repo of the same case" if reused else "")
+    )
+    progress = MatrixProgress(len(to_run), len(tasks))
+    for (version, column), cells in reused.items():
+        progress.cell(version, column, _outcomes(cells), 0.0, cells["config"]["proven_on"])
 
     def one(task: tuple[str, str]) -> tuple[str, str, dict[str, Any]]:
         version, column = task
         cell_work = work / "matrix" / f"{version}-{column}"
-        return version, column, _run_cell(version, column, inputs, cell_work, timeout)
+        start = time.monotonic()
+        cells = _run_cell(
+            version,
+            column,
+            inputs,
+            cell_work,
+            timeout,
+            lambda built, waited: progress.environment(version, column, built, waited),
+        )
+        shared.record(version, column, cells)
+        progress.cell(version, column, _outcomes(cells), time.monotonic() - start)
+        return version, column, cells
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        outcomes = list(pool.map(one, tasks))
+        ran = dict(((v, c), cells) for v, c, cells in pool.map(one, to_run))
+    progress.finish()
+    outcomes = [(v, c, reused[(v, c)] if (v, c) in reused else ran[(v, c)]) for v, c in tasks]
     config_cells, variant_cells = [], []
     gating = set(plan.gating)
     for version, column, cells in outcomes:
@@ -198,21 +233,35 @@ def run_matrix(
                         cell["reason"],
                         gating=version in gating,
                         notes=cell.get("notes", []),
+                        proven_on=cell.get("proven_on"),
                     )
                 )
     return columns, config_cells, variant_cells
 
 
-def _run_cell(version: str, column: str, inputs: MatrixInputs, work: Path, timeout: float) -> dict[str, Any]:
+def _outcomes(cells: dict[str, Any]) -> str:
+    return ", ".join(f"{subject} {cell['outcome']}" for subject, cell in cells.items())
+
+
+def _run_cell(
+    version: str,
+    column: str,
+    inputs: MatrixInputs,
+    work: Path,
+    timeout: float,
+    on_environment: Callable[[float | None, float], None] = lambda built, waited: None,
+) -> dict[str, Any]:
     subjects = ("config", "variant") if inputs.variant else ("config",)
 
     def failed(reason: str) -> dict[str, Any]:
         return {s: {"outcome": "error", "reason": reason} for s in subjects}
 
+    start = time.monotonic()
     try:
-        env, _created = envs.ensure_env(version, envs.ENV_EXTRAS[column])
+        env, created = envs.ensure_env(version, envs.ENV_EXTRAS[column])
     except envs.EnvError as exc:
         return failed(f"environment: {exc}")
+    on_environment(created, time.monotonic() - start)
     work.mkdir(parents=True, exist_ok=True)
     request = {
         "source": str(inputs.source),
@@ -276,7 +325,13 @@ def version_range(versions: list[str]) -> str:
 
 
 def apply_matrix(
-    result: FamilyResult, plan: DownstreamPlan, inputs: MatrixInputs, work: Path, timeout: float, jobs: int
+    result: FamilyResult,
+    plan: DownstreamPlan,
+    inputs: MatrixInputs,
+    work: Path,
+    timeout: float,
+    jobs: int,
+    case: CellCase | None = None,
 ) -> None:
     """Run the matrix for a family that is safe on the installed transformers, and gate it."""
     if result.verdict != "safe":  # the installed release already decides
@@ -285,7 +340,7 @@ def apply_matrix(
     if not plan.enabled:
         return
     result.downstream.versions = result.fused_layout.versions = list(plan.versions)
-    columns, config_cells, variant_cells = run_matrix(plan, inputs, work, timeout, jobs)
+    columns, config_cells, variant_cells = run_matrix(plan, inputs, work, timeout, jobs, case)
     result.downstream.environments = result.fused_layout.environments = columns
     result.downstream.cells, result.fused_layout.cells = config_cells, variant_cells
     failures = summarize(config_cells)

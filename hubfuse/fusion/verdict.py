@@ -52,6 +52,7 @@ class DownstreamCell:
     reason: str = ""
     gating: bool = True  # False: outside an explicit --downstream-versions, reported only
     notes: list[str] = field(default_factory=list)
+    proven_on: str | None = None  # repo@sha of the same case this cell was proven on (None: here)
 
 
 @dataclass
