@@ -9,11 +9,12 @@ from __future__ import annotations
 import threading
 import time
 
-from hubfuse.log import log
+from hubfuse.log import Logger, log
 
 
 class MatrixProgress:
-    def __init__(self, environments: int, cells: int) -> None:
+    def __init__(self, environments: int, cells: int, logger: Logger = log) -> None:
+        self.log = logger
         self.environments = environments  # to make ready (reused cells need none)
         self.cells = cells
         self._ready = 0
@@ -25,7 +26,7 @@ class MatrixProgress:
         with self._lock:
             self._ready += 1
             what = f"built in {built_s:.1f} s" if built_s is not None else f"cached ({waited_s:.1f} s)"
-            log.progress(
+            self.log.progress(
                 f"  matrix: environment {self._ready}/{self.environments} ready: "
                 f"transformers {version} ({column}), {what}"
             )
@@ -36,13 +37,13 @@ class MatrixProgress:
         with self._lock:
             self._done += 1
             how = f"proven on {proven_on} (same case)" if proven_on else f"{seconds:.1f} s"
-            log.progress(
+            self.log.progress(
                 f"  matrix: cell {self._done}/{self.cells} done: transformers {version} ({column}): "
                 f"{outcome}, {how}"
             )
 
     def finish(self) -> None:
-        log.info(
+        self.log.info(
             f"  matrix: {self._done}/{self.cells} cell(s), {self._ready} environment(s) in "
             f"{time.monotonic() - self._start:.1f} s"
         )
