@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 
+from hubfuse import strictjson
 from hubfuse.errors import BudgetExhaustedError, ConflictError, HubfuseError
 from hubfuse.fusion.cell_store import StoredCell
 from hubfuse.hub import Hub
@@ -23,8 +24,8 @@ FORMAT = 1
 
 def _decode(text: str | None) -> dict[str, StoredCell]:
     try:
-        document = json.loads(text or "{}")
-    except ValueError:
+        document = strictjson.loads(text or "{}", allow_constants=False)
+    except ValueError:  # StrictJSONError too
         return {}
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         return {}

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from hubfuse import strictjson
 from hubfuse.fusion.cell_case import CellCase, cell_key, cell_key_digest, probe_code_version
 from hubfuse.log import log, redact
 
@@ -135,8 +136,8 @@ class CellStore:
         if self.folder is None:
             return None
         try:
-            return json.loads((self.folder / f"{digest}.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return strictjson.read_file(self.folder / f"{digest}.json", allow_constants=False)
+        except (OSError, ValueError):  # StrictJSONError too
             return None
 
     def _from_shared(self, digest: str) -> Any:
