@@ -41,6 +41,11 @@ class Checkpoint:
     # their index) hubfuse indexed, generation_config.json, and with trust_remote_code the *.py.
     validated_files: tuple[Path, ...] = ()
 
+    @property
+    def weight_bytes(self) -> int:
+        """The size of the weight files (the index included) on disk."""
+        return sum(path.stat().st_size for path in self.weight_files)
+
 
 def read_json(path: Path) -> Any:
     """A JSON file from a checkpoint or repo, read strictly; `CheckpointError` naming it otherwise."""

@@ -1,16 +1,37 @@
-"""What this machine has to spare: the one place hubfuse reads available memory."""
+"""What this machine has to spare: the one place hubfuse reads the machine's memory."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")  # cgroup v2: a container's own limit
+
+
+def _meminfo_bytes(field: str) -> int:
+    """A /proc/meminfo field in bytes; 0 where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        return int(fields[field].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 0
 
 
 def available_memory_bytes() -> int:
     """MemAvailable from /proc/meminfo; 0 where it cannot be read."""
+    return _meminfo_bytes("MemAvailable")
+
+
+def total_memory_bytes() -> int:
+    """The memory this machine (or the container it runs in, if smaller) has; 0 if unknown."""
+    total = _meminfo_bytes("MemTotal")
     try:
-        with open("/proc/meminfo") as meminfo:
-            fields = dict(line.split(":", 1) for line in meminfo)
-        return int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return 0
+        limit = CGROUP_MEMORY_MAX.read_text().strip()
+    except OSError:
+        return total
+    if limit.isdigit() and (total == 0 or int(limit) < total):
+        return int(limit)
+    return total
 
 
 def loads_that_fit(weights_bytes: int, bytes_per_weight_byte: float, wanted: int) -> int:

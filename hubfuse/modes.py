@@ -82,7 +82,7 @@ def check_source(
     if isinstance(source, LocalSource):
         # Bad input is refused in one line before anything else, whatever the mode.
         checkpoint = open_checkpoint(source.folder, trust_remote_code=trust_remote_code)
-        weight_bytes = sum(path.stat().st_size for path in checkpoint.weight_files)
+        weight_bytes = checkpoint.weight_bytes
     else:
         weight_bytes = source.total_weight_bytes if mode == "auto" else 0
     remote = isinstance(source, RemoteSource)

@@ -17,8 +17,9 @@ def importable(monkeypatch):
     monkeypatch.syspath_prepend(os.path.dirname(__file__))
 
 
-def call(probe, *args, tmp_path, timeout=120.0):
-    return run_isolated(probe, *args, log_path=tmp_path / "probe.log", timeout=timeout, module=MODULE)
+def call(probe, *args, tmp_path, timeout=120.0, **limits):
+    log_path = tmp_path / "probe.log"
+    return run_isolated(probe, *args, log_path=log_path, timeout=timeout, module=MODULE, **limits)
 
 
 def test_result_comes_back_and_output_goes_to_the_log(tmp_path):
@@ -79,3 +80,27 @@ def test_linear_lazy_dir_matches_transformers(tmp_path):
         "assert len(mods) > 3 and before == after, 'dir() changed'\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("how", ["python", "torch"])
+def test_a_worker_past_its_memory_limit_fails_in_one_line(tmp_path, how):
+    limit = 256 << 20  # beyond what the worker starts with (torch and transformers already mapped)
+    assert call("allocate", 64, how, tmp_path=tmp_path, memory_limit=limit)["bytes"] == 64 << 20
+    with pytest.raises(WorkerFailure) as failure:
+        call("allocate", 2048, how, tmp_path=tmp_path, memory_limit=limit)
+    assert "out of memory" in str(failure.value) and "memory limit of 0.25 GiB" in str(failure.value)
+    assert "\n" not in str(failure.value)
+    assert not failure.value.raised, (
+        "the machine's bound, not an exception of the probed model: error, never unsafe"
+    )
+
+
+def test_mapped_weights_count_beside_the_memory_limit(tmp_path):
+    weights = tmp_path / "weights.bin"
+    with open(weights, "wb") as f:
+        f.truncate(1 << 30)  # sparse: address space to map, no memory or disk
+    limit = 256 << 20
+    with pytest.raises(WorkerFailure, match="memory limit"):
+        call("map_file", str(weights), tmp_path=tmp_path, memory_limit=limit)
+    mapped = call("map_file", str(weights), tmp_path=tmp_path, memory_limit=limit, mapped_bytes=1 << 30)
+    assert mapped["bytes"] == 1 << 30

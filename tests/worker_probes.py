@@ -58,3 +58,20 @@ def fused_load(path: str) -> dict[str, bool]:
         "plain_after_is_fused": bool(transformers_fusion.fused_modules(plain)),
         "sticky_generation": transformers_fusion.registration_is_sticky(),
     }
+
+
+def allocate(megabytes: int, how: str) -> dict[str, int]:
+    """Take `megabytes` of memory at once: as Python does, or as torch does (its C++ allocator)."""
+    if how == "torch":
+        import torch
+
+        return {"bytes": torch.ones(megabytes << 20, dtype=torch.uint8).numel()}
+    return {"bytes": len(bytearray(megabytes << 20))}
+
+
+def map_file(path: str) -> dict[str, int]:
+    """Map a whole file, as safetensors maps the weights it loads."""
+    import mmap
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        return {"bytes": len(mapped)}

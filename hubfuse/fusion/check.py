@@ -113,7 +113,7 @@ def apply_downstream_matrix(
     inputs = downstream_matrix.MatrixInputs(
         checkpoint.path, work / "downstream", fused if fused.is_dir() else None
     )
-    weights = sum(path.stat().st_size for path in checkpoint.weight_files)
+    weights = checkpoint.weight_bytes
     case = case_for(checkpoint, result.name, result.fused_modules, index_checkpoint(checkpoint.path))
     with log.group(f"downstream matrix for {result.name}"):
         downstream_matrix.apply_matrix(
@@ -182,7 +182,11 @@ class _FamilyCheck:
         return self._timed(
             stage,
             lambda: worker.run_isolated(
-                probe, *args, log_path=self.work / f"{stage}.log", timeout=self.timeout
+                probe,
+                *args,
+                log_path=self.work / f"{stage}.log",
+                timeout=self.timeout,
+                mapped_bytes=self.checkpoint.weight_bytes,
             ),
         )
 
@@ -352,9 +356,8 @@ class _FamilyCheck:
 
 def _concurrent_loads(checkpoint: Checkpoint, wanted: int) -> int:
     """Run the reloads side by side only when that many copies of the model fit in memory."""
-    weights = sum(path.stat().st_size for path in checkpoint.weight_files)
     # A loaded model takes about 1.2x its checkpoint.
-    return loads_that_fit(weights, 1.2, wanted)
+    return loads_that_fit(checkpoint.weight_bytes, 1.2, wanted)
 
 
 def _keys(keys: list[str], limit: int = 4) -> str:

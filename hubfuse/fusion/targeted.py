@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +56,12 @@ def check_targeted(
         config_dir.mkdir()
         (config_dir / "config.json").write_text(source.config_text(), encoding="utf-8")
         checked = read_checked_config(config_dir, trust_remote_code=trust_remote_code)
+        # Every refusal the listing, the index and the headers decide (weight layout, budgets, a
+        # config claiming far more layers than stored) comes before any process starts: a
+        # refusal costs no forkserver start, and no worker ever builds a model the headers belie.
+        tensors = source.tensors()
         worker.preload([TARGETED_PROBES, *modeling_modules(checked.model_type)])
-        # The forkserver's imports (asking it for the family names starts it) overlap the header reads.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            resolving = pool.submit(resolve_families, families)
-            tensors = source.tensors()
-            resolved = resolving.result()
+        resolved = resolve_families(families)
         keys = {name: [loc.dtype, list(loc.shape)] for name, (_, loc) in tensors.items()}
         (work / "keys.json").write_text(json.dumps(keys))
         results = []

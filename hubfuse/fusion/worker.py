@@ -8,15 +8,21 @@ each child starts clean without paying the imports again.
 A child writes its stdout/stderr (transformers' warnings and load reports) to a log file and
 sends back one JSON-able dict. A crash, a kill (out of memory) or a timeout becomes a
 `WorkerFailure` with a one-line cause, never a hang or a traceback.
+
+Each child's address space may grow by at most the machine's memory (RLIMIT_AS over what it had
+when forked): a model no load here could hold (a config claiming 150,000 layers) ends in that
+worker's MemoryError, reported as such, instead of swapping the machine or OOM-killing others.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import importlib
 import multiprocessing
 import os
+import resource
 import signal
 import sys
 import threading
@@ -27,6 +33,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
+
+from hubfuse.machine import total_memory_bytes
 
 # Probes are named, not passed as functions, so the parent never imports torch itself.
 PROBES_MODULE = "hubfuse.fusion.probes"
@@ -40,7 +48,8 @@ _start_lock = threading.Lock()
 
 
 class WorkerFailure(Exception):
-    """A probe did not return a result: it raised (`raised`), or it crashed or timed out."""
+    """A probe did not return a result: it raised (`raised`), or it crashed, timed out or ran out
+    of its memory limit."""
 
     def __init__(self, message: str, *, raised: bool) -> None:
         super().__init__(message)
@@ -104,12 +113,42 @@ def _env_preload() -> list[str]:
     return [name.strip() for name in os.environ.get(PRELOAD_ENV, "").split(",") if name.strip()]
 
 
-def _child_main(conn: Connection, module: str, probe: str, args: tuple[Any, ...], log_path: str) -> None:
+def _address_space_bytes() -> int:
+    """This process's virtual size (VmSize): a fork of the forkserver starts with torch mapped."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _limit_address_space(growth: int) -> None:
+    """Let this process map at most `growth` more bytes than it has now (0: no limit)."""
+    if growth <= 0:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = _address_space_bytes() + growth
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+_ENOMEM_TEXT = os.strerror(errno.ENOMEM)
+
+
+def _memory_limit_words(growth: int) -> str:
+    return f"its memory limit of {growth / 2**30:.2g} GiB beyond what it started with"
+
+
+def _child_main(
+    conn: Connection, module: str, probe: str, args: tuple[Any, ...], log_path: str, memory_limit: int
+) -> None:
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
     try:
+        _limit_address_space(memory_limit)
         for plugin in _env_preload():  # the forkserver ignores a failed preload import; we do not
             importlib.import_module(plugin)
         func = getattr(importlib.import_module(module), probe)
@@ -117,7 +156,13 @@ def _child_main(conn: Connection, module: str, probe: str, args: tuple[Any, ...]
     except BaseException as exc:  # the parent turns any failure into a verdict
         traceback.print_exc()
         first_line = (str(exc).strip().splitlines() or [""])[0]
-        result = {"ok": False, "error": f"{type(exc).__name__}: {first_line}".rstrip(": ")}
+        error = f"{type(exc).__name__}: {first_line}".rstrip(": ")
+        # Python's MemoryError, or an allocator's ENOMEM (torch: "DefaultCPUAllocator: ... Error code 12"):
+        # the machine's bound, not something the probed model raised.
+        out_of_memory = memory_limit > 0 and (isinstance(exc, MemoryError) or _ENOMEM_TEXT in first_line)
+        if out_of_memory:
+            error = f"out of memory: the {probe} worker reached {_memory_limit_words(memory_limit)} ({error[:160]})"
+        result = {"ok": False, "error": error, "raised": not out_of_memory}
     conn.send(result)
     conn.close()
 
@@ -139,10 +184,19 @@ def run_isolated(
     log_path: Path,
     timeout: float,
     module: str = PROBES_MODULE,
+    mapped_bytes: int = 0,
+    memory_limit: int | None = None,
 ) -> dict[str, Any]:
+    """`probe(*args)` in a fresh child whose address space may grow by `memory_limit` bytes (by
+    default the machine's memory; 0: unlimited) plus `mapped_bytes`, the files the probe maps
+    (safetensors maps the weights it loads: address space, not memory)."""
+    memory = total_memory_bytes() if memory_limit is None else memory_limit
+    growth = memory + mapped_bytes if memory > 0 else 0
     ctx = _get_context()
     receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child_main, args=(sender, module, probe, args, str(log_path)), daemon=True)
+    process = ctx.Process(
+        target=_child_main, args=(sender, module, probe, args, str(log_path), growth), daemon=True
+    )
     with _without_main_module():
         process.start()
     sender.close()
@@ -155,12 +209,13 @@ def run_isolated(
             result = receiver.recv()
         except EOFError:
             process.join()
+            limited = f"; it ran under {_memory_limit_words(growth)}" if growth > 0 else ""
             raise WorkerFailure(
-                f"the {probe} worker {_describe_exit(process.exitcode)}", raised=False
+                f"the {probe} worker {_describe_exit(process.exitcode)}{limited}", raised=False
             ) from None
     finally:
         receiver.close()
     process.join()
     if not result["ok"]:
-        raise WorkerFailure(result["error"], raised=True)
+        raise WorkerFailure(result["error"], raised=result["raised"])
     return result["value"]

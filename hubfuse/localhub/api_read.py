@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlencode
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from hubfuse.localhub import cards, views
+from hubfuse.localhub import cards, listing, views
 from hubfuse.localhub.apierror import ApiError, entry_not_found, revision_not_found, unauthorized
 from hubfuse.localhub.context import Ctx
 from hubfuse.localhub.inert import file_headers
@@ -64,35 +64,43 @@ def validate_yaml(ctx: Ctx) -> Response:
     return JSONResponse(body, status_code=400 if errors else 200)
 
 
+def _expand(ctx: Ctx, repo_type: str) -> list[str]:
+    return listing.checked_expand(repo_type, ctx.query.getlist("expand") + ctx.query.getlist("expand[]"))
+
+
 def repo_info(ctx: Ctx) -> Response:
     repo = ctx.repo()
+    asked = _expand(ctx, repo.type)
     revision = ctx.params.get("rev") or "main"
     commit = resolve(ctx, repo, revision).commit
     info = views.repo_info(ctx.store, repo, ctx.meta, commit, blobs=ctx.flag("blobs"))
-    expand = ctx.query.getlist("expand") + ctx.query.getlist("expand[]")
-    if expand:
-        info = views.filter_expand(info, expand)
-    return JSONResponse(info)
+    return JSONResponse(listing.expanded(info, asked) if asked else info)
+
+
+def _list_entry(ctx: Ctx, repo_type: str, info: dict[str, Any], asked: list[str]) -> dict[str, Any]:
+    """One listing entry: the asked properties; else what `full` or the type's plain listing shows."""
+    if asked:
+        return listing.expanded(info, asked)
+    if ctx.flag("full"):
+        return info
+    extra = [key for key in ("cardData", "config") if ctx.flag(key)]
+    if repo_type == "model":
+        return listing.expanded(info, [*listing.MODEL_LIST_FIELDS, *extra])
+    return {key: value for key, value in info.items() if key not in {"cardData", "config"} - set(extra)}
 
 
 def list_repos(ctx: Ctx) -> Response:
     repo_type = ctx.params["type"].removesuffix("s")
+    asked = _expand(ctx, repo_type)
     author = ctx.query.get("author")
-    search = (ctx.query.get("search") or "").lower()
-    full = ctx.flag("full")
-    # `expand=sha&expand=config`: the real Hub then returns exactly those fields (plus the id);
-    # returning more is harmless to the client, returning less is not.
-    expanded = set(ctx.query.getlist("expand")) | set(ctx.query.getlist("expand[]"))
-    dropped = set()
-    if not (full or ctx.flag("cardData") or "cardData" in expanded):
-        dropped.add("cardData")
-    if not (full or ctx.flag("config") or "config" in expanded):
-        dropped.add("config")
+    searches = [s.lower() for s in ctx.query.getlist("search") if s]
+    filters = [value for value in ctx.query.getlist("filter") if value]
+    full = ctx.flag("full") or bool(listing.FULL_PROPERTIES & set(asked))
     items = []
     for repo, meta in ctx.store.list_repos(repo_type):
         if author and repo.namespace.lower() != author.lower():
             continue
-        if search and search not in repo.id.lower():
+        if not all(search in repo.id.lower() for search in searches):
             continue
         if meta.get("private") and not (ctx.principal and ctx.principal.member_of(repo.namespace)):
             continue
@@ -101,15 +109,19 @@ def list_repos(ctx: Ctx) -> Response:
         except (RepoNotFound, RevisionNotFound):
             continue  # deleted meanwhile
         info = views.repo_info(ctx.store, repo, meta, head, blobs=False, full=full)
-        items.append({key: value for key, value in info.items() if key not in dropped})
+        if not listing.matches(
+            info, filters=filters, gated=ctx.query.get("gated"), pipeline_tag=ctx.query.get("pipeline_tag")
+        ):
+            continue
+        items.append((info, _list_entry(ctx, repo_type, info, asked)))
     sort = ctx.query.get("sort")
     if sort in ("lastModified", "createdAt"):
-        items.sort(key=lambda item: item[sort], reverse=ctx.query.get("direction") != "1")
+        items.sort(key=lambda item: item[0][sort], reverse=ctx.query.get("direction") != "1")
     limit = ctx.query.get("limit", "")
     page_size = ctx.hub.page_size
     if limit.isdigit() and int(limit) > 0:
         page_size = min(int(limit), page_size)
-    return _paged(ctx, items, page_size)
+    return _paged(ctx, [entry for _, entry in items], page_size)
 
 
 def tree(ctx: Ctx) -> Response:

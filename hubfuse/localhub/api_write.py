@@ -12,7 +12,13 @@ from starlette.responses import JSONResponse, Response
 from hubfuse.localhub import cards, discussions, lfs
 from hubfuse.localhub.api_read import resolve
 from hubfuse.localhub.apierror import ApiError, bad_request, conflict, forbidden, revision_not_found
-from hubfuse.localhub.commits import CommitRequest, apply_operations, new_commit, parse_commit_payload
+from hubfuse.localhub.commits import (
+    CommitRequest,
+    apply_operations,
+    new_commit,
+    parse_commit_payload,
+    spooled_lines,
+)
 from hubfuse.localhub.context import Ctx, Hub
 from hubfuse.localhub.payload import Payload
 from hubfuse.localhub.storage import (
@@ -129,20 +135,6 @@ def update_settings(ctx: Ctx) -> Response:
     return JSONResponse({"private": meta["private"], "gated": meta["gated"]})
 
 
-def grant_access(ctx: Ctx) -> Response:
-    repo = ctx.repo()
-    ctx.writable(repo)
-    user = ctx.json().string("user", "")
-    if not user:
-        raise bad_request("'user' must be a user name")
-    with ctx.store.transaction(repo) as txn:
-        meta = txn.meta()
-        if user not in meta.setdefault("gatedAccess", []):
-            meta["gatedAccess"].append(user)
-        txn.save_meta(meta)
-    return JSONResponse({"user": user, "status": "accepted"})
-
-
 # ---- pushing ----------------------------------------------------------------------------------------
 
 
@@ -176,8 +168,12 @@ def preupload(ctx: Ctx) -> Response:
     files = payload.objects("files", required=True)
     tree = resolved.commit.tree
     gitignore = payload.string("gitIgnore")
-    if gitignore is None and ".gitignore" in tree and not tree[".gitignore"].get("lfs"):
-        gitignore = ctx.store.read_entry(tree[".gitignore"]).decode("utf-8", "replace")
+    if gitignore is None:
+        gitignore = _small_text(ctx, tree, ".gitignore")
+    # The caller's own `.gitattributes` when it changes that file in the same commit, as on the Hub.
+    gitattributes = payload.string("gitAttributes")
+    if gitattributes is None:
+        gitattributes = _small_text(ctx, tree, ".gitattributes")
     answered = []
     for item in files:
         path, size = item.string("path", required=True), item.integer("size", 0)
@@ -185,7 +181,7 @@ def preupload(ctx: Ctx) -> Response:
             sample = base64.b64decode(item.string("sample", ""), validate=True)
         except binascii.Error:
             raise bad_request(f"Invalid base64 sample for {path!r}") from None
-        mode = lfs.upload_mode(path, size, sample)
+        mode = lfs.upload_mode(path, size, sample, gitattributes)
         existing = tree.get(path)
         oid = None
         if existing is not None:
@@ -199,11 +195,19 @@ def preupload(ctx: Ctx) -> Response:
     return JSONResponse({"files": answered, "commitOid": resolved.commit.id})
 
 
-def _check_card(request: CommitRequest) -> None:
+def _small_text(ctx: Ctx, tree: dict[str, dict], path: str) -> str | None:
+    """A regular file of the revision as text (None when absent, in LFS or over the regular limit)."""
+    entry = tree.get(path)
+    if entry is None or entry.get("lfs") or entry["size"] > lfs.REGULAR_MAX_BYTES:
+        return None
+    return ctx.store.read_entry(entry).decode("utf-8", "replace")
+
+
+def _check_card(ctx: Ctx, request: CommitRequest) -> None:
     """A README.md whose metadata the Hub would refuse is refused here too, whole commit and all."""
     for op in request.operations:
-        if op.kind == "file" and op.path == "README.md":
-            errors, _ = cards.validate(op.content.decode("utf-8", "replace"))
+        if op.kind == "file" and op.path == "README.md" and op.entry is not None:
+            errors, _ = cards.validate(ctx.store.read_entry(op.entry).decode("utf-8", "replace"))
             if errors:
                 raise bad_request(f"Invalid metadata in README.md: {'; '.join(errors)}")
 
@@ -215,8 +219,10 @@ def _stale(head: str, parent: str | None) -> bool:
 def commit(ctx: Ctx) -> Response:
     repo = ctx.repo()
     principal = ctx.writer()
-    request = parse_commit_payload(ctx.body)
-    _check_card(request)
+    if ctx.body_file is None:
+        raise ApiError(500, "The commit route must spool its body")
+    request = parse_commit_payload(spooled_lines(ctx.body_file), ctx.store)
+    _check_card(ctx, request)
     revision = ctx.params["rev"]
     create_pr = ctx.flag("create_pr")
     pr_url = None

@@ -19,7 +19,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from hubfuse.localhub import LOCALHUB_HEADER, pages
+from hubfuse.localhub import api_access as access
 from hubfuse.localhub import api_discussions as disc
+from hubfuse.localhub import api_manage as manage
 from hubfuse.localhub import api_read as read
 from hubfuse.localhub import api_write as write
 from hubfuse.localhub.apierror import ApiError, repo_not_found, revision_not_found
@@ -27,7 +29,7 @@ from hubfuse.localhub.auth import AuthStore
 from hubfuse.localhub.context import Access, AccessRule, Ctx, Hub
 from hubfuse.localhub.faults import ControlMiddleware, FaultInjector, RateLimiter, RequestLog
 from hubfuse.localhub.lfs import UploadSigner
-from hubfuse.localhub.payload import read_body
+from hubfuse.localhub.payload import read_body, spool_body
 from hubfuse.localhub.storage import RepoId, RepoNotFound, RevisionNotFound, Store
 
 logger = logging.getLogger("hubfuse.localhub")
@@ -37,8 +39,9 @@ Handler = Callable[[Ctx], Response]
 JSON_MAX_BODY = 1024 * 1024
 README_MAX_BODY = 8 * 1024 * 1024
 BATCH_MAX_BODY = 16 * 1024 * 1024
-# Inline (regular) files are at most 10 MiB each and arrive base64-encoded; larger ones go through LFS.
-COMMIT_MAX_BODY = 100 * 1024 * 1024
+# NDJSON commits are spooled to disk and parsed a line at a time: one inline file (at most 10 MiB, as
+# on the Hub) is in memory at once, whatever the body's size. The cap bounds the spool on disk.
+COMMIT_MAX_BODY = 4 * 1024 * 1024 * 1024
 
 _TYPE = r"(?P<type>models|datasets|spaces)"
 _REPO = r"(?P<ns>[^/]+)/(?P<name>[^/]+?)"
@@ -60,6 +63,7 @@ class Route:
     writer: bool  # needs a write token before the body is read
     max_body: int  # bytes; a longer body is refused with 413 unread
     page: bool  # an HTML page (`pages.serve` runs it, with the same access rule)
+    spool: bool  # the body goes to a temp file (`Ctx.body_file`), not memory
 
 
 def _route(
@@ -71,12 +75,13 @@ def _route(
     writer: bool = False,
     max_body: int = JSON_MAX_BODY,
     page: bool = False,
+    spool: bool = False,
 ) -> Route:
     compiled = re.compile(f"^{pattern}$")
     # By construction: a route that names a repo always declares what it reveals of it.
     if ("ns" in compiled.groupindex) == (access is Access.NONE):
         raise ValueError(f"route {pattern}: repo routes need a read access rule, other routes none")
-    return Route(frozenset(methods.split()), compiled, handler, access, writer, max_body, page)
+    return Route(frozenset(methods.split()), compiled, handler, access, writer, max_body, page, spool)
 
 
 def _diff_access(ctx: Ctx) -> Access:
@@ -85,6 +90,44 @@ def _diff_access(ctx: Ctx) -> Access:
 
 def _auth_check_access(ctx: Ctx) -> Access:
     return Access.METADATA if ctx.params.get("write") else Access.CONTENT
+
+
+def _access_request_routes() -> list[Route]:
+    """A gated repo's access requests: managing them takes write access to the repo."""
+    return [
+        _route("POST", rf"{_API_REPO}/user-access-request/grant", access.grant_access, writer=True),
+        _route("POST", rf"{_API_REPO}/user-access-request/handle", access.handle_request, writer=True),
+        _route(
+            "GET",
+            rf"{_API_REPO}/user-access-request/(?P<status>pending|accepted|rejected)",
+            access.list_requests,
+            writer=True,
+        ),
+    ]
+
+
+def _repo_management_routes() -> list[Route]:
+    """Squash, LFS file housekeeping, duplicate, and the storage listing `hf repos ls` reads."""
+    return [
+        _route("GET", r"/api/settings/repositories", manage.user_repositories, Access.NONE),
+        _route(
+            "GET",
+            r"/api/organizations/(?P<org>[^/]+)/settings/repositories",
+            manage.user_repositories,
+            Access.NONE,
+        ),
+        _route("POST", rf"{_API_REPO}/super-squash/(?P<ref>[^/]+)", manage.super_squash, writer=True),
+        _route("GET", rf"{_API_REPO}/lfs-files", manage.list_lfs_files, writer=True),
+        _route(
+            "POST",
+            rf"{_API_REPO}/lfs-files/batch",
+            manage.delete_lfs_files,
+            writer=True,
+            max_body=BATCH_MAX_BODY,
+        ),
+        # What a duplicate copies is the source's content: reading it takes what a download takes.
+        _route("POST", rf"{_API_REPO}/duplicate", manage.duplicate_repo, Access.CONTENT, writer=True),
+    ]
 
 
 ROUTES: list[Route] = [
@@ -111,13 +154,19 @@ ROUTES: list[Route] = [
         max_body=BATCH_MAX_BODY,
     ),
     _route(
-        "POST", rf"{_API_REPO}/commit/(?P<rev>[^/]+)", write.commit, writer=True, max_body=COMMIT_MAX_BODY
+        "POST",
+        rf"{_API_REPO}/commit/(?P<rev>[^/]+)",
+        write.commit,
+        writer=True,
+        max_body=COMMIT_MAX_BODY,
+        spool=True,
     ),
     _route("POST", rf"{_API_REPO}/branch/(?P<ref>.+)", write.create_branch, writer=True),
     _route("DELETE", rf"{_API_REPO}/branch/(?P<ref>.+)", write.delete_branch, writer=True),
     _route("POST", rf"{_API_REPO}/tag/(?P<ref>.+)", write.create_tag, writer=True),
     _route("DELETE", rf"{_API_REPO}/tag/(?P<ref>.+)", write.delete_tag, writer=True),
-    _route("POST", rf"{_API_REPO}/user-access-request/grant", write.grant_access, writer=True),
+    *_access_request_routes(),
+    *_repo_management_routes(),
     _route("GET", rf"{_API_REPO}/discussions", disc.list_discussions),
     _route("POST", rf"{_API_REPO}/discussions", disc.create_discussion, writer=True),
     _route("GET", rf"{_API_REPO}/discussions/(?P<num>\d+)", disc.discussion_details, _diff_access),
@@ -234,6 +283,8 @@ class HubApp:
             redirect = await run_in_threadpool(self._authorize, route, match, ctx)
             if redirect is not None:
                 return redirect
+            if route.spool:
+                return await self._run_spooled(route, ctx)
             if method in ("POST", "PUT", "PATCH", "DELETE"):
                 ctx.body = await read_body(request, route.max_body)
             return await run_in_threadpool(self._run, route.handler, ctx)
@@ -244,6 +295,14 @@ class HubApp:
         except Exception:
             logger.exception("localhub: unhandled error on %s %s", method, raw_path)
             return _error_response(ApiError(500, "Internal server error"))
+
+    async def _run_spooled(self, route: Route, ctx: Ctx) -> Response:
+        ctx.body_file = self.hub.store.tmp_path()
+        try:
+            await spool_body(ctx.request, route.max_body, ctx.body_file)
+            return await run_in_threadpool(self._run, route.handler, ctx)
+        finally:
+            ctx.body_file.unlink(missing_ok=True)
 
     @staticmethod
     def _authorize(route: Route, match: re.Match[str], ctx: Ctx) -> Response | None:

@@ -85,6 +85,12 @@ class AuthStore:
             self._reload_if_changed()
             return self._tokens.get(token)
 
+    def knows_user(self, user: str) -> bool:
+        """Whether `user` exists here: a user exists once it holds a token (names are case-insensitive)."""
+        with self._lock:
+            self._reload_if_changed()
+            return any(p.user.lower() == user.lower() for p in self._tokens.values())
+
     def add_token(
         self, user: str, role: str = "write", orgs: Iterable[str] = (), token: str | None = None
     ) -> str:

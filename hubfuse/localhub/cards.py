@@ -18,13 +18,16 @@ from hubfuse.hub_licenses import OTHER, is_hub_license
 
 CARD_DATA_MAX_BYTES = 1024 * 1024
 
-_FRONT_MATTER_RE = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)(?:\r?\n)?^---[ \t]*$", re.DOTALL | re.MULTILINE)
+# huggingface_hub's `repocard.REGEX_YAML_BLOCK`, which the Hub's own front-matter reading agrees with:
+# the opening fence may follow whitespace and blank lines, so metadata there is metadata (validated on
+# commit, served as `cardData`). The client strips a UTF-8 BOM before it looks (`utf-8-sig`).
+FRONT_MATTER_RE = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
 
 
 def front_matter(text: str) -> str | None:
     """The YAML between the leading `---` fences, or None when the README has none."""
-    match = _FRONT_MATTER_RE.match(text)
-    return match.group(1) if match else None
+    match = FRONT_MATTER_RE.search(text.removeprefix("\ufeff"))
+    return match.group(2) if match else None
 
 
 def card_data(readme: bytes) -> dict[str, Any] | None:
@@ -139,7 +142,8 @@ def _result_errors(where: str, result: object) -> list[str]:
 
 def body(text: str) -> str:
     """The README without its front matter."""
-    match = _FRONT_MATTER_RE.match(text)
+    text = text.removeprefix("\ufeff")
+    match = FRONT_MATTER_RE.search(text)
     return text[match.end() :].lstrip("\r\n") if match else text
 
 

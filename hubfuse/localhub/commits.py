@@ -6,10 +6,13 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hubfuse.localhub.apierror import ApiError, bad_request
+from hubfuse.localhub.lfs import REGULAR_MAX_BYTES
 from hubfuse.localhub.payload import Payload
 from hubfuse.localhub.storage import Commit, RepoId, Store, lfs_entry
 
@@ -18,11 +21,19 @@ Tree = dict[str, dict[str, Any]]
 _PARENT_RE = re.compile(r"^[0-9a-fA-F]{5,40}$")
 
 
+# One NDJSON line holds at most one inline file: base64 of 10 MiB, plus its JSON around it.
+COMMIT_LINE_MAX = REGULAR_MAX_BYTES * 4 // 3 + 1024 * 1024
+TOO_LARGE_MESSAGE = (
+    "Your push was rejected because it contains files larger than 10 MiB. Please use"
+    " https://git-lfs.github.com/ to store large files. Offending file: - {path}"
+)
+
+
 @dataclass
 class Operation:
     kind: str  # "file", "lfsFile", "deletedFile" or "deletedFolder"
     path: str
-    content: bytes = b""
+    entry: dict[str, Any] | None = None  # an inline file, already in the blob store
     oid: str = ""
     size: int | None = None
 
@@ -44,10 +55,37 @@ def validate_path(path: object) -> str:
     return path
 
 
-def parse_commit_payload(body: bytes) -> CommitRequest:
+def _file_content(value: Payload, path: str) -> bytes:
+    """An inline file's bytes: `encoding` is "utf-8" (the Hub's default) or "base64"."""
+    encoding = value.string("encoding", "utf-8")
+    content = value.string("content", required=True)
+    if encoding == "utf-8":
+        try:
+            return content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request(f"Invalid utf-8 content for {path!r}") from None
+    if encoding != "base64":
+        raise bad_request(f"Unsupported encoding: {encoding!r}")
+    try:
+        return base64.b64decode(content, validate=True)
+    except binascii.Error:
+        raise bad_request(f"Invalid base64 content for {path!r}") from None
+
+
+def spooled_lines(path: Path) -> Iterator[bytes]:
+    """The lines of a spooled NDJSON body, one in memory at a time; a 400 for an oversized one."""
+    with open(path, "rb") as f:
+        while line := f.readline(COMMIT_LINE_MAX + 1):
+            if len(line) > COMMIT_LINE_MAX:
+                raise bad_request(TOO_LARGE_MESSAGE.format(path="(a line of the commit payload)"))
+            yield line
+
+
+def parse_commit_payload(lines: Iterable[bytes], store: Store) -> CommitRequest:
+    """The commit request; inline files go to the blob store as they are read, not into memory."""
     header: Payload | None = None
     operations: list[Operation] = []
-    for number, line in enumerate(body.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -66,15 +104,17 @@ def parse_commit_payload(body: bytes) -> CommitRequest:
         if key == "header":
             header = value
         elif key == "file":
-            if value.string("encoding", "base64") != "base64":
-                raise bad_request(f"Unsupported encoding: {value.data.get('encoding')!r}")
+            if "oldPath" in value:
+                raise bad_request("Moving files ('oldPath') is not supported by this hub")
             path = validate_path(value.data.get("path"))
-            try:
-                content = base64.b64decode(value.string("content", required=True), validate=True)
-            except binascii.Error:
-                raise bad_request(f"Invalid base64 content for {path!r}") from None
-            operations.append(Operation("file", path, content=content))
+            content = _file_content(value, path)
+            if len(content) > REGULAR_MAX_BYTES:
+                raise bad_request(TOO_LARGE_MESSAGE.format(path=path))
+            operations.append(Operation("file", path, entry=store.put_regular(content)))
+            del content
         elif key == "lfsFile":
+            if "oldPath" in value:
+                raise bad_request("Moving files ('oldPath') is not supported by this hub")
             if value.string("algo", "sha256") != "sha256":
                 raise bad_request(f"Unsupported LFS algo: {value.data.get('algo')!r}")
             operations.append(
@@ -85,11 +125,12 @@ def parse_commit_payload(body: bytes) -> CommitRequest:
                     size=value.integer("size"),
                 )
             )
-        elif key in ("deletedFile", "deletedFolder"):
+        elif key in ("deletedFile", "deletedFolder", "deletedEntry"):
             path = value.data.get("path")
             if key == "deletedFolder" and isinstance(path, str):
                 path = path.rstrip("/")
-            operations.append(Operation(key, validate_path(path)))
+            # `deletedEntry` (the Hub's current key) names a file or a folder, like `deletedFile`.
+            operations.append(Operation("deletedFile" if key == "deletedEntry" else key, validate_path(path)))
         else:
             raise bad_request(f"Unknown commit operation: {key!r}")
     if header is None:
@@ -125,24 +166,25 @@ def apply_operations(store: Store, repo: RepoId, tree: Tree, operations: list[Op
     _check_lfs_held(store, repo, operations)
     new_tree = dict(tree)
     for op in operations:
-        if op.kind == "file":
+        if op.kind == "file" and op.entry is not None:
             _check_no_dir_clash(new_tree, op.path)
-            new_tree[op.path] = store.put_regular(op.content)
+            new_tree[op.path] = op.entry
         elif op.kind == "lfsFile":
             size = store.lfs_path(op.oid).stat().st_size
             if op.size is not None and op.size != size:
                 raise bad_request(f"LFS object {op.oid} has size {size}, not {op.size}")
             _check_no_dir_clash(new_tree, op.path)
             new_tree[op.path] = lfs_entry(op.oid, size)
-        elif op.kind == "deletedFile":
-            if op.path not in new_tree:
-                raise ApiError(404, f"A file with this name doesn't exist: {op.path}", code="EntryNotFound")
+        elif op.kind == "deletedFile" and op.path in new_tree:
             del new_tree[op.path]
-        elif op.kind == "deletedFolder":
+        elif op.kind in ("deletedFile", "deletedFolder"):
+            # Like the Hub, `deletedFile` naming a folder deletes the folder: the client sends that for
+            # `CommitOperationDelete("folder")`, a path without its trailing slash.
             prefix = op.path + "/"
             doomed = [path for path in new_tree if path.startswith(prefix)]
             if not doomed:
-                raise ApiError(404, f"A folder with this name doesn't exist: {op.path}", code="EntryNotFound")
+                what = "file" if op.kind == "deletedFile" else "folder"
+                raise ApiError(404, f"A {what} with this name doesn't exist: {op.path}", code="EntryNotFound")
             for path in doomed:
                 del new_tree[path]
     return new_tree

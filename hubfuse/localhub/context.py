@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from starlette.datastructures import QueryParams
@@ -53,6 +54,7 @@ class Ctx:
     principal: Principal | None
     endpoint: str
     body: bytes = b""
+    body_file: Path | None = None  # a spooled route's body, on disk
     meta: dict[str, Any] = field(default_factory=dict)  # the checked repo's meta, for repo routes
     _repo: RepoId | None = None
 

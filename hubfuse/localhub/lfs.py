@@ -23,26 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from hubfuse.localhub.apierror import ApiError, bad_request
+from hubfuse.localhub.gitattributes import is_lfs
 from hubfuse.localhub.storage import RepoId, Store
 
 LFS_CONTENT_TYPE = "application/vnd.git-lfs+json"
 REGULAR_MAX_BYTES = 10 * 1024 * 1024
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
+
 # The patterns of the Hub's default .gitattributes (see storage.DEFAULT_GITATTRIBUTES).
-LFS_PATTERNS = (
-    "*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gguf", "*.gz", "*.h5", "*.joblib",
-    "*.lfs.*", "*.mlmodel", "*.model", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot", "*.parquet",
-    "*.pb", "*.pickle", "*.pkl", "*.pt", "*.pth", "*.rar", "*.safetensors", "*.tar.*", "*.tar",
-    "*.tflite", "*.tgz", "*.wasm", "*.xz", "*.zip", "*.zst", "*tfevents*",
-)  # fmt: skip
-
-
-def upload_mode(path: str, size: int, sample: bytes) -> str:
-    name = path.rsplit("/", 1)[-1]
-    if any(fnmatch.fnmatchcase(name, pattern) for pattern in LFS_PATTERNS):
-        return "lfs"
-    if path.startswith("saved_model/") or "/saved_model/" in path:
+def upload_mode(path: str, size: int, sample: bytes, gitattributes: str | None) -> str:
+    """ "lfs" for what the repo's `.gitattributes` sends to LFS, and for large or binary files."""
+    if is_lfs(path, gitattributes):
         return "lfs"
     if size > REGULAR_MAX_BYTES or b"\0" in sample:
         return "lfs"

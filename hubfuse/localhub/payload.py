@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -30,6 +31,20 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def spool_body(request: Request, limit: int, path: Path) -> None:
+    """The body written to `path` as it arrives (never held whole in memory); 413 past `limit`."""
+    announced = request.headers.get("content-length", "")
+    if announced.isdigit() and int(announced) > limit:
+        raise too_large(limit)
+    received = 0
+    with open(path, "wb") as f:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise too_large(limit)
+            f.write(chunk)
 
 
 class Payload:

@@ -296,6 +296,20 @@ class Store:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
 
+    def unlink_lfs(self, repo: RepoId, sha256: str) -> None:
+        """The repo no longer holds the object (the blob stays: other repos may hold it)."""
+        if _SHA256_RE.match(sha256):
+            (self.repo_dir(repo) / "lfs" / sha256).unlink(missing_ok=True)
+
+    def lfs_held(self, repo: RepoId) -> dict[str, float]:
+        """The LFS objects the repo holds, each with the time it came to hold it."""
+        held = {}
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.repo_dir(repo) / "lfs"):
+                if _SHA256_RE.match(entry.name) and self.has_lfs(entry.name):
+                    held[entry.name] = entry.stat().st_mtime
+        return held
+
     def install_lfs(self, tmp: Path, sha256: str) -> None:
         """Move a verified upload into the blob store and record its Xet hash (once per object)."""
         install_file(tmp, self.lfs_path(sha256))

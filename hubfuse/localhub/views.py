@@ -12,6 +12,7 @@ from typing import Any
 
 from hubfuse.errors import CheckpointError
 from hubfuse.localhub.cards import card_data
+from hubfuse.localhub.listing import derived_tags
 from hubfuse.localhub.storage import Commit, RepoId, Store
 from hubfuse.safetensors_header import METADATA_KEY, parse_header
 
@@ -135,8 +136,9 @@ def repo_info(
     """Repo info as `model_info`/`dataset_info` read it; without `full`, as `list_models` lists it."""
     readme = _read_small(store, commit, "README.md")
     card = card_data(readme) if readme is not None else None
-    tags = [t for t in (card or {}).get("tags", []) or [] if isinstance(t, str)]
-    if any(path.endswith(".safetensors") for path in commit.tree):
+    config = _config(store, commit) if repo.type == "model" else None
+    tags = derived_tags(repo.type, card, config)
+    if any(path.endswith(".safetensors") for path in commit.tree) and "safetensors" not in tags:
         tags.append("safetensors")
     info: dict[str, Any] = {
         "_id": object_id(repo),
@@ -158,14 +160,8 @@ def repo_info(
             for key in ("library_name", "pipeline_tag"):
                 if isinstance(card.get(key), str):
                     info[key] = card[key]
-        raw_config = _read_small(store, commit, "config.json")
-        if raw_config is not None:
-            try:
-                config = json.loads(raw_config)
-            except (ValueError, RecursionError):
-                config = None
-            if isinstance(config, dict):
-                info["config"] = config
+        if config is not None:
+            info["config"] = config
     if repo.type == "space":
         info["sdk"] = meta.get("sdk", "static")
     if card is not None:
@@ -181,9 +177,15 @@ def repo_info(
     return info
 
 
-def filter_expand(info: dict[str, Any], expand: list[str]) -> dict[str, Any]:
-    keep = {"_id", "id", *expand}
-    return {key: value for key, value in info.items() if key in keep}
+def _config(store: Store, commit: Commit) -> dict[str, Any] | None:
+    raw = _read_small(store, commit, "config.json")
+    if raw is None:
+        return None
+    try:
+        config = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def tree_oid(entries: list[tuple[str, str]]) -> str:

@@ -35,6 +35,12 @@ def _requests(repo: str) -> list[tuple[str, str]]:
         ("POST", f"/api/models/{repo}/tag/main"),
         ("DELETE", f"/api/models/{repo}/tag/v1"),
         ("POST", f"/api/models/{repo}/user-access-request/grant"),
+        ("POST", f"/api/models/{repo}/user-access-request/handle"),
+        ("GET", f"/api/models/{repo}/user-access-request/pending"),
+        ("POST", f"/api/models/{repo}/super-squash/main"),
+        ("GET", f"/api/models/{repo}/lfs-files"),
+        ("POST", f"/api/models/{repo}/lfs-files/batch"),
+        ("POST", f"/api/models/{repo}/duplicate"),
         ("GET", f"/api/models/{repo}/discussions"),
         ("POST", f"/api/models/{repo}/discussions"),
         ("GET", f"/api/models/{repo}/discussions/1?diff=1"),
@@ -106,6 +112,7 @@ def test_gated_content_needs_access_on_every_route(hub: LocalHub, users, api: Hf
         ("HEAD", f"/{repo}/resolve/refs%2Fpr%2F1/config.json"),
         ("GET", f"/api/models/{repo}/auth-check"),
         ("POST", f"/api/models/{repo}/lfs-files/duplicate"),
+        ("POST", f"/api/models/{repo}/duplicate"),
     ]
     for token, status in ((None, 401), (users.bob, 403)):
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -136,6 +137,21 @@ def test_deletions(api: HfApi, repo_id: str) -> None:
         api.delete_file("never-existed.txt", repo_id=repo_id)
 
 
+def test_deleting_a_folder_path_without_trailing_slash_deletes_the_folder(api: HfApi, repo_id: str) -> None:
+    """`CommitOperationDelete("1")` is sent as `deletedFile`; the Hub deletes the folder `1/`."""
+    api.create_commit(
+        repo_id,
+        [CommitOperationAdd(p, b"x") for p in ("1/file_1.md", "1/2/file_1_2.md", "2/file_2.md", "12.md")],
+        commit_message="add",
+    )
+    api.create_commit(repo_id, [CommitOperationDelete("1")], commit_message="delete folder implicitly")
+    assert api.list_repo_files(repo_id) == [".gitattributes", "12.md", "2/file_2.md"]
+    api.delete_folder("2", repo_id=repo_id)
+    assert api.list_repo_files(repo_id) == [".gitattributes", "12.md"]
+    with pytest.raises(EntryNotFoundError):
+        api.create_commit(repo_id, [CommitOperationDelete("1")], commit_message="nothing left there")
+
+
 def test_lfs_file_must_have_been_uploaded(hub: LocalHub, users, repo_id: str) -> None:
     lines = [
         {"key": "header", "value": {"summary": "sneaky", "description": ""}},
@@ -203,3 +219,68 @@ def test_commit_to_a_tag_is_refused(api: HfApi, repo_id: str) -> None:
     with pytest.raises(HfHubHTTPError) as excinfo:
         api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id, revision="v1")
     assert excinfo.value.response.status_code == 400
+
+
+def test_commit_bodies_past_100_mib_are_taken(hub: LocalHub, api: HfApi, repo_id: str) -> None:
+    """Eight inline files just under 10 MiB: a 106 MiB NDJSON body, refused before it was spooled."""
+    size = 10 * 1024 * 1024 - 100 * 1024
+    operations = [CommitOperationAdd(f"text/{i}.txt", bytes([65 + i]) * size) for i in range(8)]
+    hub.clear_requests()
+    api.create_commit(repo_id, operations, commit_message="big inline commit")
+    (commit_request,) = [r for r in hub.requests() if r["path"].endswith("/commit/main")]
+    assert commit_request["bytes_received"] > 100 * 1024 * 1024
+    infos = api.get_paths_info(repo_id, [f"text/{i}.txt" for i in range(8)])
+    assert [info.size for info in infos] == [size] * 8 and all(info.lfs is None for info in infos)
+
+
+def test_inline_file_over_10_mib_is_refused_as_on_the_hub(hub: LocalHub, users, repo_id: str) -> None:
+    lines = [
+        {"key": "header", "value": {"summary": "too big"}},
+        {
+            "key": "file",
+            "value": {
+                "path": "big.txt",
+                "encoding": "base64",
+                "content": base64.b64encode(b"a" * (10 * 1024**2 + 1)).decode(),
+            },
+        },
+    ]
+    response = httpx2.post(
+        f"{hub.endpoint}/api/models/{repo_id}/commit/main",
+        content=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
+        headers={"Authorization": f"Bearer {users.alice}", "Content-Type": "application/x-ndjson"},
+    )
+    assert response.status_code == 400
+    assert "contains files larger than 10 MiB" in response.headers["x-error-message"]
+
+
+def test_ndjson_files_default_to_utf8_and_deleted_entry_deletes(
+    hub: LocalHub, users, api: HfApi, repo_id: str, tmp_path: Path
+) -> None:
+    """The Hub's commit schema: `encoding` defaults to utf-8; `deletedEntry` names a file or a folder."""
+    api.create_commit(
+        repo_id, [CommitOperationAdd(p, b"x") for p in ("old.txt", "dir/a.txt")], commit_message="add"
+    )
+
+    def post(*values: dict) -> httpx2.Response:
+        lines = [{"key": "header", "value": {"summary": "raw"}}, *values]
+        return httpx2.post(
+            f"{hub.endpoint}/api/models/{repo_id}/commit/main",
+            content=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
+            headers={"Authorization": f"Bearer {users.alice}", "Content-Type": "application/x-ndjson"},
+        )
+
+    response = post(
+        {"key": "file", "value": {"path": "plain.txt", "content": "héllo"}},
+        {"key": "deletedEntry", "value": {"path": "old.txt"}},
+        {"key": "deletedEntry", "value": {"path": "dir"}},
+    )
+    assert response.status_code == 200, response.text
+    assert api.list_repo_files(repo_id) == [".gitattributes", "plain.txt"]
+    path = hf_hub_download(repo_id, "plain.txt", endpoint=hub.endpoint, cache_dir=tmp_path)
+    assert Path(path).read_bytes() == "héllo".encode()
+    assert (
+        post({"key": "file", "value": {"path": "b.txt", "content": "x", "encoding": "latin-1"}}).status_code
+        == 400
+    )
+    assert post({"key": "file", "value": {"path": "b.txt", "oldPath": "plain.txt"}}).status_code == 400

@@ -57,7 +57,7 @@ def test_anonymous_body_is_refused_unread(hub: LocalHub, repo_id: str) -> None:
 def test_bodies_over_a_routes_cap_are_413(hub: LocalHub, users, repo_id: str) -> None:
     status, answer = _raw_post(hub.endpoint, "/api/repos/create", 400_000_000, 0, users.alice)
     assert status == 413 and b"limit" in answer
-    status, _ = _raw_post(hub.endpoint, f"/api/models/{repo_id}/commit/main", 400_000_000, 0, users.alice)
+    status, _ = _raw_post(hub.endpoint, f"/api/models/{repo_id}/commit/main", 5 * 1024**3, 0, users.alice)
     assert status == 413
 
     def chunks():  # no Content-Length: the cap applies while streaming
