@@ -137,24 +137,30 @@ class MatrixTable:
 def downstream_context(report: CheckReport, *, variant: bool) -> dict[str, Any]:
     """What the PR text or the variant card says about other transformers releases."""
     from hubfuse.fusion.downstream import summarize
-    from hubfuse.report import first_reasons, matrix_rows
+    from hubfuse.report import first_reasons, matrix_rows, release_story
 
-    tables, outside_breaks, correct = [], [], []
+    tables, outside_breaks, correct, story = [], [], [], []
     selection = None
+    matrix_families = [
+        f for f in report.families if f.verdict == "safe" and f.downstream.versions is not None
+    ]
     for family in report.families:
-        if family.verdict != "safe" or family.downstream.versions is None:
+        if family not in matrix_families:
             selection = selection or family.downstream.selection
             continue
         selection = family.downstream.selection
         check = family.fused_layout if variant else family.downstream
         header, rows = matrix_rows(check)
         tables.append(MatrixTable(family.name, header, rows, first_reasons(check)))
+        prefix = f"`{family.name}`: " if len(matrix_families) > 1 else ""
+        story += [prefix + line for line in release_story(check)]
         outside_breaks += summarize(family.downstream.cells, gating=False)
         correct += [c.transformers for c in check.cells if c.outcome == "safe"]
     return {
         "selection": selection,
         "matrix_tables": tables,
         "outside_breaks": list(dict.fromkeys(outside_breaks)),
+        "release_story": story,
         "loads_correctly": sorted(set(correct), key=Version),
     }
 

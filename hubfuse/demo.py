@@ -72,8 +72,8 @@ def _downstream_proof(endpoint: str, token: str, revision: str) -> str:
         config = AutoConfig.from_pretrained({DEMO_REPO!r}, revision={revision!r})
         cls = getattr(transformers, config.architectures[0])
         model = cls.from_pretrained({DEMO_REPO!r}, revision={revision!r})
-        fused = [n for n, m in model.named_modules() if type(m).__module__ == "transformers.fusion_mapping"]
-        print(",".join(fused) or "-")
+        from hubfuse.fusion.transformers_fusion import fused_modules
+        print(",".join(fused_modules(model)) or "-")
         """
     )
     env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_TOKEN": token, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
@@ -89,7 +89,7 @@ def run_demo(data_dir: Path) -> PublishReport:
     data_dir.mkdir(parents=True, exist_ok=True)
     # The demo never touches the user's own Hugging Face cache or login.
     os.environ["HF_HOME"] = str(data_dir / "hf-home")
-    os.environ["HF_HUB_DISABLE_XET"] = "1"
+    os.environ["HF_XET_CACHE"] = str(data_dir / "hf-home" / "xet")  # uploads go through Xet, as on the Hub
 
     from hubfuse.hub import Hub
     from hubfuse.localhub import LocalHub

@@ -39,9 +39,8 @@ def _configure_client(endpoint: str) -> None:
     """Module-level client settings that must agree with this run's endpoint."""
     from huggingface_hub import constants
 
-    # Xet is the real Hub's fast upload path; a local or self-hosted Hub speaks classic LFS.
-    if endpoint.rstrip("/") != OFFICIAL_ENDPOINT and not os.environ.get("HUBFUSE_FORCE_XET"):
-        constants.HF_HUB_DISABLE_XET = True
+    # Xet stays the client's choice, as against the Hub: the local hub speaks it too. A server that
+    # speaks only classic LFS takes the client's own switch, HF_HUB_DISABLE_XET=1.
     # ModelCard.validate / push_to_hub read the module-level endpoint, not HfApi(endpoint=).
     constants.ENDPOINT = endpoint.rstrip("/")
     constants.HUGGINGFACE_CO_URL_TEMPLATE = constants.ENDPOINT + "/{repo_id}/resolve/{revision}/{filename}"

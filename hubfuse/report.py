@@ -96,6 +96,81 @@ def first_reasons(check: LoadCheck) -> list[str]:
     return lines + reuse_lines(check.cells)
 
 
+def release_runs(subset: list[str], universe: list[str]) -> str:
+    """Runs of consecutive releases of `universe`: '5.5.4, 5.21.1-5.24.0' (never a span over a gap)."""
+    runs: list[list[str]] = []
+    previous_in = False
+    for version in universe:
+        inside = version in subset
+        if inside:
+            if previous_in:
+                runs[-1].append(version)
+            else:
+                runs.append([version])
+        previous_in = inside
+    return ", ".join(run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
+
+
+def env_label(env: str) -> str:
+    """'without torchvision' for the column with nothing optional, 'with torchvision' for its own."""
+    from hubfuse.fusion.envs import ENV_EXTRAS
+
+    if env not in ENV_EXTRAS:
+        return env
+    if ENV_EXTRAS[env]:
+        return "with " + ", ".join(ENV_EXTRAS[env])
+    others = sorted({extra for extras in ENV_EXTRAS.values() for extra in extras})
+    return "without " + ", ".join(others) if others else env
+
+
+def release_story(check: LoadCheck) -> list[str]:
+    """Which releases are safe, which break and how: one line per outcome, from this run's cells.
+
+    The first lines of every PR text and variant card: a release is safe only when all its
+    environments are; each failing (outcome, environment, reason) is its own line.
+    """
+    from hubfuse.fusion.verdict import PROVEN_OUTCOMES
+
+    universe = list(check.versions or [])
+    by_release: dict[str, list[DownstreamCell]] = {}
+    for cell in check.cells:
+        by_release.setdefault(cell.transformers, []).append(cell)
+    safe = [v for v in universe if v in by_release and all(c.outcome == "safe" for c in by_release[v])]
+    unaffected = [
+        v
+        for v in universe
+        if v in by_release and v not in safe and all(c.outcome in PROVEN_OUTCOMES for c in by_release[v])
+    ]
+    lines = []
+    if safe:
+        lines.append(
+            f"safe on transformers {release_runs(safe, universe)}: fused, with the exact converted weights"
+        )
+    if unaffected:
+        lines.append(
+            f"unaffected on transformers {release_runs(unaffected, universe)}: "
+            "fusion_config has no effect there, the model loads as before"
+        )
+    groups: dict[tuple[str, str, str], list[DownstreamCell]] = {}
+    for cell in check.cells:
+        if cell.outcome in PROVEN_OUTCOMES:
+            continue
+        # A reason naming its own release ("transformers 5.5.4 does not know ...") groups across releases.
+        generic = cell.reason.replace(f"transformers {cell.transformers} ", "this release ")
+        env = "" if cell.outcome == "unsupported" else cell.env
+        groups.setdefault((cell.outcome, env, generic), []).append(cell)
+    for (outcome, env, generic), group in groups.items():
+        releases = release_runs(sorted({c.transformers for c in group}), universe)
+        where = f"transformers {releases}" + (f" ({env_label(env)})" if env else "")
+        reason = group[0].reason if len({c.transformers for c in group}) == 1 else generic
+        if outcome in ("crash", "unsafe"):
+            lines.append(f"{outcome} on {where}: {reason}")
+        else:
+            lines.append(f"not proven on {where}: {outcome}, {reason}")
+    lines += [f"not checked {env_label(column)}: {why}" for column, why in check.environments.items() if why]
+    return lines
+
+
 def downstream_lines(family: FamilyResult, *, markdown: bool) -> list[str]:
     """The matrix section of one family (config PR cells, then the variant's)."""
     check = family.downstream
@@ -105,7 +180,9 @@ def downstream_lines(family: FamilyResult, *, markdown: bool) -> list[str]:
         return [
             f"{family.name}: downstream matrix off: the verdict holds for the installed transformers only"
         ]
-    lines: list[str] = []
+    lines = ["", f"{family.name}: transformers releases (config-only load, {check.selection}):"]
+    lines += [""] if markdown else []
+    lines += [f"{'- ' if markdown else '  '}{line}" for line in release_story(check)]
     for title, subject in (
         ("config-only load", family.downstream),
         ("fused-layout variant load", family.fused_layout),

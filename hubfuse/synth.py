@@ -22,6 +22,10 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from hubfuse.fusion import transformers_fusion
+
+_PATCH_FAMILY = "patch_embeddings"
+
 # ---------------------------------------------------------------------------------------------
 # discovery
 # ---------------------------------------------------------------------------------------------
@@ -183,16 +187,14 @@ def _fusion_targets(model: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]
     Read from transformers' own fusion spec rather than re-implemented, so a change of its name
     pattern or geometry check shows up here.
     """
-    try:
-        from transformers.fusion_mapping import PatchEmbeddingsFusionSpec
-    except ImportError:  # a transformers release without the fusion mapping
+    if _PATCH_FAMILY not in transformers_fusion.registry():  # a release without the fusion mapping
         return (), ()
-    spec = PatchEmbeddingsFusionSpec()
-    pattern = re.compile("|".join(spec.target_modules_patterns))
+    spec = transformers_fusion.spec(_PATCH_FAMILY)
+    pattern = transformers_fusion.target_pattern(_PATCH_FAMILY)
     named: list[str] = []
     fusable: list[str] = []
     for name, module in model.named_modules():
-        if pattern.search(name) and isinstance(getattr(module, "proj", None), nn.Conv3d):
+        if (pattern is None or pattern.search(name)) and isinstance(getattr(module, "proj", None), nn.Conv3d):
             named.append(f"{name}.proj")
             if spec.is_fusable(module):
                 fusable.append(f"{name}.proj")

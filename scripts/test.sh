@@ -13,13 +13,9 @@ fi
 # Two workers (the machines have two cores); a file's tests stay together on one worker, in order
 # (tests/test_batch.py is one scenario). HUBFUSE_TEST_WORKERS=0 runs everything in this process.
 .venv/bin/python -m pytest -n "${HUBFUSE_TEST_WORKERS:-2}" --dist loadfile "$@"
-# The verifier's core tests again under the newest transformers the package allows (.venv-newest,
-# scripts/setup-newest.sh): built as the index permits, a requirement it lacks left out and named
-# (5.25: kernels), so hub kernels are off there (USE_HUB_KERNELS=0). HUBFUSE_SKIP_NEWEST=1 skips.
+# The verifier's core tests again under the newest transformers the package allows
+# (scripts/test-newest.sh, also run daily by .github/workflows/newest-transformers.yml).
+# HUBFUSE_SKIP_NEWEST=1 skips.
 if [ "${HUBFUSE_SKIP_NEWEST:-0}" != 1 ] && [ "$#" = 0 ]; then
-  scripts/setup-newest.sh
-  echo "test.sh: core tests under transformers $(.venv-newest/bin/python -c 'import importlib.metadata as m; print(m.version("transformers"))')" \
-    "(left out: $(tr '\n' ' ' < .venv-newest/left-out.txt)), USE_HUB_KERNELS=0" >&2
-  USE_HUB_KERNELS=0 exec .venv-newest/bin/python -m pytest -n "${HUBFUSE_TEST_WORKERS:-2}" --dist loadfile \
-    tests/test_worker.py tests/test_cli_check.py tests/test_targeted.py
+  exec scripts/test-newest.sh
 fi

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
-# hf_xet is installed: without this, uploads go to Xet, which the local Hub does not serve.
-os.environ["HF_HUB_DISABLE_XET"] = "1"
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
+# On a GitHub Actions runner (ci.yml, newest-transformers.yml) hubfuse writes its errors as
+# `::error::` annotations and a job summary: the tests assert the terminal format, so the CLI
+# they start never inherits the runner's; a test of the Actions format sets these itself.
+os.environ.pop("GITHUB_ACTIONS", None)
+os.environ.pop("GITHUB_STEP_SUMMARY", None)
 from pathlib import Path
 
 import pytest
+
+# Uploads and downloads go through Xet, as against the Hub (the local hub speaks it); the client's
+# Xet cache (its shards, chunks) lives in this run's temp dir, never in the user's cache.
+os.environ.pop("HF_HUB_DISABLE_XET", None)
+os.environ["HF_XET_CACHE"] = tempfile.mkdtemp(prefix="hubfuse-test-xet-")
+atexit.register(shutil.rmtree, os.environ["HF_XET_CACHE"], ignore_errors=True)
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

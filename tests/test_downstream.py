@@ -19,8 +19,17 @@ from huggingface_hub import HfApi
 from hubfuse.configedit import set_top_level_key
 from hubfuse.errors import BadInputError
 from hubfuse.fusion import envs
-from hubfuse.fusion.downstream import DEFAULT_ENV_VAR, DownstreamPlan, MatrixInputs, resolve_plan, run_matrix
+from hubfuse.fusion.downstream import (
+    DEFAULT_ENV_VAR,
+    DownstreamPlan,
+    MatrixInputs,
+    resolve_plan,
+    run_matrix,
+    summarize,
+)
+from hubfuse.fusion.verdict import CheckReport, LoadCheck
 from hubfuse.localhub import LocalHub
+from hubfuse.report import release_story, render_text
 
 VERSIONS = ("5.5.4", "5.13.1", "5.24.0")
 SMALL_MATRIX = " || ".join(f"=={v}" for v in VERSIONS)
@@ -102,6 +111,50 @@ def test_qwen2_5_vl_is_ignored_then_crashes_then_silently_random(checkpoints, tm
     assert not list(env.path.glob("lib/python*/site-packages/torch"))
 
 
+def test_a_release_that_does_not_know_the_architecture_is_unsupported_not_ignored(checkpoints, tmp_path):
+    # qwen4_exp is newer than 5.13.1: that release cannot load the model at all, fusion_config or not.
+    source = checkpoints("qwen4_exp")
+    inputs = MatrixInputs(source, _config_only_copy(source, tmp_path / "downstream"), None)
+    columns, cells, _ = run_matrix(DownstreamPlan("test", ("5.13.1",)), inputs, tmp_path, timeout=600, jobs=1)
+    (cell,) = [c for c in cells if c.env == envs.BASE_ENV]
+    assert cell.outcome == "unsupported"
+    assert cell.reason.startswith(
+        "transformers 5.13.1 does not know qwen4_exp/Qwen4ExpForConditionalGeneration"
+    )
+    assert summarize(cells) == []  # it does not block the publish ...
+    assert summarize(cells, outcomes=("unsupported",)) == [  # ... and is never counted as proven
+        f"unsupported on transformers 5.13.1 (base): {cell.reason}"
+    ]
+    story = release_story(LoadCheck(versions=["5.13.1"], environments=columns, cells=cells))
+    assert story[0] == f"not proven on transformers 5.13.1: unsupported, {cell.reason}"
+    assert not any(line.startswith(("safe", "unaffected")) for line in story)
+
+
+def test_a_family_unsafe_on_the_installed_release_still_gets_every_cell(checkpoints, tmp_path):
+    from cli_env import run_hubfuse
+
+    from hubfuse.fusion import transformers_fusion
+
+    env = {**hubfuse_env("http://127.0.0.1:9", tmp_path, None), DEFAULT_ENV_VAR: "none"}
+    result = run_hubfuse(
+        "check", str(checkpoints("qwen2_5_vl")), "--downstream-versions", "==5.5.4 || ==5.24.0", "--json",
+        env=env,
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    (family,) = report["families"]
+    # 5.13-5.24 load its patch embedding randomly (the sticky class-name mapping); 5.25 exactly.
+    installed_unsafe = transformers_fusion.registration_is_sticky()
+    assert family["verdict"] == ("unsafe" if installed_unsafe else "safe"), family["reasons"]
+    assert result.returncode == (3 if installed_unsafe else 0), result.stderr
+    outcomes = {c["transformers"]: c["outcome"] for c in family["downstream"]["cells"] if c["env"] == "base"}
+    assert outcomes == {"5.5.4": "ignored", "5.24.0": "unsafe"}
+    text = render_text(CheckReport.from_dict(report))  # the check report tells the same releases
+    assert "unaffected on transformers 5.5.4: fusion_config has no effect there" in text
+    assert "unsafe on transformers 5.24.0 (without torchvision): config-only load " in text
+    if installed_unsafe:  # no variant is made from an unproven fused save, so it has no cells
+        assert family["fused_layout"]["cells"] == []
+
+
 def test_a_failed_environment_creation_leaves_nothing_behind():
     with pytest.raises(envs.EnvError, match=r"pip install transformers==0\.0\.1"):
         envs.ensure_env("0.0.1")
@@ -141,7 +194,13 @@ def test_publish_with_a_narrowed_range_says_what_breaks_outside_it(hub, checkpoi
     api = _seed(hub, "org/qwen3-vl-narrowed", checkpoints("qwen3_vl"))
     env = hubfuse_env(hub.endpoint, tmp_path, hub.alice, **{DEFAULT_ENV_VAR: SMALL_MATRIX})
     result = run_hubfuse(
-        "publish", "org/qwen3-vl-narrowed", "--downstream-versions", "==5.24.0", "--json", env=env
+        "publish",
+        "org/qwen3-vl-narrowed",
+        "--downstream-versions",
+        "==5.24.0",
+        "--variant",
+        "--json",
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -164,16 +223,39 @@ def test_publish_with_a_narrowed_range_says_what_breaks_outside_it(hub, checkpoi
 
     (pr,) = api.get_repo_discussions("org/qwen3-vl-narrowed")
     description = api.get_discussion_details("org/qwen3-vl-narrowed", pr.num).events[0].content
-    first_lines = "\n".join(description.splitlines()[:4])
-    assert "verified for the transformers releases `==5.24.0`" in first_lines
-    assert "crash on transformers 5.13.1 (base)" in first_lines and "torchvision" in first_lines
+    first_lines = description[: description.index("This pull request adds")]
+    _assert_story_tells_every_cell(first_lines, downstream["cells"])
+    assert "crash on transformers 5.13.1 (without torchvision)" in first_lines
+    assert "No module named 'torchvision'" in first_lines
+    assert "decided on the transformers releases `==5.24.0`" in first_lines
     assert "| 5.24.0 | safe |" in description
+
+    (variant_action,) = [a for a in report["actions"] if a["step"] == "variant"]
+    variant_repo = "/".join(variant_action["url"].rstrip("/").split("/")[-2:])
+    card = Path(api.hf_hub_download(variant_repo, "README.md")).read_text(encoding="utf-8")
+    card_first_lines = card[card.index(f"# {variant_repo}") : card.index("Fused-layout variant of")]
+    _assert_story_tells_every_cell(card_first_lines, report["check"]["families"][0]["fused_layout"]["cells"])
+    assert "unsafe on transformers 5.5.4 (without torchvision)" in card_first_lines
     assert "| 5.13.1 (not gating) | crash |" in description
+
+
+def _assert_story_tells_every_cell(first_lines: str, cells: list[dict]) -> None:
+    """Each cell of the run is in the text's first lines: its release on its outcome's line, with why."""
+    words = {"safe": "safe on", "ignored": "unaffected on", "unsupported": "not proven on"}
+    for cell in cells:
+        word = words.get(cell["outcome"], f"{cell['outcome']} on")
+        lines = [
+            line
+            for line in first_lines.splitlines()
+            if line.startswith(f"- {word} transformers ") and cell["transformers"] in line
+        ]
+        assert len(lines) == 1, (cell, first_lines)
+        assert cell["outcome"] in ("safe", "ignored") or cell["reason"] in lines[0]
 
 
 def test_cached_verdicts_and_ledger_records_are_keyed_by_the_matrix(tmp_path):
     from hubfuse.fusion.downstream import matrix_digest
-    from hubfuse.fusion.verdict import CheckReport, DownstreamCell, FamilyResult
+    from hubfuse.fusion.verdict import DownstreamCell, FamilyResult
     from hubfuse.ledger import Record
     from hubfuse.pipeline import PublishOptions, Source, verdict_key
     from hubfuse.verdict_cache import VerdictCache

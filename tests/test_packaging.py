@@ -79,3 +79,22 @@ def test_installed_wheel_renders_the_variant_card(checkpoints, tmp_path: Path) -
     assert "would_create" in result.stdout
     card = result.stdout.split("variant model card:", 1)[1]
     assert "alice/tiny" in card and "base_model: alice/tiny" in card
+
+
+# transformers' private fusion names: only hubfuse/fusion/transformers_fusion.py may use them.
+_FUSION_INTERNALS = ("fusion" + "_mapping import", "transformers.fusion" + "_mapping\"", "register_fusion_patches",
+                     "get_fusion_patch_mapping", "ModuleFusionSpec", "_FUSION_REGISTRY", "make_transforms",
+                     "PatchEmbeddingsFusionSpec", "import transformers.fusion" + "_mapping")  # fmt: skip
+_ADAPTER = REPO_ROOT / "hubfuse" / "fusion" / "transformers_fusion.py"
+
+
+def test_only_the_adapter_names_transformers_fusion_internals() -> None:
+    offenders = [
+        f"{path.relative_to(REPO_ROOT)}: {name}"
+        for folder in ("hubfuse", "tests", "bench", "scripts")
+        for path in sorted((REPO_ROOT / folder).rglob("*.py"))
+        if path not in (_ADAPTER, Path(__file__).resolve())
+        for name in _FUSION_INTERNALS
+        if name in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == []

@@ -60,7 +60,9 @@ DOWNSTREAM = textwrap.dedent(
     model, info = transformers.AutoModelForImageTextToText.from_pretrained(
         repo, revision=revision, output_loading_info=True
     )
-    fused = {n: m for n, m in model.named_modules() if type(m).__module__ == "transformers.fusion_mapping"}
+    from hubfuse.fusion.transformers_fusion import fused_modules
+    modules = dict(model.named_modules())
+    fused = {n: modules[n] for n in fused_modules(model)}
     expected = None
     with safe_open(source, "pt") as f:
         key = next(k for k in f.keys() if k.endswith("patch_embed.proj.weight"))
@@ -329,15 +331,15 @@ def test_hub_down_ends_with_exit_6_and_nothing_half_written(hub, api, checkpoint
     assert len(hubfuse_prs(api, repo)) == 1
 
 
-def test_lfs_upload_dropped_midway_is_retried_without_duplicates(hub, api, checkpoints, tmp_path):
+def test_weight_upload_dropped_midway_is_retried_without_duplicates(hub, api, checkpoints, tmp_path):
     repo = "org/lfs-model"
     # The fused weights differ from the source's, so they are uploaded (a copy moves no bytes).
     source = checkpoints(SAFE, dtype="bfloat16")
     seed(api, repo, source)
-    # The connection drops after part of a weight file went up: the upload is retried, and
-    # the half-sent bytes never become a blob.
+    # The connection drops after part of a weight file's xorb went up (Xet, as against the Hub):
+    # the upload is retried, and the half-sent bytes never become a xorb or a blob.
     hub.add_faults(
-        {"method": "PUT", "path": "^/lfs-upload/", "action": "drop", "after_bytes": 4096, "times": 1}
+        {"method": "POST", "path": "/v1/xorbs/default/", "action": "drop", "after_bytes": 4096, "times": 1}
     )
     result = run_publish(hub, tmp_path, repo, "--variant", "--json")
     fired = [f for f in hub.faults() if f.get("fired")]

@@ -116,7 +116,12 @@ def test_range_reads_through_the_real_client(hub, checkpoints, tmp_path):
     assert source.bytes_read <= sum(min(f.size, 100_000) for f in files) + 10_000 + location.nbytes
 
 
-def test_lfs_objects_belong_to_repos(hub, checkpoints, tmp_path):
+def test_lfs_objects_belong_to_repos(hub, checkpoints, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    # Classic LFS, where one object is one upload (through Xet, a repo's upload deduplicates
+    # against chunks the client already sent anywhere, as on the Hub).
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     folder = checkpoints("qwen3_vl")
     _seed(hub, "org/owned-source", folder, hub.alice)
     before = len(hub.requests())
@@ -133,6 +138,7 @@ VARIANT_LOAD = """
 import json, sys
 import torch, transformers
 from safetensors import safe_open
+from hubfuse.fusion.transformers_fusion import is_fused
 variant, source = sys.argv[1], sys.argv[2]
 model = transformers.AutoModelForImageTextToText.from_pretrained(variant)
 state = model.state_dict()
@@ -144,7 +150,7 @@ conv = tensor("model.visual.patch_embed.proj.weight")
 fused = state["model.visual.patch_embed.linear_proj.weight"]
 other = "model.language_model.layers.0.mlp.up_proj.weight"
 print(json.dumps({
-    "fused_type": type(model.model.visual.patch_embed).__module__,
+    "fused": is_fused(model.model.visual.patch_embed),
     "fused_exact": torch.equal(fused, conv.reshape(conv.shape[0], -1)),
     "other_exact": torch.equal(state[other], tensor(other)),
 }))
@@ -158,7 +164,9 @@ def test_targeted_variant_rewrites_only_the_touched_shard(hub, checkpoints, tmp_
     folder = checkpoints("qwen3_vl", dtype="bfloat16", sharded=True)
     _seed(hub, "org/shards", folder, hub.alice)
     before = len(hub.requests())
-    env = hubfuse_env(hub.endpoint, tmp_path, hub.alice)
+    # Classic LFS, so that each uploaded file is one PUT to count (Xet would deduplicate the
+    # rewritten shards' unchanged tensors against the source's chunks).
+    env = hubfuse_env(hub.endpoint, tmp_path, hub.alice, HF_HUB_DISABLE_XET="1")
     done = run_hubfuse("publish", "org/shards", "--variant", "--mode", "targeted", "--json", env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
@@ -189,7 +197,7 @@ def test_targeted_variant_rewrites_only_the_touched_shard(hub, checkpoints, tmp_
     )
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert json.loads(loaded.stdout.strip().splitlines()[-1]) == {
-        "fused_type": "transformers.fusion_mapping",
+        "fused": True,
         "fused_exact": True,
         "other_exact": True,
     }
@@ -201,7 +209,7 @@ def test_a_refused_copy_falls_back_to_streaming(hub, checkpoints, tmp_path):
     # The Hub refuses cross-region copies; here the duplicate call answers an error, for real.
     hub.add_faults({"method": "POST", "path": "/lfs-files/duplicate$", "action": 403, "times": None})
     before = len(hub.requests())
-    env = hubfuse_env(hub.endpoint, tmp_path, hub.alice)
+    env = hubfuse_env(hub.endpoint, tmp_path, hub.alice, HF_HUB_DISABLE_XET="1")  # one PUT a file, as above
     try:
         done = run_hubfuse("publish", "org/refused", "--variant", "--mode", "targeted", "--json", env=env)
     finally:

@@ -71,7 +71,8 @@ def test_linear_lazy_dir_matches_transformers(tmp_path):
     script = (
         "import sys, transformers, transformers.models.qwen3_vl.modeling_qwen3_vl\n"
         "from transformers.utils.import_utils import _LazyModule\n"
-        "import transformers.fusion_mapping\n"
+        "from hubfuse.fusion import transformers_fusion\n"
+        "assert transformers_fusion.fusion_module() is not None\n"
         "mods = [m for m in list(sys.modules.values()) if isinstance(m, _LazyModule)]\n"
         "before = [_LazyModule.__dir__(m) for m in mods]\n"
         "import hubfuse.fusion.probes\n"

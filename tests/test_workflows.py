@@ -488,3 +488,43 @@ def test_publish_one_is_callable_and_reports_its_outputs(hub, act):
         (run.artifacts / "hubfuse-publish-hubfuse-demo-tiny-safe" / "report.json").read_text()
     )
     assert report["verdict"] == "safe"
+
+
+# -- the newest transformers -------------------------------------------------------------------
+
+
+def test_newest_transformers_workflow_is_scheduled_with_read_only_permissions_and_no_secrets():
+    import yaml
+
+    text = (WORKFLOWS / "newest-transformers.yml").read_text()
+    document = yaml.safe_load(text)
+    triggers = document[True]  # YAML 1.1 reads the `on:` key as True
+    assert triggers["schedule"] and "workflow_dispatch" in triggers
+    assert document["permissions"] == {"contents": "read"}
+    assert "secrets." not in text
+    (step,) = [s for s in document["jobs"]["core-tests"]["steps"] if "run" in s]
+    assert step["run"] == "scripts/test-newest.sh"  # what scripts/test.sh runs after the main suite
+
+
+def test_newest_transformers_workflow_runs_the_core_tests_on_the_newest_release(act):
+    # The environment the workflow builds: built here once (a no-op when it is up to date) and lent
+    # to act's workspace, where setup.sh and setup-newest.sh then find nothing to install.
+    subprocess.run([str(REPO_ROOT / "scripts" / "setup-newest.sh")], check=True, timeout=1800)
+    for venv in (".venv", ".venv-newest"):
+        if not (act.workspace / venv).exists():
+            (act.workspace / venv).symlink_to(REPO_ROOT / venv)
+    newest = subprocess.run(
+        [str(REPO_ROOT / ".venv-newest" / "bin" / "python"), "-c",
+         "import importlib.metadata as m; print(m.version('transformers'))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    test = "tests/test_cli_check.py::test_unknown_family"
+    run = act("workflow_dispatch", "newest-transformers.yml", secrets={}, inputs={"tests": test})
+    assert run.returncode == 0, run.output[-6000:]
+    assert f"core tests under transformers {newest} (left out: " in run.output
+    assert f"USE_HUB_KERNELS=0: {test}" in run.output
+    assert "1 passed" in run.output
+
+    bad = act("workflow_dispatch", "newest-transformers.yml", secrets={}, inputs={"tests": "../etc/passwd"})
+    assert bad.returncode != 0
+    assert "'../etc/passwd' is not a test file or node id of this repository" in bad.output

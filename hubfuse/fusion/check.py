@@ -63,7 +63,8 @@ def check_checkpoint(
     """Check each family in its own scratch folder.
 
     `downstream` also runs the config-only load on other transformers releases for each family
-    that is safe here, and gates the family on it (hubfuse/fusion/downstream.py).
+    that applies to the model, whatever its verdict here, and gates the family on it
+    (hubfuse/fusion/downstream.py).
 
     `logs_dir` keeps the worker logs; `artifacts_dir` keeps, for each safe family, its verified
     fused-layout save as `artifacts_dir/<family>` (what a fused variant repo publishes).
@@ -110,9 +111,9 @@ def apply_downstream_matrix(
     timeout: float,
 ) -> None:
     fused = work / "fused"
-    inputs = downstream_matrix.MatrixInputs(
-        checkpoint.path, work / "downstream", fused if fused.is_dir() else None
-    )
+    # The fused-layout save is a variant only where the installed release proved it.
+    variant = fused if fused.is_dir() and result.verdict == "safe" else None
+    inputs = downstream_matrix.MatrixInputs(checkpoint.path, work / "downstream", variant)
     weights = checkpoint.weight_bytes
     case = case_for(checkpoint, result.name, result.fused_modules, index_checkpoint(checkpoint.path))
     with log.group(f"downstream matrix for {result.name}"):
@@ -201,6 +202,9 @@ class _FamilyCheck:
             self.result.verdict = "not_applicable"
             self.result.reasons.append(self._not_applicable_reason(reference))
             return
+        # What the config PR makes, staged before any fused load: the matrix runs on it whatever
+        # the installed release makes of the fusion.
+        downstream = self._downstream_copy()
         if reference["transforms_error"]:
             self._fail(
                 f"transformers cannot build the {self.family} weight conversion for this config "
@@ -237,7 +241,6 @@ class _FamilyCheck:
         self._judge_load("fused load", fused_load, reference["reference_modules"], LoadCheck())
         self._timed("roundtrip", lambda: self._judge_roundtrip(resave))
 
-        downstream = self._downstream_copy()
         jobs = {"downstream": downstream, "fused_layout": fused}
         with ThreadPoolExecutor(max_workers=_concurrent_loads(self.checkpoint, len(jobs))) as pool:
             futures = {

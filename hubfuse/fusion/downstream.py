@@ -4,8 +4,9 @@ A `fusion_config` merged into a repo's config.json reaches every user, whatever 
 run. For each release of the plan and each environment column (`base`: nothing optional installed;
 `torchvision`: where it can be installed beside the shared torch), the probe
 (`downstream_probe.py`, started once per environment) loads the checkpoint the way a user does and
-gives one word per cell: safe, ignored, crash, unsafe or error. A family stays safe only when every
-gating cell is safe or ignored.
+gives one word per cell: safe, ignored, unsupported (the release does not know the architecture),
+crash, unsafe or error. A family stays safe only when every gating cell is safe, ignored or
+unsupported; an unsupported release is never part of the releases a verdict holds for.
 
 The plan: by default the latest patch of every minor release that reads `fusion_config` plus the
 newest release before those (it must ignore the key harmlessly), from the package index.
@@ -303,17 +304,28 @@ def _run_cell(
     return cells
 
 
-def summarize(cells: list[DownstreamCell], *, gating: bool | None = True) -> list[str]:
-    """Failing cells grouped by (environment, outcome, reason): 'crash on 5.6.2 ... 5.20.2 (base): ...'."""
-    failing = [
-        c for c in cells if c.outcome not in PASSING_OUTCOMES and (gating is None or c.gating == gating)
+def summarize(
+    cells: list[DownstreamCell], *, gating: bool | None = True, outcomes: tuple[str, ...] | None = None
+) -> list[str]:
+    """Cells grouped by (environment, outcome, reason): 'crash on 5.6.2 ... 5.20.2 (base): ...'.
+
+    By default the failing ones; `outcomes` picks others (e.g. the unsupported ones, never proven).
+    """
+    picked = [
+        c
+        for c in cells
+        if (c.outcome in outcomes if outcomes is not None else c.outcome not in PASSING_OUTCOMES)
+        and (gating is None or c.gating == gating)
     ]
-    groups: dict[tuple[str, str, str], list[str]] = {}
-    for cell in failing:
-        groups.setdefault((cell.env, cell.outcome, cell.reason), []).append(cell.transformers)
+    groups: dict[tuple[str, str, str], list[DownstreamCell]] = {}
+    for cell in picked:
+        # A reason naming its own release ("transformers 5.5.4 does not know ...") groups across releases.
+        generic = cell.reason.replace(f"transformers {cell.transformers} ", "this release ")
+        groups.setdefault((cell.env, cell.outcome, generic), []).append(cell)
     return [
-        f"{outcome} on transformers {version_range(versions)} ({env}): {reason}"
-        for (env, outcome, reason), versions in groups.items()
+        f"{outcome} on transformers {version_range([c.transformers for c in group])} ({env}): "
+        + (group[0].reason if len(group) == 1 else generic)
+        for (env, outcome, generic), group in groups.items()
     ]
 
 
@@ -333,8 +345,12 @@ def apply_matrix(
     jobs: int,
     case: CellCase | None = None,
 ) -> None:
-    """Run the matrix for a family that is safe on the installed transformers, and gate it."""
-    if result.verdict != "safe":  # the installed release already decides
+    """Run the matrix for a family that applies to the model, whatever its installed verdict; gate it.
+
+    A family unsafe on the installed release still gets every cell, so its owner learns which
+    releases do load it exactly; the gate only ever lowers a verdict, on the gating releases.
+    """
+    if result.verdict == "not_applicable" or not inputs.downstream.is_dir():
         return
     result.downstream.selection = result.fused_layout.selection = plan.selection
     if not plan.enabled:
@@ -345,7 +361,7 @@ def apply_matrix(
     result.downstream.cells, result.fused_layout.cells = config_cells, variant_cells
     failures = summarize(config_cells)
     if failures:
-        result.verdict = "unsafe"
+        result.verdict = "unsafe" if result.verdict == "safe" else result.verdict
         result.reasons += [f"downstream: {line}" for line in failures]
 
 

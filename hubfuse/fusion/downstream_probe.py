@@ -1,10 +1,13 @@
 """The downstream probe: runs INSIDE another transformers release's environment.
 
 Self-contained on purpose (standard library, torch, transformers, safetensors): it must not import
-hubfuse, whose code targets the installed transformers. Started once per environment as
+hubfuse, whose code targets the installed transformers. What it needs of transformers' fusion
+internals comes from the one adapter, `transformers_fusion.py` beside this file, loaded by its path
+(it is standalone too). Started once per environment as
 `python -I downstream_probe.py REQUEST.json RESULT.json`; it imports torch and transformers once,
 then forks a fresh child per scenario (transformers' fusion registry is process-global and sticky),
-and judges the scenarios into one word per cell.
+and judges the scenarios into one word per cell. A release that does not know the model's
+architecture at all (no plain load either) runs no scenario: its cells are `unsupported`.
 
 Scenarios, each in its own child:
   plain               the source checkpoint, no fusion_config: the reference of this release
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -31,7 +35,19 @@ from pathlib import Path
 from typing import Any
 
 TARGET = re.compile(r"(^|\.)patch_embed$")
-FUSED_CLASS_MODULE = "transformers.fusion_mapping"
+ADAPTER = Path(__file__).resolve().parent / "transformers_fusion.py"
+
+
+def _adapter() -> Any:
+    """hubfuse's adapter to transformers' fusion internals, by path (hubfuse is not importable here)."""
+    module = sys.modules.get("_hubfuse_transformers_fusion")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("_hubfuse_transformers_fusion", ADAPTER)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
 
 
 def _hash(tensor: Any) -> str:
@@ -67,9 +83,7 @@ def _capture(model: Any, load_info: dict[str, list[str]], out_dir: Path, tag: st
     import torch
 
     modules = dict(model.named_modules())
-    fused = {
-        name: type(m).__name__ for name, m in modules.items() if type(m).__module__ == FUSED_CLASS_MODULE
-    }
+    fused = _adapter().fused_modules(model)
     targets: dict[str, Any] = {}
     with torch.no_grad():
         for name, module in modules.items():
@@ -279,10 +293,8 @@ def judge_cell(request: dict[str, Any], results: dict[str, Any], subject: str) -
             return "error", f"probe, {name}: {outcome['raised']}", []
     twice = first.get("value", {}).get("then", {})
     label = "config-only load" if subject == "config" else "variant load"
-    if _failed(plain):
-        if "raised" in plain and first.get("raised") == plain["raised"]:
-            return "ignored", f"this release cannot load the model at all (plain load: {_failed(plain)})", []
-        return "error", f"the plain load fails ({_failed(plain)}) but the {label} does not", []
+    if _failed(plain):  # the release knows the architecture (unknown_architecture): not the model's fault
+        return "error", f"this release knows the model, yet its plain load fails ({_failed(plain)})", []
     if "died" in first:
         return "error", f"{label}: {first['died']}", []
     if "raised" in first:
@@ -333,15 +345,38 @@ def judge_cell(request: dict[str, Any], results: dict[str, Any], subject: str) -
     return "safe", "", notes
 
 
-def _preimport(source: str) -> None:
-    """Import the model's modeling module once, before forking (no load, no fusion registration)."""
+def unknown_architecture(source: str) -> str | None:
+    """Why this release cannot load the model at all, not even plainly (None: it knows the model).
+
+    Decided from what the release raises: AutoConfig refusing a model_type missing from its
+    CONFIG_MAPPING, or no transformers class of the config's architecture. Any other failure is not
+    this: the scenarios then run and report it (`error` when even the plain load fails). Also
+    imports the model's modeling module once, before the scenarios fork.
+    """
     import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     try:
-        config = transformers.AutoConfig.from_pretrained(source)
-        getattr(transformers, (config.architectures or ["AutoModel"])[0], None)
+        raw = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    architectures = raw.get("architectures") if isinstance(raw, dict) else None
+    architecture = architectures[0] if isinstance(architectures, list) and architectures else None
+    if not isinstance(model_type, str):
+        return None
+    unknown = f"transformers {transformers.__version__} does not know {model_type}/{architecture or '-'}"
+    try:
+        transformers.AutoConfig.from_pretrained(source)
+    except (KeyError, ValueError) as exc:
+        if model_type not in CONFIG_MAPPING:
+            return f"{unknown} (AutoConfig: {_describe(exc)})"
+        return None
     except Exception:
-        pass
+        return None
+    if isinstance(architecture, str) and getattr(transformers, architecture, None) is None:
+        return f"{unknown} (no class {architecture})"
+    return None
 
 
 def main() -> None:
@@ -353,15 +388,20 @@ def main() -> None:
     import transformers
 
     torch.set_num_threads(max(1, int(request.get("threads", 1))))
+    _adapter()  # once, before the scenarios fork
     names = ["plain", "config", "plain_after_config"] + (["variant"] if request.get("variant") else [])
-    _preimport(request["source"])
+    subjects = ("config", "variant") if request.get("variant") else ("config",)
+    unknown = unknown_architecture(request["source"])
     results, seconds = {}, {}
-    for name in names:
+    for name in names if unknown is None else []:
         start = time.monotonic()
         results[name] = run_forked(name, request, out_dir)
         seconds[name] = round(time.monotonic() - start, 3)
     cells = {}
-    for subject in ("config", "variant") if request.get("variant") else ("config",):
+    for subject in subjects:
+        if unknown is not None:
+            cells[subject] = {"outcome": "unsupported", "reason": unknown, "notes": []}
+            continue
         outcome, reason, notes = judge_cell(request, results, subject)
         cells[subject] = {"outcome": outcome, "reason": reason, "notes": notes}
     tracebacks = {n: r["traceback"] for n, r in results.items() if "traceback" in r}

@@ -38,8 +38,13 @@ class Roundtrip:
     tensors: list[dict[str, Any]] | None = None  # every tensor, for `hubfuse verify`
 
 
-CellOutcome = Literal["safe", "ignored", "crash", "unsafe", "error"]
-PASSING_OUTCOMES = ("safe", "ignored")
+CellOutcome = Literal["safe", "ignored", "unsupported", "crash", "unsafe", "error"]
+# What a release's users get: `safe` fused and exact, `ignored` the key has no effect, both proven.
+PROVEN_OUTCOMES = ("safe", "ignored")
+# `unsupported`: the release does not know the architecture, so its users cannot load the model at
+# all, fusion_config or not; the PR changes nothing for them and does not wait for them, but the
+# verdict does not hold for that release either (every text lists it as not proven).
+PASSING_OUTCOMES = (*PROVEN_OUTCOMES, "unsupported")
 
 
 @dataclass

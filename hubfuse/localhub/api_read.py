@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlencode
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from hubfuse.localhub import cards, listing, views
+from hubfuse.localhub import cards, listing, views, xet_cas
 from hubfuse.localhub.apierror import ApiError, entry_not_found, revision_not_found, unauthorized
 from hubfuse.localhub.context import Ctx
 from hubfuse.localhub.inert import file_headers
@@ -193,13 +193,6 @@ def auth_check(ctx: Ctx) -> Response:
     return JSONResponse({"ok": True})
 
 
-def xet_token(ctx: Ctx) -> Response:
-    raise ApiError(
-        501,
-        "This Hub (hubfuse localhub) has no Xet storage: set HF_HUB_DISABLE_XET=1 so huggingface_hub uses LFS",
-    )
-
-
 # ---- downloads --------------------------------------------------------------------------------------
 
 
@@ -254,6 +247,7 @@ def resolve_file(ctx: Ctx) -> Response:
     if lfs:
         headers["X-Linked-Etag"] = etag
         headers["X-Linked-Size"] = str(size)
+        headers.update(xet_cas.resolve_headers(ctx, repo, commit.id, lfs))
     byte_range = _parse_range(ctx.request.headers.get("range"), size)
     start, end = byte_range if byte_range else (0, size - 1)
     length = max(end - start + 1, 0)

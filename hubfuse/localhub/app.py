@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from hubfuse.localhub import LOCALHUB_HEADER, pages
+from hubfuse.localhub import LOCALHUB_HEADER, pages, xet_cas
 from hubfuse.localhub import api_access as access
 from hubfuse.localhub import api_discussions as disc
 from hubfuse.localhub import api_manage as manage
@@ -49,7 +49,7 @@ _API_REPO = rf"/api/{_TYPE}/{_REPO}"
 _GIT_REPO = rf"/(?:(?P<type>datasets|spaces)/)?{_REPO}\.git"
 # A repo's pages: never a namespace the API's own paths start with, never a `.git` name.
 _PAGE_REPO = (
-    r"/(?:(?P<type>datasets|spaces)/)?(?!(?:api|datasets|spaces|_pages|lfs-upload)/)"
+    r"/(?:(?P<type>datasets|spaces)/)?(?!(?:api|datasets|spaces|_pages|lfs-upload|xet-cas)/)"
     r"(?P<ns>[^/]+)/(?P<name>[^/]+?)(?<!\.git)"
 )
 
@@ -145,7 +145,9 @@ ROUTES: list[Route] = [
     _route("GET", rf"{_API_REPO}/refs", read.refs),
     _route("GET", rf"{_API_REPO}/commits/(?P<rev>[^/]+)", read.commits),
     _route("GET", rf"{_API_REPO}/auth-check(?:/(?P<write>write))?", read.auth_check, _auth_check_access),
-    _route("GET POST", rf"{_API_REPO}/xet-(?:read|write)-token/.*", read.xet_token),
+    # Xet (xet_cas.py): a download's token takes what a download takes, an upload's a write token.
+    _route("GET", rf"{_API_REPO}/xet-read-token/(?P<rev>.+)", xet_cas.read_token, Access.CONTENT),
+    _route("GET", rf"{_API_REPO}/xet-write-token/(?P<rev>.+)", xet_cas.write_token, writer=True),
     _route(
         "POST",
         rf"{_API_REPO}/preupload/(?P<rev>[^/]+)",
@@ -263,6 +265,8 @@ class HubApp:
                 if method != "PUT":
                     raise ApiError(405, "Method not allowed")
                 return await write.lfs_upload(self.hub, request, upload.groupdict())
+            if raw_path.startswith(xet_cas.CAS_PREFIX + "/"):  # CAS tokens, not Hub tokens
+                return await xet_cas.dispatch(self.hub, request, raw_path, self._endpoint(request))
             found = self._match(method, raw_path)
             if found is not None and found[0].page:
                 route, match = found

@@ -310,12 +310,13 @@ class Store:
                     held[entry.name] = entry.stat().st_mtime
         return held
 
-    def install_lfs(self, tmp: Path, sha256: str) -> None:
-        """Move a verified upload into the blob store and record its Xet hash (once per object)."""
+    def install_lfs(self, tmp: Path, sha256: str, *, xet_hash: str | None = None) -> None:
+        """Move a verified upload into the blob store and record its Xet hash (once per object);
+        `xet_hash`: the hash already computed from these very bytes."""
         install_file(tmp, self.lfs_path(sha256))
         marker = self._xet_hash_path(sha256)
         if not marker.exists():
-            atomic_write_bytes(marker, xet_file_hash(self.lfs_path(sha256)).encode())
+            atomic_write_bytes(marker, (xet_hash or xet_file_hash(self.lfs_path(sha256))).encode())
 
     def _xet_hash_path(self, sha256: str) -> Path:
         return self.lfs_path(sha256).with_suffix(".xet")

@@ -11,15 +11,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ["HF_HUB_DISABLE_XET"] = "1"  # in case the top-level conftest did not run first
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import pytest
 from huggingface_hub import HfApi, constants
 
 from hubfuse.localhub import LocalHub
-
-constants.HF_HUB_DISABLE_XET = True  # read at call time too: covers a client imported before the env var
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -56,6 +53,12 @@ def _no_leftover_faults(hub: LocalHub) -> Iterator[None]:
     yield
     hub.clear_faults()
     hub.set_rate_limit(None)
+
+
+@pytest.fixture
+def classic_lfs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's classic LFS path, as against a server that does not speak Xet."""
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
 
 
 @pytest.fixture

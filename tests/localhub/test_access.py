@@ -28,6 +28,7 @@ def _requests(repo: str) -> list[tuple[str, str]]:
         ("GET", f"/api/models/{repo}/commits/main"),
         ("GET", f"/api/models/{repo}/auth-check"),
         ("GET", f"/api/models/{repo}/xet-read-token/main"),
+        ("GET", f"/api/models/{repo}/xet-write-token/main"),
         ("POST", f"/api/models/{repo}/preupload/main"),
         ("POST", f"/api/models/{repo}/commit/main"),
         ("POST", f"/api/models/{repo}/branch/dev"),
@@ -112,6 +113,7 @@ def test_gated_content_needs_access_on_every_route(hub: LocalHub, users, api: Hf
         ("HEAD", f"/{repo}/resolve/refs%2Fpr%2F1/config.json"),
         ("GET", f"/api/models/{repo}/auth-check"),
         ("POST", f"/api/models/{repo}/lfs-files/duplicate"),
+        ("GET", f"/api/models/{repo}/xet-read-token/main"),  # a Xet download's token
         ("POST", f"/api/models/{repo}/duplicate"),
     ]
     for token, status in ((None, 401), (users.bob, 403)):

@@ -171,7 +171,9 @@ def _puts(hub: LocalHub, mark: int) -> list[dict]:
     return [r for r in hub.requests(since=mark) if r["method"] == "PUT"]
 
 
-def test_lfs_objects_belong_to_repos(hub: LocalHub, api: HfApi, users, repo_id: str) -> None:
+def test_lfs_objects_belong_to_repos(
+    hub: LocalHub, api: HfApi, users, repo_id: str, classic_lfs: None
+) -> None:
     data = os.urandom(4096)
     api.upload_file(path_or_fileobj=data, path_in_repo="w.bin", repo_id=repo_id)
     oid = api.get_paths_info(repo_id, ["w.bin"])[0].lfs.sha256

@@ -103,7 +103,7 @@ def _leftovers(hub: LocalHub) -> list[str]:
 
 
 def test_drop_during_lfs_put_stores_nothing_and_the_client_retry_succeeds(
-    hub: LocalHub, users, api: HfApi, repo_id: str, cache_dir: Path
+    hub: LocalHub, users, api: HfApi, repo_id: str, cache_dir: Path, classic_lfs: None
 ) -> None:
     weights = os.urandom(1_000_000)
     sha256 = hashlib.sha256(weights).hexdigest()
@@ -117,6 +117,24 @@ def test_drop_during_lfs_put_stores_nothing_and_the_client_retry_succeeds(
         repo_id, "model.safetensors", endpoint=hub.endpoint, token=users.alice, cache_dir=cache_dir
     )
     assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha256
+
+
+def test_drop_during_a_xorb_upload_stores_nothing_and_the_client_retry_succeeds(
+    hub: LocalHub, users, api: HfApi, repo_id: str, cache_dir: Path
+) -> None:
+    weights = os.urandom(1_000_000)
+    hub.set_faults(
+        [{"method": "POST", "path": "/v1/xorbs/default/", "action": "drop", "after_bytes": 100_000}]
+    )
+    mark = hub.request_stats()["count"]
+    api.upload_file(path_or_fileobj=weights, path_in_repo="model.safetensors", repo_id=repo_id)
+    posts = [(r["status"], r["fault"]) for r in hub.requests(since=mark) if "/v1/xorbs/" in r["path"]]
+    assert posts == [(0, "drop"), (200, None)]
+    assert _leftovers(hub) == []
+    path = hf_hub_download(
+        repo_id, "model.safetensors", endpoint=hub.endpoint, token=users.alice, cache_dir=cache_dir
+    )
+    assert Path(path).read_bytes() == weights
 
 
 def _batch(hub: LocalHub, token: str, repo_id: str, oid: str, size: int) -> dict:

@@ -126,7 +126,17 @@ def test_refs_and_commits(api: HfApi, uploaded: str) -> None:
     assert api.list_repo_commits(uploaded, formatted=True)[0].formatted_title == "Add model"
 
 
-def test_hf_hub_download_lfs_and_regular(hub: LocalHub, users, uploaded: str, cache_dir: Path) -> None:
+@pytest.fixture(params=["xet", "classic-lfs"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Both download paths: Xet (the client's default, as against the Hub) and classic LFS."""
+    if request.param == "classic-lfs":
+        request.getfixturevalue("classic_lfs")
+    return request.param
+
+
+def test_hf_hub_download_lfs_and_regular(
+    hub: LocalHub, api: HfApi, users, uploaded: str, cache_dir: Path, transport: str
+) -> None:
     weights = hf_hub_download(
         uploaded, "model.safetensors", endpoint=hub.endpoint, token=users.alice, cache_dir=cache_dir
     )
@@ -135,9 +145,10 @@ def test_hf_hub_download_lfs_and_regular(hub: LocalHub, users, uploaded: str, ca
         uploaded, "config.json", endpoint=hub.endpoint, token=users.alice, cache_dir=cache_dir
     )
     assert Path(config).read_bytes() == CONFIG
-    # The cache names LFS blobs by sha256, as with the real Hub.
+    # The cache names LFS blobs as with the real Hub: by sha256, by the Xet hash when Xet fetched them.
     blobs = {p.name for p in Path(weights).resolve().parent.iterdir()}
-    assert hashlib.sha256(WEIGHTS).hexdigest() in blobs
+    xet_hash = api.get_paths_info(uploaded, ["model.safetensors"])[0].xet_hash
+    assert (xet_hash if transport == "xet" else hashlib.sha256(WEIGHTS).hexdigest()) in blobs
     nested = hf_hub_download(
         uploaded, "nested/notes.txt", endpoint=hub.endpoint, token=users.alice, cache_dir=cache_dir
     )
@@ -152,7 +163,10 @@ def test_resolve_headers_and_ranges(hub: LocalHub, uploaded: str) -> None:
     assert head.headers["x-linked-etag"] == head.headers["etag"] == f'"{sha256}"'
     assert head.headers["x-linked-size"] == head.headers["content-length"] == str(len(WEIGHTS))
     assert len(head.headers["x-repo-commit"]) == 40
-    assert not any(name.lower().startswith("x-xet") for name in head.headers)
+    # As the Hub: the Xet hash and where a Xet client gets its read token (classic clients ignore them).
+    listed = HfApi(endpoint=hub.endpoint).get_paths_info(uploaded, ["model.safetensors"])[0]
+    assert head.headers["x-xet-hash"] == listed.xet_hash
+    assert 'rel="xet-auth"' in head.headers["link"]
     part = httpx2.get(url, headers={"Range": "bytes=10-19"})
     assert part.status_code == 206
     assert part.content == WEIGHTS[10:20]
@@ -179,7 +193,7 @@ def test_download_errors(hub: LocalHub, users, uploaded: str, cache_dir: Path) -
 
 
 def test_snapshot_download_twice_downloads_nothing_the_second_time(
-    hub: LocalHub, users, uploaded: str, cache_dir: Path
+    hub: LocalHub, users, uploaded: str, cache_dir: Path, transport: str
 ) -> None:
     kwargs = {"endpoint": hub.endpoint, "token": users.alice, "cache_dir": cache_dir}
     before = hub.request_stats()["count"]
@@ -187,13 +201,16 @@ def test_snapshot_download_twice_downloads_nothing_the_second_time(
     assert (folder / "model.safetensors").read_bytes() == WEIGHTS
     assert (folder / "nested" / "deeper" / "blob.bin").read_bytes() == b"\0\1\2"
     first = hub.requests(since=before)
-    assert sum(1 for r in first if r["method"] == "GET" and "/resolve/" in r["path"]) == 5
-    assert sum(r["bytes_sent"] for r in first if "/resolve/" in r["path"]) >= len(WEIGHTS)
+    # Three regular files and two LFS ones: through Xet, LFS bytes come from xorb fetches.
+    lfs_route = "/v1/fetch/" if transport == "xet" else "/resolve/"
+    resolved = sum(1 for r in first if r["method"] == "GET" and "/resolve/" in r["path"])
+    assert resolved == (3 if transport == "xet" else 5)
+    assert sum(r["bytes_sent"] for r in first if lfs_route in r["path"]) >= len(WEIGHTS)
 
     mark = first[-1]["seq"]
     assert Path(snapshot_download(uploaded, **kwargs)) == folder
     second = hub.requests(since=mark)
-    assert [r for r in second if "/resolve/" in r["path"]] == []
+    assert [r for r in second if "/resolve/" in r["path"] or "/xet-cas/" in r["path"]] == []
     assert sum(r["bytes_sent"] for r in second) < 10_000  # only the repo info
 
 
