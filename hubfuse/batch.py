@@ -248,10 +248,12 @@ def run(
     shared = HubCells(hub, spec.ledger_repo) if spec.ledger_repo else None
     with cell_store.sharing(cell_store.CellStore.default(shared)):
         try:
-            return _run(hub, spec, shard, dry_run, ledger_dir, timeout_s, mode)
+            summary = _run(hub, spec, shard, dry_run, ledger_dir, timeout_s, mode)
         finally:
             if shared is not None:
                 shared.flush()
+    summary.requests = hub.budget.used  # the cells' own write included
+    return summary
 
 
 def _run(
