@@ -19,12 +19,14 @@ from typing import Any
 
 from hubfuse import __version__
 from hubfuse.errors import BadInputError, BudgetExhaustedError, ConflictError, ExitCode, HubfuseError
+from hubfuse.fusion import cell_store
 from hubfuse.fusion.check import DEFAULT_TIMEOUT_S, installed_versions
 from hubfuse.fusion.downstream import DownstreamPlan, matrix_digest, resolve_plan
 from hubfuse.hub import Hub
 from hubfuse.ledger import HubLedger, Ledger, LocalLedger, Record, error_backoff_s
 from hubfuse.log import log, redact
 from hubfuse.pipeline import PublishOptions, PublishReport, publish
+from hubfuse.shared_cells import HubCells
 from hubfuse.spec import Spec
 
 KILL_SWITCH_ENV = "HUBFUSE_KILL_SWITCH"
@@ -240,6 +242,28 @@ def run(
     ledger_dir: Path = Path(".hubfuse/ledgers"),
     timeout_s: float = DEFAULT_TIMEOUT_S,
     mode: str = "auto",
+) -> BatchSummary:
+    """Downstream cells are shared across the run's repos of one case, with earlier runs (the
+    local cache) and with the other shards (beside the ledger on the Hub)."""
+    shared = HubCells(hub, spec.ledger_repo) if spec.ledger_repo else None
+    with cell_store.sharing(cell_store.CellStore.default(shared)):
+        try:
+            summary = _run(hub, spec, shard, dry_run, ledger_dir, timeout_s, mode)
+        finally:
+            if shared is not None:
+                shared.flush()
+    summary.requests = hub.budget.used  # the cells' own write included
+    return summary
+
+
+def _run(
+    hub: Hub,
+    spec: Spec,
+    shard: Shard | None,
+    dry_run: bool,
+    ledger_dir: Path,
+    timeout_s: float,
+    mode: str,
 ) -> BatchSummary:
     shard = shard or Shard(1, 1)
     dry_run = dry_run or spec.dry_run

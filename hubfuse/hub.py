@@ -418,6 +418,36 @@ class Hub:
         )
         return list(commits[0].authors) if commits else []
 
+    def file_last_changed_by(self, repo_id: str, sha: str, path: str, repo_type: str = "model") -> list[str]:
+        """Who wrote the commit that last changed `path` as of commit `sha` ([]: no such file).
+
+        Two requests: the file's last commit (paths-info), then the first page of the history
+        from that commit, never the whole history.
+        """
+        from huggingface_hub.utils import get_session, hf_raise_for_status
+
+        infos = self.call(
+            f"last commit of {repo_id}/{path}",
+            lambda: self.api.get_paths_info(repo_id, [path], revision=sha, expand=True, repo_type=repo_type),
+        )
+        last = next(
+            (i.last_commit for i in infos if i.path == path and getattr(i, "last_commit", None)), None
+        )
+        if last is None:
+            return []
+        url = f"{self.endpoint}/api/{repo_type}s/{repo_id}/commits/{last.oid}"
+
+        def fetch() -> list[str]:
+            response = get_session().get(url, headers=self.api._build_hf_headers(), timeout=30)
+            hf_raise_for_status(response)
+            page = response.json()
+            first = page[0] if isinstance(page, list) and page else {}
+            if not isinstance(first, dict) or first.get("id") != last.oid:
+                return []
+            return [str(a.get("user")) for a in first.get("authors", []) if isinstance(a, dict)]
+
+        return self.call(f"author of {repo_id}@{last.oid[:12]}", fetch)
+
     def pull_requests(
         self, repo_id: str, *, author: str | None = None, repo_type: str = "model"
     ) -> list[Any]:

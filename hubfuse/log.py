@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import TextIO
@@ -66,15 +67,37 @@ class Logger:
         self._stream = stream
         self.github = in_github_actions() if github is None else github
         self.quiet = False
-        self._depth = 0
+        self._titles: list[str] = []  # the open groups, outermost first
+        self._lock = threading.Lock()  # matrix threads log side by side
+        self._status = False  # a progress line is on screen, to be replaced
 
     @property
     def stream(self) -> TextIO:
         return self._stream or sys.stderr
 
+    def _interactive(self) -> bool:
+        isatty = getattr(self.stream, "isatty", None)
+        return not self.github and bool(isatty and isatty())
+
     def _write(self, line: str) -> None:
-        self.stream.write(redact(line) + "\n")
-        self.stream.flush()
+        with self._lock:
+            if self._status:
+                self.stream.write("\r\x1b[K")
+                self._status = False
+            self.stream.write(redact(line) + "\n")
+            self.stream.flush()
+
+    def progress(self, message: str) -> None:
+        """A progress line: redrawn in place in a terminal, one line each elsewhere (a file, Actions)."""
+        if self.quiet:
+            return
+        if not self._interactive():
+            self._write(message)
+            return
+        with self._lock:
+            self.stream.write("\r\x1b[K" + redact(message))
+            self.stream.flush()
+            self._status = True
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -92,21 +115,28 @@ class Logger:
 
     @contextlib.contextmanager
     def group(self, title: str) -> Iterator[None]:
-        """A foldable group in Actions (which cannot nest them: inner groups become plain
-        headers); a timed header line in a terminal."""
+        """A foldable group in Actions; a timed header line in a terminal.
+
+        Actions cannot nest groups: an inner group closes the outer fold, folds itself as
+        `outer › inner`, and the outer one goes on in a fold of its own ("(continued)").
+        """
         start = time.monotonic()
-        fold = self.github and self._depth == 0
-        self._depth += 1
-        if fold:
-            self._write(f"::group::{title}")
+        outer = list(self._titles)
+        self._titles.append(title)
+        if self.github:
+            if outer:
+                self._write("::endgroup::")
+            self._write(f"::group::{' › '.join([*outer, title])}")
         elif not self.quiet:
             self._write(f"==> {title}")
         try:
             yield
         finally:
-            self._depth -= 1
-            if fold:
+            self._titles.pop()
+            if self.github:
                 self._write("::endgroup::")
+                if outer:
+                    self._write(f"::group::{' › '.join(outer)} (continued)")
             elif not self.quiet:
                 self._write(f"    done in {time.monotonic() - start:.1f}s")
 

@@ -32,6 +32,7 @@ from hubfuse.cards import (
 from hubfuse.checkpoint import NEVER_COPIED_SUFFIXES, open_checkpoint, read_config_text
 from hubfuse.configedit import set_top_level_key, unified_diff
 from hubfuse.errors import BadInputError, ConflictError, HubfuseError, HubUnavailableError
+from hubfuse.fusion import cell_store
 from hubfuse.fusion.check import check_checkpoint, installed_versions
 from hubfuse.fusion.downstream import DownstreamPlan
 from hubfuse.fusion.verdict import CheckReport
@@ -736,10 +737,13 @@ def publish(
             mode = choose_publish_mode(hub, source, options)
             snapshot = pull(hub, source, variant=options.variant, weights=mode == "full")
             artifacts = work / f"artifacts-{source.sha[:12]}"
-            if mode == "full":
-                report = verify(snapshot, options, artifacts, logs_dir or work / "logs")
-            else:
-                report = verify_targeted(hub, source, snapshot, options, artifacts, logs_dir or work / "logs")
+            with cell_store.proving(source.repo_id, source.sha):  # the matrix cells it proves
+                if mode == "full":
+                    report = verify(snapshot, options, artifacts, logs_dir or work / "logs")
+                else:
+                    report = verify_targeted(
+                        hub, source, snapshot, options, artifacts, logs_dir or work / "logs"
+                    )
             cache.put(verdict_key(source, options), report)
             out.check = report
             if report.verdict != "safe":

@@ -80,7 +80,9 @@ def matrix_rows(check: LoadCheck) -> tuple[list[str], list[list[str]]]:
 
 
 def first_reasons(check: LoadCheck) -> list[str]:
-    """Each distinct (outcome, reason) once, with the releases it applies to."""
+    """Each distinct (outcome, reason) once, with the releases it applies to; then where the
+    cells proven on another repo of the same case were proven."""
+    from hubfuse.fusion.cell_store import reuse_lines
     from hubfuse.fusion.downstream import version_range
 
     groups: dict[tuple[str, str, str], list[str]] = {}
@@ -97,7 +99,7 @@ def first_reasons(check: LoadCheck) -> list[str]:
         for c in check.cells
         if c.stand_in and c.notes
     )
-    return lines
+    return lines + reuse_lines(check.cells)
 
 
 def release_runs(subset: list[str], universe: list[str]) -> str:

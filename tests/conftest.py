@@ -31,6 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # create are a cache like pip's, in the user's cache folder: reruns and other checkouts of this
 # machine reuse them (a new machine builds them on first use, from the package index).
 os.environ.setdefault("HUBFUSE_DOWNSTREAM_VERSIONS", "none")
+# Cells proven on another repo are reused only where a test asks for it (tests/test_cell_store.py):
+# elsewhere a matrix test must run its probes, never find them in the user's cache.
+os.environ.setdefault("HUBFUSE_CELL_CACHE", "none")
 os.environ.setdefault(
     "HUBFUSE_ENVS",
     str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hubfuse" / "test-envs"),

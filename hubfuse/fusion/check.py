@@ -25,6 +25,7 @@ from hubfuse.checkpoint import Checkpoint, stage_validated_files
 from hubfuse.configedit import set_top_level_key
 from hubfuse.fusion import downstream as downstream_matrix
 from hubfuse.fusion import worker
+from hubfuse.fusion.cell_case import case_for
 from hubfuse.fusion.families import resolve_families
 from hubfuse.fusion.proofs import full_mode_proofs
 from hubfuse.fusion.verdict import CheckReport, FamilyResult, LoadCheck, Roundtrip, output_tolerance
@@ -114,9 +115,10 @@ def apply_downstream_matrix(
     variant = fused if fused.is_dir() and result.verdict == "safe" else None
     inputs = downstream_matrix.MatrixInputs(checkpoint.path, work / "downstream", variant)
     weights = checkpoint.weight_bytes
+    case = case_for(checkpoint, result.name, result.fused_modules, index_checkpoint(checkpoint.path))
     with log.group(f"downstream matrix for {result.name}"):
         downstream_matrix.apply_matrix(
-            result, plan, inputs, work, timeout, downstream_matrix.matrix_jobs(weights)
+            result, plan, inputs, work, timeout, downstream_matrix.matrix_jobs(weights), case
         )
 
 

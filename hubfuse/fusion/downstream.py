@@ -23,6 +23,8 @@ import json
 import os
 import subprocess
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
@@ -34,6 +36,9 @@ from packaging.version import Version
 
 from hubfuse.errors import BadInputError
 from hubfuse.fusion import envs
+from hubfuse.fusion.cell_case import CellCase
+from hubfuse.fusion.cell_store import MatrixCells
+from hubfuse.fusion.matrix_progress import MatrixProgress
 from hubfuse.fusion.verdict import OUTPUT_TOLERANCE, PASSING_OUTCOMES, DownstreamCell, FamilyResult
 from hubfuse.log import log
 from hubfuse.machine import loads_that_fit
@@ -170,9 +175,17 @@ class MatrixInputs:
 
 
 def run_matrix(
-    plan: DownstreamPlan, inputs: MatrixInputs, work: Path, timeout: float, jobs: int
+    plan: DownstreamPlan,
+    inputs: MatrixInputs,
+    work: Path,
+    timeout: float,
+    jobs: int,
+    case: CellCase | None = None,
 ) -> tuple[dict[str, str | None], list[DownstreamCell], list[DownstreamCell]]:
-    """(environment columns, config-PR cells, variant cells), one probe process per environment."""
+    """(environment columns, config-PR cells, variant cells), one probe process per environment.
+
+    With a `case`, cells proven on a repo of the same case are reused (hubfuse/fusion/cell_store.py).
+    """
     columns = environment_columns()
     tasks = [
         (version, column)
@@ -180,7 +193,16 @@ def run_matrix(
         for column, unavailable in columns.items()
         if unavailable is None
     ]
-    log.info(f"  downstream matrix: {len(tasks)} environment(s), {plan.describe()}")
+    shared = MatrixCells(case, ("config", "variant") if inputs.variant else ("config",))
+    reused = {task: cells for task in tasks if (cells := shared.reused(*task)) is not None}
+    to_run = [task for task in tasks if task not in reused]
+    log.info(
+        f"  downstream matrix: {len(tasks)} environment(s), {plan.describe()}"
+        + (f"; {len(reused)} cell(s) proven on a repo of the same case" if reused else "")
+    )
+    progress = MatrixProgress(len(to_run), len(tasks))
+    for (version, column), cells in reused.items():
+        progress.cell(version, column, _outcomes(cells), 0.0, cells["config"]["proven_on"])
 
     def one(task: tuple[str, str]) -> list[tuple[str, dict[str, Any], bool]]:
         version, column = task
@@ -191,17 +213,33 @@ def run_matrix(
             if others
             else ("--downstream-versions none")
         )
-        return _run_cells(version, column, inputs, cell_work, timeout, leave_out, probe_slots)
+        start = time.monotonic()
+        results = _run_cells(
+            version,
+            column,
+            inputs,
+            cell_work,
+            timeout,
+            leave_out,
+            probe_slots,
+            lambda built, waited: progress.environment(version, column, built, waited),
+        )
+        own = results[0][1]
+        shared.record(version, column, own)  # `unavailable` is never shared: its stand-in reruns too
+        progress.cell(version, column, _outcomes(own), time.monotonic() - start)
+        return version, column, results
 
     # Environments build side by side (uv waits on the index and the disk more than on the CPU);
     # the probes, which hold the model, take one of `jobs` slots each.
     probe_slots = threading.BoundedSemaphore(max(1, jobs))
     builders = loads_that_fit(ENV_BUILD_BYTES, 1.0, ENV_BUILD_JOBS)
-    with ThreadPoolExecutor(max_workers=max(1, jobs, min(builders, len(tasks)))) as pool:
-        outcomes = list(pool.map(one, tasks))
+    with ThreadPoolExecutor(max_workers=max(1, jobs, min(builders, len(to_run)))) as pool:
+        ran = {(v, c): results for v, c, results in pool.map(one, to_run)}
+    progress.finish()
+    outcomes = [(v, [(c, reused[(v, c)], False)] if (v, c) in reused else ran[(v, c)]) for v, c in tasks]
     config_cells, variant_cells = [], []
     gating = set(plan.gating)
-    for (version, _), results in zip(tasks, outcomes, strict=True):
+    for version, results in outcomes:
         for column, cells, stand_in in results:
             for subject, target in (("config", config_cells), ("variant", variant_cells)):
                 cell = cells.get(subject)
@@ -215,9 +253,14 @@ def run_matrix(
                             gating=version in gating and not stand_in,
                             notes=cell.get("notes", []),
                             stand_in=stand_in,
+                            proven_on=cell.get("proven_on"),
                         )
                     )
     return columns, config_cells, variant_cells
+
+
+def _outcomes(cells: dict[str, Any]) -> str:
+    return ", ".join(f"{subject} {cell['outcome']}" for subject, cell in cells.items())
 
 
 # -- honest cells: a release whose requirement the index lacks (begin) ----------------------------
@@ -229,6 +272,7 @@ def _run_cells(
     timeout: float,
     leave_out: str,
     probe_slots: threading.BoundedSemaphore,
+    on_environment: Callable[[float | None, float], None] = lambda built, waited: None,
 ) -> list[tuple[str, dict[str, Any], bool]]:
     """[(column, cells by subject, stand_in)]: the release's own cells, and where its environment
     cannot be built as its users have it, `unavailable` (never passing) plus an honest stand-in:
@@ -236,19 +280,23 @@ def _run_cells(
     """
     subjects = ("config", "variant") if inputs.variant else ("config",)
     extras = envs.ENV_EXTRAS[column]
+    start = time.monotonic()
     try:
-        env = envs.ensure_env(version, extras)[0]
-        return [(column, _run_cell(env, inputs, work, timeout, probe_slots), False)]
+        env, created = envs.ensure_env(version, extras)
     except envs.RequirementUnavailable as exc:
         missing = exc
     except envs.EnvError as exc:
         return [(column, _failed(subjects, f"environment: {exc}"), False)]
+    else:
+        on_environment(created, time.monotonic() - start)
+        return [(column, _run_cell(env, inputs, work, timeout, probe_slots), False)]
     reason = f"{missing}: not proven on {version}; leave it out with {leave_out}"
     unavailable = {s: {"outcome": "unavailable", "reason": reason} for s in subjects}
     switched_off = {"USE_HUB_KERNELS": "0"} if missing.name == "kernels" else {}
     stand_in_column = f"{column}-without-{missing.name}"
     try:
-        env = envs.ensure_env(version, extras, without=(missing.name,))[0]
+        env, created = envs.ensure_env(version, extras, without=(missing.name,))
+        on_environment(created, time.monotonic() - start)
         stand_in_work = work.with_name(f"{work.name}-without-{missing.name}")
         stand_in = _run_cell(env, inputs, stand_in_work, timeout, probe_slots, switched_off)
     except envs.EnvError as exc:
@@ -357,7 +405,13 @@ def version_range(versions: list[str]) -> str:
 
 
 def apply_matrix(
-    result: FamilyResult, plan: DownstreamPlan, inputs: MatrixInputs, work: Path, timeout: float, jobs: int
+    result: FamilyResult,
+    plan: DownstreamPlan,
+    inputs: MatrixInputs,
+    work: Path,
+    timeout: float,
+    jobs: int,
+    case: CellCase | None = None,
 ) -> None:
     """Run the matrix for a family that applies to the model, whatever its installed verdict; gate it.
 
@@ -370,7 +424,7 @@ def apply_matrix(
     if not plan.enabled:
         return
     result.downstream.versions = result.fused_layout.versions = list(plan.versions)
-    columns, config_cells, variant_cells = run_matrix(plan, inputs, work, timeout, jobs)
+    columns, config_cells, variant_cells = run_matrix(plan, inputs, work, timeout, jobs, case)
     result.downstream.environments = result.fused_layout.environments = columns
     result.downstream.cells, result.fused_layout.cells = config_cells, variant_cells
     failures = summarize(config_cells)

@@ -47,6 +47,12 @@ class FamilyVerifier:
     expected_fused_state: Callable[[nn.Module], dict[str, torch.Tensor]]
     # plain module -> candidate inputs, tried in order until the plain module accepts one
     module_inputs: Callable[[nn.Module, torch.Generator], list[torch.Tensor]]
+    # What the family reads, for sharing downstream cells between repos (hubfuse.fusion.cell_case):
+    # the parameters of a fusable module it converts (relative to the module), and the config
+    # fields its conversion and fused module read, in `config_section` when the config has one.
+    touched_parameters: tuple[str, ...] = ()
+    config_fields: tuple[str, ...] = ()
+    config_section: str | None = None
 
 
 def _patch_embeddings_expected(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -81,6 +87,11 @@ VERIFIERS: dict[str, FamilyVerifier] = {
         name="patch_embeddings",
         expected_fused_state=_patch_embeddings_expected,
         module_inputs=_patch_embeddings_inputs,
+        touched_parameters=("proj.weight", "proj.bias"),
+        # make_transforms: getattr(config, "vision_config", config).patch_size, temporal_patch_size,
+        # in_channels; the fused forward: the module's embed_dim (hidden_size in the vision config).
+        config_fields=("patch_size", "temporal_patch_size", "in_channels", "hidden_size", "embed_dim"),
+        config_section="vision_config",
     ),
 }
 

@@ -59,6 +59,7 @@ class DownstreamCell:
     reason: str = ""
     gating: bool = True  # False: outside an explicit --downstream-versions, reported only
     notes: list[str] = field(default_factory=list)
+    proven_on: str | None = None  # repo@sha of the same case this cell was proven on (None: here)
     # An honest stand-in for an `unavailable` cell (that release without the missing requirement,
     # `env` says which): reported beside it, never gating, never counted as the release loading.
     stand_in: bool = False
