@@ -12,7 +12,8 @@ subprocess, fresh HF_HOME) in targeted mode, and in full mode (unless --skip-ful
 wall time, bytes the hub sent, the peak RSS (VmHWM) of every process of the run (the CLI, the
 forkserver, each worker), and the verdicts.
 
-    python bench/huge.py [--data /tmp/hubfuse-huge] [--skip-full] [--out bench/results/huge.json]
+    python bench/huge.py [--data /tmp/hubfuse-huge] [--skip-full] [--publish] [--transport xet|lfs]
+                         [--out bench/results/huge.json]
 """
 
 from __future__ import annotations
@@ -143,6 +144,17 @@ def _run_sampled(args: list[str], env: dict[str, str], hub_pid: int | None) -> d
     }
 
 
+# The client's transport for the measured runs (seeding always goes through classic LFS: the hub
+# serves every LFS object through Xet too). The downstream matrix is bench/matrix.py's subject:
+# these runs measure the installed check and the variant, so it is off here.
+TRANSPORT = {"xet": {}, "lfs": {"HF_HUB_DISABLE_XET": "1"}}
+_transport = "xet"
+
+
+def _transport_env() -> dict[str, str]:
+    return {**TRANSPORT[_transport], "HUBFUSE_DOWNSTREAM_VERSIONS": "none"}
+
+
 def _check(hub: Any, token: str, repo_id: str, mode: str, home: Path) -> dict[str, Any]:
     shutil.rmtree(home, ignore_errors=True)
     env = {
@@ -151,7 +163,7 @@ def _check(hub: Any, token: str, repo_id: str, mode: str, home: Path) -> dict[st
         "HF_TOKEN": token,
         "HF_HOME": str(home / "hf-home"),
         "HUBFUSE_CACHE": str(home / "verdicts"),
-        "HF_HUB_DISABLE_XET": "1",
+        **_transport_env(),
     }
     before = len(hub.requests())
     run = _run_sampled(
@@ -191,7 +203,7 @@ def _publish_variant(hub: Any, token: str, repo_id: str, home: Path) -> dict[str
         "HF_TOKEN": token,
         "HF_HOME": str(home / "hf-home"),
         "HUBFUSE_CACHE": str(home / "verdicts"),
-        "HF_HUB_DISABLE_XET": "1",
+        **_transport_env(),
         "TMPDIR": str(home),
     }
     home.mkdir(parents=True, exist_ok=True)
@@ -228,7 +240,12 @@ def main() -> None:
     )
     parser.add_argument("--only", choices=["qwen3_vl", "qwen2_5_vl"], action="append")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/huge.json")
+    parser.add_argument(
+        "--transport", choices=sorted(TRANSPORT), default="xet", help="the client's transport for the runs"
+    )
     args = parser.parse_args()
+    global _transport
+    _transport = args.transport
     args.data.mkdir(parents=True, exist_ok=True)
     isolate_hub_client(args.data / "bench-hf-home")
     become_subreaper()
@@ -241,7 +258,7 @@ def main() -> None:
 
     from hubfuse.localhub import LocalHub
 
-    results: dict[str, Any] = {"generate_s": round(generate_s, 1), "repos": {}}
+    results: dict[str, Any] = {"generate_s": round(generate_s, 1), "transport": args.transport, "repos": {}}
     with LocalHub(args.data / "hub", subprocess=True) as hub:
         token = hub.add_token("bench", "write", ["huge"])
         api = HfApi(endpoint=hub.endpoint, token=token)
@@ -274,6 +291,8 @@ def main() -> None:
 def _markdown(results: dict[str, Any]) -> str:
     lines = [
         "# bench/huge.py: targeted vs full mode (`hubfuse check ORG/MODEL` against the local hub)",
+        "",
+        f"Client transport: {results.get('transport', 'lfs')}; downstream matrix off (bench/matrix.py).",
         "",
         md_row(
             "repo", "size", "mode", "verdict", "wall", "downloaded", "share of repo", "peak RSS (max process)"
