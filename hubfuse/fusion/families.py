@@ -88,8 +88,8 @@ VERIFIERS: dict[str, FamilyVerifier] = {
         expected_fused_state=_patch_embeddings_expected,
         module_inputs=_patch_embeddings_inputs,
         touched_parameters=("proj.weight", "proj.bias"),
-        # make_transforms: getattr(config, "vision_config", config).patch_size, temporal_patch_size,
-        # in_channels; the fused forward: the module's embed_dim (hidden_size in the vision config).
+        # The weight conversion reads the vision config's patch_size, temporal_patch_size and
+        # in_channels; the fused forward the module's embed_dim (hidden_size in the vision config).
         config_fields=("patch_size", "temporal_patch_size", "in_channels", "hidden_size", "embed_dim"),
         config_section="vision_config",
     ),
