@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -163,7 +164,7 @@ def release_tables(models: list[str], versions: str | None, out: Path) -> None:
     result: dict[str, Any] = {
         "environment": environment(["torch", "transformers"]),
         "selection": versions or "default",
-        "command": " ".join(["python", "bench/matrix.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "bench/matrix.py", *sys.argv[1:]]),
         "checks": [],
     }
     for model_type in models:
@@ -181,7 +182,8 @@ def _cell_text(cell: dict[str, Any] | None) -> str:
     reason = " ".join(cell["reason"].split())
     if len(reason) > REASON_CHARS:
         reason = reason[: REASON_CHARS - 1] + "…"
-    return f"**{cell['outcome']}**: {reason}".replace("|", "\\|")
+    text = f"{cell['outcome']}: {reason}" if reason else cell["outcome"]
+    return text.replace("|", "\\|")
 
 
 def release_tables_markdown(result: dict[str, Any]) -> str:
@@ -195,27 +197,24 @@ def release_tables_markdown(result: dict[str, Any]) -> str:
     for check in result["checks"]:
         config_cells = {(c["transformers"], c["env"]): c for c in check["cells"]}
         variant_cells = {(c["transformers"], c["env"]): c for c in check["variant_cells"]}
-        columns = list(dict.fromkeys(env_name for _, env_name in [*config_cells, *variant_cells]))
-        releases = list(dict.fromkeys(release for release, _ in [*config_cells, *variant_cells]))
-        header = ["transformers"]
-        for column in columns:
-            header += [f"config PR ({column})", f"variant ({column})"]
         lines += [
             "",
             f"## {check['model_type']}: verdict {check['verdict']}, {check['wall_s']} s, "
             f"{check['envs_created']} environments created",
             "",
-            md_row(*header),
-            md_rule(*["---"] * len(header)),
+            md_row("transformers", "column", "config PR", "variant"),
+            md_rule("---", "---", "---", "---"),
         ]
-        for release in releases:
-            row = [release]
-            for column in columns:
-                row += [
+        for release, column in dict.fromkeys([*config_cells, *variant_cells]):
+            stand_in = (config_cells.get((release, column)) or {}).get("stand_in")
+            lines.append(
+                md_row(
+                    release,
+                    f"{column} (stand-in)" if stand_in else column,
                     _cell_text(config_cells.get((release, column))),
                     _cell_text(variant_cells.get((release, column))),
-                ]
-            lines.append(md_row(*row))
+                )
+            )
         unavailable = {k: v for k, v in check["environments"].items() if v}
         if unavailable:
             lines.append("")
