@@ -1,6 +1,8 @@
 """The downstream matrix's cost: `hubfuse check` with the default matrix, first and second run.
 
     python bench/matrix.py [--versions SPEC] [--large GB] [--out bench/results/matrix.json]
+    python bench/matrix.py --models qwen3_vl,qwen2_5_vl,glm4v,qwen3_5 [--versions SPEC]
+
 
 The first run starts from an empty environments folder and an empty uv cache (as on a new CI
 runner: every transformers release and its dependencies come from the package index; torch is
@@ -8,6 +10,12 @@ shared, never downloaded); the second run finds every environment cached. Measur
 environment creation times, disk of the environments folder (hard links counted once), and the
 cells. `--large GB` runs the same on bench/verify.py's generated Qwen3-VL checkpoint of that size
 (built into bench/.data as bench/verify.py does), with the environments the tiny run created.
+
+`--models` writes the README's release tables instead (bench/results/release-tables.md/.json):
+one `hubfuse check DIR --json` per model type on a tiny float32 checkpoint (hubfuse/synth.py),
+every model sharing one environments folder and one uv cache ($HUBFUSE_ENVS / $UV_CACHE_DIR when
+set, so a rerun reuses them); per model, a table of releases by column, each cell's outcome and
+the start of its reason.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -68,6 +77,7 @@ def run_check(folder: Path, envs_dir: Path, uv_cache: Path, versions: str | None
 
 
 ENVS, UV_CACHE = DATA / "matrix-envs", DATA / "matrix-uv-cache"
+REASON_CHARS = 90
 
 
 def measure(name: str, folder: Path, versions: str | None, *, fresh: bool) -> dict[str, Any]:
@@ -142,6 +152,76 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def release_tables(models: list[str], versions: str | None, out: Path) -> None:
+    """One check per model type, all sharing one environments folder and one uv cache.
+
+    The report is rewritten after each model, so a run cut short keeps the models it finished.
+    """
+    import torch
+
+    envs = Path(os.environ.get("HUBFUSE_ENVS") or ENVS)
+    uv_cache = Path(os.environ.get("UV_CACHE_DIR") or UV_CACHE)
+    result: dict[str, Any] = {
+        "environment": environment(["torch", "transformers"]),
+        "selection": versions or "default",
+        "command": shlex.join(["python", "bench/matrix.py", *sys.argv[1:]]),
+        "checks": [],
+    }
+    for model_type in models:
+        folder = DATA / f"release-tables-{model_type}"
+        shutil.rmtree(folder, ignore_errors=True)
+        synth.make_tiny_checkpoint(model_type, folder, dtype=torch.float32)
+        print(f"{model_type}: checking", file=sys.stderr, flush=True)
+        result["checks"].append({"model_type": model_type, **run_check(folder, envs, uv_cache, versions)})
+        write_report(out, result, release_tables_markdown(result))
+
+
+def _cell_text(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return "-"
+    reason = " ".join(cell["reason"].split())
+    if len(reason) > REASON_CHARS:
+        reason = reason[: REASON_CHARS - 1] + "…"
+    text = f"{cell['outcome']}: {reason}" if reason else cell["outcome"]
+    return text.replace("|", "\\|")
+
+
+def release_tables_markdown(result: dict[str, Any]) -> str:
+    env = result["environment"]
+    lines = [
+        "# Release tables (`bench/matrix.py --models`)",
+        "",
+        f"{env['date']}, hubfuse {env['hubfuse_commit']}, torch {env['torch']}, {env['cpus']} CPUs "
+        f"(shared with other work), matrix: `{result['selection']}`. Command: `{result['command']}`.",
+    ]
+    for check in result["checks"]:
+        config_cells = {(c["transformers"], c["env"]): c for c in check["cells"]}
+        variant_cells = {(c["transformers"], c["env"]): c for c in check["variant_cells"]}
+        lines += [
+            "",
+            f"## {check['model_type']}: verdict {check['verdict']}, {check['wall_s']} s, "
+            f"{check['envs_created']} environments created",
+            "",
+            md_row("transformers", "column", "config PR", "variant"),
+            md_rule("---", "---", "---", "---"),
+        ]
+        for release, column in dict.fromkeys([*config_cells, *variant_cells]):
+            stand_in = (config_cells.get((release, column)) or {}).get("stand_in")
+            lines.append(
+                md_row(
+                    release,
+                    f"{column} (stand-in)" if stand_in else column,
+                    _cell_text(config_cells.get((release, column))),
+                    _cell_text(variant_cells.get((release, column))),
+                )
+            )
+        unavailable = {k: v for k, v in check["environments"].items() if v}
+        if unavailable:
+            lines.append("")
+            lines += [f"- `{k}` unavailable: {' '.join(str(v).split())}" for k, v in unavailable.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -150,9 +230,14 @@ def main() -> None:
     )
     parser.add_argument("--large", type=float, help="also the bench/verify.py checkpoint of this many GB")
     parser.add_argument("--large-only", action="store_true", help="skip the tiny model (envs already made)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "matrix.json")
+    parser.add_argument("--models", help="comma-separated model types: write the release tables instead")
+    parser.add_argument("--out", type=Path, help="default bench/results/matrix.json (release-tables.json)")
     args = parser.parse_args()
     DATA.mkdir(parents=True, exist_ok=True)
+    if args.models:
+        out = args.out or REPO / "bench" / "results" / "release-tables.json"
+        release_tables([m for m in args.models.split(",") if m], args.versions, out)
+        return
     tiny = synth.write_demo_checkpoint(DATA / "matrix-demo-model")
     runs = [] if args.large_only else [measure("tiny demo (Qwen3-VL)", tiny, args.versions, fresh=True)]
     if args.large:
@@ -164,7 +249,7 @@ def main() -> None:
         "selection": args.versions or "default",
         "runs": runs,
     }
-    write_report(args.out, result, markdown(result))
+    write_report(args.out or REPO / "bench" / "results" / "matrix.json", result, markdown(result))
 
 
 if __name__ == "__main__":
