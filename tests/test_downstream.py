@@ -357,3 +357,20 @@ def test_cached_verdicts_and_ledger_records_are_keyed_by_the_matrix(tmp_path):
     versions = {"hubfuse": "0.1", "transformers": "5.24.0", "torch": "2.13"}
     assert record.settles("a" * 40, [], {**versions, "downstream": matrix_digest(today)})
     assert not record.settles("a" * 40, [], {**versions, "downstream": matrix_digest(tomorrow)})
+
+
+def test_uvs_explanation_is_read_however_uv_wraps_it() -> None:
+    """uv wraps its resolver explanation to the terminal's width (this one is from a CI run, where
+    `.ci/run` read the 5.25.0 cell as `error`): the missing requirement is found in any wrapping."""
+    from hubfuse.fusion.envs import _unavailable_requirement
+
+    wrapped = (
+        "error: No solution found when resolving dependencies\n"
+        "  cause: Because only kernels<=0.17.2 is available and transformers>=5.25.0\n"
+        "         depends on kernels>=0.19.1,<0.20, we can conclude that\n"
+        "         transformers>=5.25.0 cannot be used.\n"
+        "         And because you require transformers==5.25.0, we can conclude that your\n"
+        "         requirements are unsatisfiable.\n"
+    )
+    assert _unavailable_requirement(wrapped) == "kernels>=0.19.1,<0.20"
+    assert _unavailable_requirement(" ".join(wrapped.split())) == "kernels>=0.19.1,<0.20"

@@ -479,6 +479,7 @@ _DEPENDS_ON = re.compile(r"(?:transformers\S* depends on|you require) (\S+?),? (
 
 
 def _unavailable_requirement(message: str) -> str | None:
+    message = " ".join(message.split())  # uv wraps its explanation to the terminal's width
     for text in _DEPENDS_ON.findall(message):
         try:
             name = Requirement(text).name
