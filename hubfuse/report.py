@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from hubfuse.fusion.verdict import CheckReport, DownstreamCell, FamilyResult, LoadCheck
+from hubfuse.fusion.verdict import CheckReport, DownstreamCell, FamilyResult, LoadCheck, version_range
 from hubfuse.log import redact
 
 if TYPE_CHECKING:
@@ -83,7 +83,6 @@ def first_reasons(check: LoadCheck) -> list[str]:
     """Each distinct (outcome, reason) once, with the releases it applies to; then where the
     cells proven on another repo of the same case were proven."""
     from hubfuse.fusion.cell_store import reuse_lines
-    from hubfuse.fusion.downstream import version_range
 
     groups: dict[tuple[str, str, str], list[str]] = {}
     for cell in check.cells:

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from hubfuse import strictjson
 from hubfuse.fusion.cell_case import CellCase, cell_key, cell_key_digest, probe_code_version
+from hubfuse.fusion.verdict import version_range
 from hubfuse.log import log, redact
 
 SHAREABLE_OUTCOMES = ("safe", "crash", "unsafe", "ignored")
@@ -228,7 +229,6 @@ class MatrixCells:
 
 def reuse_lines(cells: list[Any]) -> list[str]:
     """'proven on org/a@0123abcd (same case): transformers 5.5.4, 5.24.0 (base)' per origin."""
-    from hubfuse.fusion.downstream import version_range
 
     groups: dict[tuple[str, str], list[str]] = {}
     for cell in cells:

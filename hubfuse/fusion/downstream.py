@@ -39,7 +39,13 @@ from hubfuse.fusion import envs
 from hubfuse.fusion.cell_case import CellCase
 from hubfuse.fusion.cell_store import MatrixCells
 from hubfuse.fusion.matrix_progress import MatrixProgress
-from hubfuse.fusion.verdict import OUTPUT_TOLERANCE, PASSING_OUTCOMES, DownstreamCell, FamilyResult
+from hubfuse.fusion.verdict import (
+    OUTPUT_TOLERANCE,
+    PASSING_OUTCOMES,
+    DownstreamCell,
+    FamilyResult,
+    version_range,
+)
 from hubfuse.log import log
 from hubfuse.machine import loads_that_fit
 
@@ -395,13 +401,6 @@ def summarize(
         + (group[0].reason if len(group) == 1 else generic)
         for (env, outcome, generic), group in groups.items()
     ]
-
-
-def version_range(versions: list[str]) -> str:
-    ordered = sorted(versions, key=Version)
-    if len(ordered) <= 3:
-        return ", ".join(ordered)
-    return f"{ordered[0]} ... {ordered[-1]} ({len(ordered)} releases)"
 
 
 def apply_matrix(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from packaging.version import Version
+
 from hubfuse.errors import ExitCode
 
 Verdict = Literal["safe", "unsafe", "not_applicable", "error"]
@@ -162,3 +164,10 @@ class CheckReport:
             for family in document["families"]
         ]
         return cls(**fields, families=families)
+
+
+def version_range(versions: list[str]) -> str:
+    ordered = sorted(versions, key=Version)
+    if len(ordered) <= 3:
+        return ", ".join(ordered)
+    return f"{ordered[0]} ... {ordered[-1]} ({len(ordered)} releases)"
