@@ -148,14 +148,13 @@ def _run_sampled(args: list[str], env: dict[str, str], hub_pid: int | None) -> d
 # serves every LFS object through Xet too). The downstream matrix is bench/matrix.py's subject:
 # these runs measure the installed check and the variant, so it is off here.
 TRANSPORT = {"xet": {}, "lfs": {"HF_HUB_DISABLE_XET": "1"}}
-_transport = "xet"
 
 
-def _transport_env() -> dict[str, str]:
-    return {**TRANSPORT[_transport], "HUBFUSE_DOWNSTREAM_VERSIONS": "none"}
+def _transport_env(transport: str) -> dict[str, str]:
+    return {**TRANSPORT[transport], "HUBFUSE_DOWNSTREAM_VERSIONS": "none"}
 
 
-def _check(hub: Any, token: str, repo_id: str, mode: str, home: Path) -> dict[str, Any]:
+def _check(hub: Any, token: str, repo_id: str, mode: str, home: Path, transport: str) -> dict[str, Any]:
     shutil.rmtree(home, ignore_errors=True)
     env = {
         **os.environ,
@@ -163,7 +162,7 @@ def _check(hub: Any, token: str, repo_id: str, mode: str, home: Path) -> dict[st
         "HF_TOKEN": token,
         "HF_HOME": str(home / "hf-home"),
         "HUBFUSE_CACHE": str(home / "verdicts"),
-        **_transport_env(),
+        **_transport_env(transport),
     }
     before = len(hub.requests())
     run = _run_sampled(
@@ -194,7 +193,7 @@ def _check(hub: Any, token: str, repo_id: str, mode: str, home: Path) -> dict[st
     return result
 
 
-def _publish_variant(hub: Any, token: str, repo_id: str, home: Path) -> dict[str, Any]:
+def _publish_variant(hub: Any, token: str, repo_id: str, home: Path, transport: str) -> dict[str, Any]:
     """`hubfuse publish --variant --mode targeted`: bytes up and down, peak RSS, the shard stats."""
     shutil.rmtree(home, ignore_errors=True)
     env = {
@@ -203,7 +202,7 @@ def _publish_variant(hub: Any, token: str, repo_id: str, home: Path) -> dict[str
         "HF_TOKEN": token,
         "HF_HOME": str(home / "hf-home"),
         "HUBFUSE_CACHE": str(home / "verdicts"),
-        **_transport_env(),
+        **_transport_env(transport),
         "TMPDIR": str(home),
     }
     home.mkdir(parents=True, exist_ok=True)
@@ -244,8 +243,6 @@ def main() -> None:
         "--transport", choices=sorted(TRANSPORT), default="xet", help="the client's transport for the runs"
     )
     args = parser.parse_args()
-    global _transport
-    _transport = args.transport
     args.data.mkdir(parents=True, exist_ok=True)
     isolate_hub_client(args.data / "bench-hf-home")
     become_subreaper()
@@ -275,13 +272,13 @@ def main() -> None:
                 "seed_s": round(time.perf_counter() - seeded, 1),
             }
             home = args.data / "run-home"
-            entry["targeted"] = _check(hub, token, repo_id, "targeted", home)
+            entry["targeted"] = _check(hub, token, repo_id, "targeted", home, args.transport)
             print(json.dumps({model_type: entry["targeted"]}, indent=1)[:3000], flush=True)
             if not args.skip_full:
-                entry["full"] = _check(hub, token, repo_id, "full", home)
+                entry["full"] = _check(hub, token, repo_id, "full", home, args.transport)
                 print(json.dumps({model_type: entry["full"]}, indent=1)[:3000], flush=True)
             if args.publish and entry["targeted"]["verdict"] == "safe":
-                entry["publish_targeted"] = _publish_variant(hub, token, repo_id, home)
+                entry["publish_targeted"] = _publish_variant(hub, token, repo_id, home, args.transport)
                 print(json.dumps({model_type: entry["publish_targeted"]}, indent=1)[:3000], flush=True)
             results["repos"][model_type] = entry
     results["environment"] = environment(["torch", "transformers", "huggingface_hub"])
