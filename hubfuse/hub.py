@@ -27,6 +27,7 @@ from hubfuse.errors import (
     HubfuseError,
     HubUnavailableError,
 )
+from hubfuse.localmark import LOCALHUB_HEADER
 from hubfuse.log import clean_token, log, register_secret
 
 OFFICIAL_ENDPOINT = "https://huggingface.co"
@@ -228,8 +229,6 @@ class Hub:
         answer; one anonymous HEAD request, none for the Hub itself."""
         import httpx2
         from huggingface_hub.utils import get_session
-
-        from hubfuse.localhub import LOCALHUB_HEADER
 
         if self.endpoint == OFFICIAL_ENDPOINT:
             return False

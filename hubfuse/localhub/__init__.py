@@ -12,9 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hubfuse.localhub.auth import add_token
-
-# Set on every answer of the local hub: how a client knows it talks to one (and has its pages).
-LOCALHUB_HEADER = "X-Hubfuse-Localhub"
+from hubfuse.localmark import LOCALHUB_HEADER
 
 if TYPE_CHECKING:
     from hubfuse.localhub.app import LocalHubApp, create_app
