@@ -12,13 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hubfuse.localhub.auth import add_token
-from hubfuse.localmark import LOCALHUB_HEADER
 
 if TYPE_CHECKING:
     from hubfuse.localhub.app import LocalHubApp, create_app
     from hubfuse.localhub.server import LocalHub, serve
 
-__all__ = ["LOCALHUB_HEADER", "LocalHub", "LocalHubApp", "add_token", "create_app", "serve"]
+__all__ = ["LocalHub", "LocalHubApp", "add_token", "create_app", "serve"]
 
 
 def __getattr__(name: str) -> Any:
