@@ -17,7 +17,8 @@ from hubfuse.localhub.apierror import ApiError, bad_request
 from hubfuse.localhub.context import Ctx
 from hubfuse.localhub.fsutil import now_iso
 from hubfuse.localhub.paging import paged
-from hubfuse.localhub.storage import RepoId, RepoTxn
+from hubfuse.localhub.records import RepoId
+from hubfuse.localhub.storage import RepoTxn
 
 STATUSES = ("pending", "accepted", "rejected")
 REJECTION_REASON_MAX = 200

@@ -18,16 +18,8 @@ from starlette.responses import JSONResponse, Response
 from hubfuse.localhub.apierror import bad_request, conflict, forbidden, revision_not_found, unauthorized
 from hubfuse.localhub.context import Ctx
 from hubfuse.localhub.paging import paged
-from hubfuse.localhub.storage import (
-    REPO_TYPES,
-    Commit,
-    RepoExists,
-    RepoId,
-    RepoNotFound,
-    RepoTxn,
-    RevisionNotFound,
-    Store,
-)
+from hubfuse.localhub.records import REPO_TYPES, Commit, RepoExists, RepoId, RepoNotFound, RevisionNotFound
+from hubfuse.localhub.storage import RepoTxn, Store
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # The Hub's schema limits (its OpenAPI description).

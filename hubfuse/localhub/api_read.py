@@ -14,7 +14,7 @@ from hubfuse.localhub.apierror import ApiError, entry_not_found, revision_not_fo
 from hubfuse.localhub.context import Ctx
 from hubfuse.localhub.inert import file_headers
 from hubfuse.localhub.paging import cursor, paged
-from hubfuse.localhub.storage import RepoId, RepoNotFound, ResolvedRevision, RevisionNotFound
+from hubfuse.localhub.records import RepoId, RepoNotFound, ResolvedRevision, RevisionNotFound
 
 _CHUNK = 1024 * 1024
 _RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)

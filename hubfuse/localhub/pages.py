@@ -28,8 +28,8 @@ from hubfuse.localhub import cards, discussions, views
 from hubfuse.localhub.apierror import ApiError, bad_request, entry_not_found, revision_not_found
 from hubfuse.localhub.context import Ctx, Hub
 from hubfuse.localhub.markup import diff_lines, human_size, render_markdown
+from hubfuse.localhub.records import Commit, RepoId, RepoNotFound, RevisionNotFound
 from hubfuse.localhub.routing import Route, authorize, params, run_handler
-from hubfuse.localhub.storage import Commit, RepoId, RepoNotFound, RevisionNotFound
 
 logger = logging.getLogger("hubfuse.localhub")
 

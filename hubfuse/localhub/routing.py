@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from hubfuse.localhub.apierror import ApiError, repo_not_found, revision_not_found
 from hubfuse.localhub.context import Access, AccessRule, Ctx
-from hubfuse.localhub.storage import RepoId, RepoNotFound, RevisionNotFound
+from hubfuse.localhub.records import RepoId, RepoNotFound, RevisionNotFound
 
 Handler = Callable[[Ctx], Response]
 
