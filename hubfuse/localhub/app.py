@@ -24,9 +24,12 @@ from hubfuse.localhub import pages, xet_cas
 from hubfuse.localhub.apierror import ApiError, repo_not_found
 from hubfuse.localhub.auth import AuthStore
 from hubfuse.localhub.context import Access, Ctx, Hub
-from hubfuse.localhub.faults import ControlMiddleware, FaultInjector, RateLimiter, RequestLog
+from hubfuse.localhub.control import ControlMiddleware
+from hubfuse.localhub.faults import FaultInjector
 from hubfuse.localhub.lfs import UploadSigner
 from hubfuse.localhub.payload import read_body, spool_body
+from hubfuse.localhub.ratelimit import RateLimiter
+from hubfuse.localhub.requestlog import RequestLog
 from hubfuse.localhub.routing import Route, authorize, error_response, params, route, run_handler
 from hubfuse.localhub.storage import Store
 from hubfuse.localmark import LOCALHUB_HEADER
