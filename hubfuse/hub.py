@@ -203,7 +203,12 @@ class Hub:
     # -- plumbing --------------------------------------------------------------------------
 
     def call(self, what: str, func: Callable[[], T], *, retry: bool = True) -> T:
-        """Run one client call; retry transient failures with jittered exponential backoff."""
+        """Run one client call; retry transient failures with jittered exponential backoff.
+
+        Each HTTP request is retried at one layer: here, or by the client itself. `retry=False`
+        where every request of `func` goes through the client's own per-request retries
+        (`http_backoff`: pagination, preupload, LFS) or must not be replayed blindly (a commit);
+        wrapping those here too would send a failing request 6 x HUBFUSE_RETRIES times."""
         attempts = self.retry.attempts if retry else 1
         for attempt in range(1, attempts + 1):
             self.budget.spend(what)
@@ -372,6 +377,7 @@ class Hub:
                 )
                 if isinstance(entry, RepoFile)
             ],
+            retry=False,  # the client retries each page (paginate: http_backoff)
         )
 
     def read_range(
@@ -472,6 +478,7 @@ class Hub:
         return self.call(
             f"list models (author={author}, search={search})",
             lambda: list(self.api.list_models(author=author, search=search, expand=expand)),  # type: ignore[arg-type]
+            retry=False,  # the client retries each page (paginate: http_backoff)
         )
 
     # -- write side ------------------------------------------------------------------------
@@ -509,6 +516,7 @@ class Hub:
         self.call(
             f"upload to {repo_id}",
             lambda: self.api.preupload_lfs_files(repo_id, additions, repo_type=repo_type),
+            retry=False,  # the client retries each request (preupload, LFS batch and PUT, Xet token)
         )
 
     def create_repo(
