@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from hubfuse import strictjson
+from hubfuse import settings, strictjson
 from hubfuse.fusion.cell_case import CellCase, cell_key, cell_key_digest, probe_code_version
 from hubfuse.fusion.verdict import version_range
 from hubfuse.log import log, redact
@@ -115,7 +115,7 @@ class CellStore:
 
     @classmethod
     def default(cls, shared: SharedCells | None = None) -> CellStore:
-        setting = os.environ.get(CACHE_ENV_VAR, "").strip()
+        setting = settings.CELL_CACHE.value() or ""
         if setting.lower() == "none":
             return cls(None, shared)
         if setting:
