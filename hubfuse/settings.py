@@ -278,7 +278,7 @@ CELL_CACHE: Setting[str | None] = Setting(
 )
 HUB_DATA: Setting[Path | None] = Setting(
     "hub_data",
-    "The local hub's data folder (hubfuse hub --data).",
+    "The local hub's data folder (`hubfuse hub serve --data`; default .hubfuse-demo/hub).",
     None,
     _path,
     env="HUBFUSE_HUB_DATA",
@@ -330,3 +330,29 @@ def on_ci() -> bool:
 def step_summary_path() -> str | None:
     """GitHub Actions' job summary file, when there is one."""
     return os.environ.get("GITHUB_STEP_SUMMARY") or None
+
+
+def markdown_table() -> str:
+    """The README's settings table (`python -m hubfuse.settings` prints it)."""
+    rows = [
+        "| setting | flag | spec key | environment | default | what it does |",
+        "|---|---|---|---|---|---|",
+    ]
+    for setting in COMMAND_SETTINGS + ENVIRONMENT_SETTINGS:
+        default = "" if setting.default in (None, ()) else f"`{setting.default}`"
+        if setting.choices:
+            default += f" (`{'`, `'.join(setting.choices)}`)"
+        cells = [
+            f"`{setting.name}`",
+            f"`{setting.flag}`" if setting.flag else "",
+            f"`{setting.name}`" if setting.in_spec else "",
+            f"`{setting.env}`" if setting.env else "",
+            default,
+            setting.help.replace("|", "\\|"),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -258,3 +258,12 @@ def test_only_settings_reads_the_environment():
         if lines:
             found[relative] = lines
     assert found == {}
+
+
+def test_the_readme_table_is_the_declarations():
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "hubfuse.settings"], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout == settings.markdown_table()
+    assert f"<!-- settings table: python -m hubfuse.settings -->\n{result.stdout}<!-- end" in readme
