@@ -21,7 +21,7 @@ from hubfuse.fusion.verdict import CheckReport
 from hubfuse.hub import Hub
 from hubfuse.log import log
 from hubfuse.machine import available_memory_bytes
-from hubfuse.settings import DEFAULT_TIMEOUT_S
+from hubfuse.settings import DEFAULT_TIMEOUT_S, MODE
 from hubfuse.source import LocalSource, RemoteSource, RepoSource, open_remote, parse_repo_spec
 
 DISK_FACTOR_REMOTE = 3.0
@@ -67,7 +67,7 @@ def check_source(
     source: RepoSource,
     families: tuple[str, ...] | list[str],
     *,
-    mode: str = "auto",
+    mode: str = MODE.default,
     trust_remote_code: bool = False,
     list_tensors: bool = False,
     logs_dir: Path | None = None,

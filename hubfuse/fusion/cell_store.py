@@ -31,7 +31,6 @@ from hubfuse.fusion.verdict import version_range
 from hubfuse.log import log, redact
 
 SHAREABLE_OUTCOMES = ("safe", "crash", "unsafe", "ignored")
-CACHE_ENV_VAR = "HUBFUSE_CELL_CACHE"  # a folder, or "none": no local cell cache
 MAX_TEXT = 2000
 
 

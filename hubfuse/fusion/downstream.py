@@ -52,7 +52,7 @@ from hubfuse.machine import loads_that_fit
 # transformers/fusion_mapping.py exists from this release on; earlier ones ignore the key.
 FIRST_FUSION_RELEASE = Version("5.6.0")
 PROBE = Path(__file__).resolve().parent / "downstream_probe.py"
-DEFAULT_ENV_VAR = "HUBFUSE_DOWNSTREAM_VERSIONS"
+DEFAULT_ENV_VAR = str(settings.DOWNSTREAM_DEFAULT.env)
 NONE = "none"
 # Environments built at once, each taking about this much memory (uv, then the torch check).
 ENV_BUILD_JOBS = 4
