@@ -267,3 +267,10 @@ def test_the_readme_table_is_the_declarations():
     )
     assert result.stdout == settings.markdown_table()
     assert f"<!-- settings table: python -m hubfuse.settings -->\n{result.stdout}<!-- end" in readme
+
+
+def test_the_local_hub_data_folder_comes_from_its_variable(tmp_path):
+    environ = hubfuse_env("http://unused", tmp_path, None, HUBFUSE_HUB_DATA=str(tmp_path / "hub-data"))
+    result = run_hubfuse("hub", "token", "add", "alice", env=environ)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() and (tmp_path / "hub-data").is_dir()
