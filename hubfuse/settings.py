@@ -4,8 +4,10 @@ variable, batch-spec key and help text.
 The commands' shared click options are generated from these declarations (`hubfuse.cli.flags`),
 the batch spec schema takes its keys' types and choices from them (`hubfuse.spec`), and this is the
 one module that reads the environment for a setting: everything else calls `Setting.value()` or
-the accessors at the bottom. The check worker's internal variables (set by hubfuse for its own
-child processes) are not settings and stay with the worker.
+the accessors at the bottom. Not here: the check worker's internal variables (set by hubfuse for
+its own child processes), and transformers' own `USE_HUB_KERNELS`, read by
+`fusion/transformers_fusion.py` as transformers reads it (that file must stay importable without
+hubfuse: the downstream probe loads it by path in other releases' environments).
 
 Resolution, once per command (`resolve`): the flag, else the batch spec's key, else the
 environment variable, else the default.
@@ -33,7 +35,7 @@ def _present(text: str) -> bool:
 
 
 def _truthy(text: str) -> bool:
-    """transformers' own truthy values for an environment switch (ENV_VARS_TRUE_VALUES)."""
+    """transformers' truthy values for an environment switch (ENV_VARS_TRUE_VALUES)."""
     return text.upper() in {"1", "ON", "YES", "TRUE"}
 
 
@@ -74,7 +76,6 @@ class Setting(Generic[T]):
     multiple: bool = False  # a repeatable flag / a list in the spec
     in_spec: bool = False
     strip: bool = True  # surrounding blanks of an environment value are not part of it
-    keep_empty: bool = False  # an empty value is parsed rather than taken as unset
 
     def from_env(self, environ: Mapping[str, str] | None = None) -> T | None:
         """The environment's value, None when unset or empty; a bad one is refused by name."""
@@ -84,7 +85,7 @@ class Setting(Generic[T]):
         if raw is None:
             return None
         text = raw.strip() if self.strip else raw
-        if not text and not self.keep_empty:
+        if not text:
             return None
         try:
             return self.parse(text)
@@ -284,15 +285,6 @@ HUB_DATA: Setting[Path | None] = Setting(
     env="HUBFUSE_HUB_DATA",
     strip=False,
 )
-HUB_KERNELS: Setting[bool] = Setting(
-    "hub_kernels",
-    "transformers' switch for kernels from the Hub (default on).",
-    True,
-    _truthy,
-    env="USE_HUB_KERNELS",
-    strip=False,
-    keep_empty=True,
-)
 
 ENVIRONMENT_SETTINGS = (
     HF_ENDPOINT,
@@ -313,7 +305,6 @@ ENVIRONMENT_SETTINGS = (
     VERDICT_CACHE,
     CELL_CACHE,
     HUB_DATA,
-    HUB_KERNELS,
 )
 
 # -- where hubfuse runs (set by CI, not by a user) --------------------------------------------------

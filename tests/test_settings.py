@@ -182,7 +182,6 @@ SAMPLES = {
     "HUBFUSE_CACHE": ("/tmp/verdicts", "PosixPath('/tmp/verdicts')"),
     "HUBFUSE_CELL_CACHE": ("none", "'none'"),
     "HUBFUSE_HUB_DATA": ("/tmp/hub", "PosixPath('/tmp/hub')"),
-    "USE_HUB_KERNELS": ("0", "False"),
 }
 PRINT_SETTINGS = (
     "from hubfuse import settings; print({s.env: repr(s.value()) for s in settings.ENVIRONMENT_SETTINGS})"
@@ -229,9 +228,10 @@ def test_a_command_reads_its_environment_settings_and_refuses_a_bad_value(
     assert_one_line_error(result, 2, f"${variable}: ")
 
 
-# Reads of the environment that are not user settings: the worker's own variables, set by hubfuse
-# for its child processes.
-INTERNAL_READS = {"hubfuse/fusion/worker.py"}
+# Reads of the environment that are not hubfuse's settings: the worker's own variables, set by
+# hubfuse for its child processes; transformers' USE_HUB_KERNELS, read as transformers reads it by
+# the adapter the downstream probe loads by path where hubfuse is not importable.
+INTERNAL_READS = {"hubfuse/fusion/worker.py", "hubfuse/fusion/transformers_fusion.py"}
 
 
 def _reads_the_environment(node: ast.AST) -> bool:

@@ -18,17 +18,18 @@ its path. Importing it never fuses anything.
 from __future__ import annotations
 
 import inspect
+import os
 import re
 from importlib import metadata
 from types import ModuleType
 from typing import Any
 
-from hubfuse import settings
-
 FUSION_MODULE = "transformers.fusion_mapping"
 GLOBAL_REGISTRATION = "global-registration"
 INIT_CONTEXT = "init-context"
 NO_FUSION = "none"
+# transformers' own truthy values for an environment switch (utils.import_utils.ENV_VARS_TRUE_VALUES).
+_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 HUB_KERNELS_VAR = "USE_HUB_KERNELS"
 
 
@@ -171,7 +172,7 @@ def hub_kernels_requirement() -> str | None:
 
 
 def hub_kernels_enabled() -> bool:
-    return settings.HUB_KERNELS.value()
+    return os.environ.get(HUB_KERNELS_VAR, "YES").upper() in _TRUE_VALUES
 
 
 def default_load_problem() -> str | None:
