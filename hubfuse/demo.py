@@ -15,9 +15,9 @@ import textwrap
 from pathlib import Path
 
 from hubfuse import settings
+from hubfuse.cli.options import downstream_plan
 from hubfuse.fusion.downstream import DownstreamPlan
 from hubfuse.log import log
-from hubfuse.options import downstream_plan
 from hubfuse.pipeline import Action, PublishOptions, PublishReport
 
 DEMO_USER = "demo"

@@ -9,8 +9,8 @@ import click
 
 from hubfuse import settings
 from hubfuse.cli.flags import DOWNSTREAM_VERSIONS, DRY_RUN, JSON, MODE, TIMEOUT, report_dir_option
+from hubfuse.cli.options import RunOptions, downstream_plan
 from hubfuse.log import log
-from hubfuse.options import RunOptions, downstream_plan
 
 
 @click.command("run")

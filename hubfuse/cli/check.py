@@ -17,7 +17,7 @@ from hubfuse.cli.flags import (
     TRUST_REMOTE_CODE,
     report_dir_option,
 )
-from hubfuse.options import CheckOptions, downstream_plan
+from hubfuse.cli.options import CheckOptions, downstream_plan
 from hubfuse.settings import MODE as MODE_SETTING
 from hubfuse.settings import TIMEOUT as TIMEOUT_SETTING
 
