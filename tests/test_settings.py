@@ -94,7 +94,9 @@ def test_mode_is_a_spec_key_with_the_settings_choices(tmp_path):
 def test_run_resolves_the_spec_key_and_the_flag_wins(hub, tmp_path):
     spec = EMPTY_SELECTION + "downstream_versions: '==0.0.1'\n"
     from_spec = run_spec(hub, tmp_path / "a", spec)
-    assert_one_line_error(from_spec, 2, "'==0.0.1' matches no transformers release")
+    assert_one_line_error(
+        from_spec, 2, "spec.yml: downstream_versions '==0.0.1' matches no transformers release"
+    )
     for flag in ("none", "==5.24.0"):
         result = run_spec(hub, tmp_path / flag, spec, "--downstream-versions", flag)
         assert result.returncode == 0, result.stderr

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from hubfuse import settings
 from hubfuse.cli.flags import DOWNSTREAM_VERSIONS, DRY_RUN, JSON, MODE, TIMEOUT, report_dir_option
 from hubfuse.cli.options import RunOptions, downstream_plan
+from hubfuse.errors import BadInputError
+
+if TYPE_CHECKING:
+    from hubfuse.fusion.downstream import DownstreamPlan
+    from hubfuse.spec import Spec
 from hubfuse.log import log
 
 
@@ -56,9 +62,7 @@ def run(
         ledger_dir=ledger_dir,
         timeout_s=settings.TIMEOUT.resolve(timeout_s),
         mode=settings.MODE.resolve(mode, spec.mode),
-        downstream=downstream_plan(
-            settings.DOWNSTREAM_VERSIONS.resolve(downstream_versions, spec.downstream_versions)
-        ),
+        downstream=_downstream(downstream_versions, spec),
     )
     hub = Hub(budget=RequestBudget(spec.limits.request_budget))
     summary = batch.run(
@@ -81,6 +85,18 @@ def run(
         log.warning(f"stopped early: {summary.stopped}")
     click.echo(to_json(summary.to_dict()) if options.as_json else markdown, nl=False)
     sys.exit(int(summary.exit_code))
+
+
+def _downstream(flag: str | None, spec: Spec) -> DownstreamPlan:
+    """The flag, else the spec's key; a key the releases refuse is named as the spec's."""
+    requested = settings.DOWNSTREAM_VERSIONS.resolve(flag, spec.downstream_versions)
+    try:
+        return downstream_plan(requested)
+    except BadInputError as exc:
+        if flag is not None or spec.downstream_versions is None:
+            raise
+        message = str(exc).replace("--downstream-versions", "downstream_versions", 1)
+        raise BadInputError(f"{spec.path}: {message}") from None
 
 
 @click.command("plan")
