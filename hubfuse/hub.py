@@ -8,7 +8,6 @@ errors with one line and an exit code. Nothing else in hubfuse imports `HfApi`.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hubfuse import strictjson
+from hubfuse import settings, strictjson
 from hubfuse.errors import (
     AuthError,
     BudgetExhaustedError,
@@ -40,7 +39,7 @@ def _configure_client(endpoint: str) -> None:
     # ModelCard.validate / push_to_hub read the module-level endpoint, not HfApi(endpoint=).
     constants.ENDPOINT = endpoint.rstrip("/")
     constants.HUGGINGFACE_CO_URL_TEMPLATE = constants.ENDPOINT + "/{repo_id}/resolve/{revision}/{filename}"
-    quiet = os.environ.get("CI") or os.environ.get("GITHUB_ACTIONS") or not _stderr_is_tty()
+    quiet = settings.on_ci() or not _stderr_is_tty()
     if quiet:
         from huggingface_hub.utils import disable_progress_bars
 
@@ -62,8 +61,8 @@ class RetryPolicy:
     @classmethod
     def from_env(cls) -> RetryPolicy:
         return cls(
-            attempts=int(os.environ.get("HUBFUSE_RETRIES", "5")),
-            base_delay_s=float(os.environ.get("HUBFUSE_RETRY_BASE_S", "1.0")),
+            attempts=settings.RETRIES.value(),
+            base_delay_s=settings.RETRY_BASE.value(),
         )
 
 
@@ -91,8 +90,8 @@ class Hub:
     ) -> None:
         from huggingface_hub import HfApi, get_token
 
-        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or OFFICIAL_ENDPOINT).rstrip("/")
-        given = token or os.environ.get("HF_TOKEN")
+        self.endpoint = (endpoint or settings.HF_ENDPOINT.value() or OFFICIAL_ENDPOINT).rstrip("/")
+        given = token or settings.HF_TOKEN.value()
         register_secret(given)  # before anything can fail: the raw value's forms are secret too
         # Cleaned as huggingface_hub cleans HF_TOKEN (a trailing newline from `echo` or a file).
         self.token = clean_token(given) or get_token()
