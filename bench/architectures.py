@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from hubfuse import synth
 from hubfuse.checkpoint import open_checkpoint
 from hubfuse.fusion.check import check_checkpoint, installed_versions
 from hubfuse.fusion.targeted import check_targeted
 from hubfuse.source import LocalSource
+from hubfuse.testing import synth
 
 
 def _reason(reasons: list[str]) -> str:

@@ -100,7 +100,7 @@ def _quiet_transformers() -> None:
 def child_generate(out: str, size_gb: str) -> None:
     import torch
 
-    from hubfuse.synth import make_large_vision_checkpoint
+    from hubfuse.testing.synth import make_large_vision_checkpoint
 
     _quiet_transformers()
     start = time.perf_counter()

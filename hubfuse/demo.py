@@ -46,8 +46,8 @@ def _demo_token(hub_server: object, data_dir: Path) -> str:
 
 
 def _seed(hub: object, data_dir: Path) -> None:
-    from hubfuse import synth
     from hubfuse.hub import Hub
+    from hubfuse.testing import synth
 
     assert isinstance(hub, Hub)
     if hub.exists(DEMO_REPO):

@@ -18,7 +18,6 @@ import pytest
 from cli_env import hubfuse_env, run_hubfuse
 from huggingface_hub import HfApi
 
-from hubfuse import synth
 from hubfuse.checkpoint import open_checkpoint
 from hubfuse.fusion.cell_case import CellCase, case_for, key_name_modulo_layer
 from hubfuse.fusion.cell_store import CellStore, StoredCell
@@ -26,6 +25,7 @@ from hubfuse.fusion.families import VERIFIERS
 from hubfuse.hub import Hub
 from hubfuse.localhub import LocalHub
 from hubfuse.shared_cells import CELLS_FILE, HubCells
+from hubfuse.testing import synth
 from hubfuse.verify import index_checkpoint
 
 FAMILY = "patch_embeddings"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from hubfuse import synth
 from hubfuse.checkpoint import open_checkpoint
 from hubfuse.fusion.check import check_checkpoint
+from hubfuse.testing import synth
 
 ARCHITECTURES = synth.conv3d_architectures()
 VARIANTS = [("float32", False), ("bfloat16", True)]

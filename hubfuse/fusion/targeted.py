@@ -7,7 +7,7 @@ only the bytes of the tensors the family touches, then proves:
 2. the fused load report of the *whole* model: transformers' own `from_pretrained` on the real
    key set (names, dtypes, shapes), with a meta tensor wherever it would copy bytes;
 3. weights arrive, 4. re-save, 5. downstream, 6. fused layout: full mode's own checks, run on a
-   structural twin: the real config with its stacks pruned (`synth.twin_config`), saved by
+   structural twin: the real config with its stacks pruned (`hubfuse.fusion.twin`), saved by
    transformers under the real key names, holding the real bytes of every touched tensor.
    Point 4 also runs on the whole key set: the fused model's original-format save writes every
    key with the name, dtype and shape the plain model's save writes.
