@@ -215,23 +215,19 @@ def child_startup(source: str) -> None:
     """The check's fixed costs outside its stages, in the order the CLI pays them."""
     t0 = time.perf_counter()
     import hubfuse.cli  # noqa: F401
-    from hubfuse.checkpoint import open_checkpoint
+    from hubfuse.fusion.verify import open_checked
 
     t1 = time.perf_counter()
-    checkpoint = open_checkpoint(source)
+    checkpoint = open_checked(source)
     t2 = time.perf_counter()
     torch_after_open = "torch" in sys.modules
     rss_after_open = memory_status()["VmRSS"]
 
-    from hubfuse.fusion import check, worker
+    from hubfuse.fusion import worker
     from hubfuse.fusion.families import family_names
+    from hubfuse.transformers_info import modeling_modules
 
-    try:  # what check_checkpoint preloads (the helper moved between hubfuse versions)
-        from hubfuse.transformers_info import modeling_modules
-    except ImportError:
-        modeling_modules = getattr(check, "_modeling_modules", None)
-    if modeling_modules is not None:
-        worker.preload(modeling_modules(checkpoint.model_type))
+    worker.preload(modeling_modules(checkpoint.model_type))  # what full mode preloads
     family_names()  # the first probe: starts the forkserver, which imports torch + transformers
     t3 = time.perf_counter()
     with tempfile.NamedTemporaryFile(suffix=".log") as log_file:

@@ -20,8 +20,8 @@ from typing import Any
 from hubfuse import __version__
 from hubfuse.errors import BadInputError, BudgetExhaustedError, ConflictError, ExitCode, HubfuseError
 from hubfuse.fusion import cell_store
-from hubfuse.fusion.check import DEFAULT_TIMEOUT_S, installed_versions
 from hubfuse.fusion.downstream import DownstreamPlan, matrix_digest, resolve_plan
+from hubfuse.fusion.modes import DEFAULT_TIMEOUT_S, installed_versions
 from hubfuse.hub import Hub
 from hubfuse.ledger import HubLedger, Ledger, LocalLedger, Record, error_backoff_s
 from hubfuse.log import log, redact

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 # One request usually covers the header: the real Hub client reads the first 100 kB the same way.
 _FIRST_READ_BYTES = 100_000
+# What a full check downloads of a repo: everything a load reads, no code, no pickles.
+WEIGHT_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "generation_config.json"]
 _REPO_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<rev>[^\s@]+))?$")
 
 

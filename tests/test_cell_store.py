@@ -18,10 +18,10 @@ import pytest
 from cli_env import hubfuse_env, run_hubfuse
 from huggingface_hub import HfApi
 
-from hubfuse.checkpoint import open_checkpoint
 from hubfuse.fusion.cell_case import CellCase, case_for, key_name_modulo_layer
 from hubfuse.fusion.cell_store import CellStore, StoredCell
 from hubfuse.fusion.families import VERIFIERS
+from hubfuse.fusion.verify import open_checked
 from hubfuse.hub import Hub
 from hubfuse.localhub import LocalHub
 from hubfuse.shared_cells import CELLS_FILE, HubCells
@@ -35,7 +35,7 @@ MODEL_TYPE = "qwen3_vl"
 def _case(folder: Path) -> CellCase | None:
     # The check names the fused module (the patch embed); synth names its Conv3d (`.proj`).
     fused = [path.rsplit(".", 1)[0] for path in synth.conv3d_architecture(MODEL_TYPE).fusable_paths]
-    return case_for(open_checkpoint(folder), FAMILY, fused, index_checkpoint(folder))
+    return case_for(open_checked(folder), FAMILY, fused, index_checkpoint(folder))
 
 
 def _copy(source: Path, target: Path) -> Path:
@@ -137,7 +137,7 @@ def test_the_same_case_has_the_same_key(reference, tmp_path):
     fields = case.case["config_fields"][VERIFIERS[FAMILY].config_section]
     assert set(fields) == set(VERIFIERS[FAMILY].config_fields)
     # Remote code: the class is the repo's own, nothing can be shown to be the same.
-    remote = open_checkpoint(reference)
+    remote = open_checked(reference)
     from dataclasses import replace
 
     assert case_for(replace(remote, trust_remote_code=True), FAMILY, ["x.patch_embed"], {}) is None

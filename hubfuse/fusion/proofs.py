@@ -14,7 +14,7 @@ from hubfuse.fusion.verdict import FamilyResult
 
 POINTS = ("discovery", "fused_load", "weights_arrive", "resave", "downstream", "fused_layout")
 
-# The stage timing each point's full-mode probe records (`_FamilyCheck._probe` / `_timed`).
+# The stage timing each point's full-mode probe records (`full.FamilyCheck._probe` / `_timed`).
 _FULL_STAGE = {
     "discovery": "discover",
     "fused_load": "fused_load",
