@@ -20,7 +20,7 @@ from huggingface_hub import HfApi
 
 from hubfuse.fusion.cell_case import CellCase, case_for, key_name_modulo_layer
 from hubfuse.fusion.cell_store import CellStore, StoredCell
-from hubfuse.fusion.families import VERIFIERS
+from hubfuse.fusion.families import PLUGINS
 from hubfuse.fusion.verify import open_checked
 from hubfuse.hub import Hub
 from hubfuse.localhub import LocalHub
@@ -97,7 +97,7 @@ def _touched_dtype(folder: Path) -> None:
 def _config_field(field: str):
     def change(folder: Path) -> None:
         def bump(config):
-            section = config.get(VERIFIERS[FAMILY].config_section) or config
+            section = config.get(PLUGINS[FAMILY].config_section) or config
             value = section.get(field, 1)
             section[field] = value + 1 if isinstance(value, int) else 7
 
@@ -112,7 +112,7 @@ ONE_FIELD_CHANGES = {
     "a touched tensor's shape": _touched_shape,
     "a touched tensor's dtype": _touched_dtype,
     # Every config field the family definition says it reads, none listed here.
-    **{f"config field {field}": _config_field(field) for field in VERIFIERS[FAMILY].config_fields},
+    **{f"config field {field}": _config_field(field) for field in PLUGINS[FAMILY].config_fields},
 }
 
 
@@ -134,8 +134,8 @@ def test_the_same_case_has_the_same_key(reference, tmp_path):
     assert key_name_modulo_layer("model.layers.12.mlp.0.weight") == "model.layers.#.mlp.#.weight"
     touched = case.case["touched_tensors"]
     assert touched and all(name.endswith(("proj.weight", "proj.bias")) for name in touched)
-    fields = case.case["config_fields"][VERIFIERS[FAMILY].config_section]
-    assert set(fields) == set(VERIFIERS[FAMILY].config_fields)
+    fields = case.case["config_fields"][PLUGINS[FAMILY].config_section]
+    assert set(fields) == set(PLUGINS[FAMILY].config_fields)
     # Remote code: the class is the repo's own, nothing can be shown to be the same.
     remote = open_checked(reference)
     from dataclasses import replace

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hubfuse.fusion.families import plugin
+
 
 def key_list(keys: list[str], limit: int = 4) -> str:
     if not keys:
@@ -23,7 +25,8 @@ def not_applicable_reason(discovery: dict[str, Any], family: str) -> str:
         return f"{discovery['model_class']} has no module the {family} family can fuse"
     details = "; ".join(f"{u['path']}: {u['why']}" for u in unmatched[:2])
     more = f"; +{len(unmatched) - 2} more" if len(unmatched) > 2 else ""
-    return f"{discovery['model_class']} has Conv3d modules, none fusable by {family} ({details}{more})"
+    kind = plugin(family).candidate_kind
+    return f"{discovery['model_class']} has {kind}, none fusable by {family} ({details}{more})"
 
 
 def transforms_error_reason(family: str, error: str) -> str:
