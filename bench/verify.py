@@ -16,7 +16,7 @@ transformers' sticky fusion registry:
 3. plain transformers `from_pretrained` + `save_pretrained` (its re-save is the comparison
    candidate), a fused load with both saves, and a plain reload of the fused layout: the
    transformers work that the check's stages wrap;
-4. `hubfuse.verify.compare_checkpoints(source, resave)` alone against `cat FILES > /dev/null` over
+4. `hubfuse.checkpoint_compare.compare_checkpoints(source, resave)` alone against `cat FILES > /dev/null` over
    the same files, warm page cache, one warm-up run each, then the median of 3 interleaved runs;
    peak RSS of the comparing process (VmHWM), absolute and above its post-import baseline.
 
@@ -190,7 +190,7 @@ def child_reload(path: str) -> None:
 
 
 def child_compare(source: str, candidate: str) -> None:
-    from hubfuse.verify import compare_checkpoints
+    from hubfuse.checkpoint_compare import compare_checkpoints
 
     baseline = memory_status()
     start = time.perf_counter()
@@ -343,7 +343,7 @@ def ensure_source(data: Path, size_gb: float) -> tuple[Path, dict[str, Any] | No
     source = large_checkpoint_folder(data, size_gb)
     marker = source / ".complete"
     if marker.is_file():
-        from hubfuse.verify import index_checkpoint
+        from hubfuse.checkpoint_compare import index_checkpoint
 
         index_checkpoint(source)  # a damaged cache fails here, not halfway through the benchmark
         return source, None

@@ -22,11 +22,11 @@ from hubfuse.errors import BadInputError, BudgetExhaustedError, ConflictError, E
 from hubfuse.fusion import cell_store
 from hubfuse.fusion.downstream import DownstreamPlan, matrix_digest, resolve_plan
 from hubfuse.fusion.modes import DEFAULT_TIMEOUT_S, installed_versions
+from hubfuse.fusion.shared_cells import HubCells
 from hubfuse.hub import Hub
 from hubfuse.ledger import HubLedger, Ledger, LocalLedger, Record, error_backoff_s
 from hubfuse.log import log, redact
 from hubfuse.pipeline import PublishOptions, PublishReport, publish
-from hubfuse.shared_cells import HubCells
 from hubfuse.spec import Spec
 
 KILL_SWITCH_ENV = "HUBFUSE_KILL_SWITCH"

@@ -119,7 +119,7 @@ def choose_weight_layout(names: Collection[str], config: Mapping[str, Any], wher
     Only the two layouts transformers loads as safetensors are accepted, so that no load can go
     looking for other files (pickles) beside them.
     """
-    from hubfuse.verify import INDEX_FILE, SINGLE_FILE
+    from hubfuse.checkpoint_compare import INDEX_FILE, SINGLE_FILE
 
     if not any(name.endswith(".safetensors") for name in names):
         pickles = sorted(name for name in names if name.endswith(PICKLE_SUFFIXES))
@@ -297,7 +297,7 @@ def _validated_weight_files(path: Path, chosen: str, config: dict[str, Any]) -> 
     Reading every header up front turns a truncated file or lying offsets into a clear error
     before any worker loads the model.
     """
-    from hubfuse.verify import INDEX_FILE, index_checkpoint
+    from hubfuse.checkpoint_compare import INDEX_FILE, index_checkpoint
 
     index = index_checkpoint(path)
     if not index:

@@ -38,10 +38,10 @@ from hubfuse.fusion.downstream import DownstreamPlan
 from hubfuse.fusion.families import family_names
 from hubfuse.fusion.modes import CheckRequest, installed_versions
 from hubfuse.fusion.verdict import CheckReport
+from hubfuse.fusion.verdict_cache import VerdictCache
 from hubfuse.hub import Hub
 from hubfuse.log import log
 from hubfuse.source import WEIGHT_PATTERNS, LocalSource, RemoteSource
-from hubfuse.verdict_cache import VerdictCache
 
 VARIANT_EXTRA_PATTERNS = [
     "README.md",

@@ -18,15 +18,15 @@ import pytest
 from cli_env import hubfuse_env, run_hubfuse
 from huggingface_hub import HfApi
 
+from hubfuse.checkpoint_compare import index_checkpoint
 from hubfuse.fusion.cell_case import CellCase, case_for, key_name_modulo_layer
 from hubfuse.fusion.cell_store import CellStore, StoredCell
 from hubfuse.fusion.families import PLUGINS
+from hubfuse.fusion.shared_cells import CELLS_FILE, HubCells
 from hubfuse.fusion.verify import open_checked
 from hubfuse.hub import Hub
 from hubfuse.localhub import LocalHub
-from hubfuse.shared_cells import CELLS_FILE, HubCells
 from hubfuse.testing import synth
-from hubfuse.verify import index_checkpoint
 
 FAMILY = "patch_embeddings"
 MODEL_TYPE = "qwen3_vl"

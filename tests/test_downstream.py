@@ -331,9 +331,9 @@ def _assert_story_tells_every_cell(first_lines: str, cells: list[dict]) -> None:
 def test_cached_verdicts_and_ledger_records_are_keyed_by_the_matrix(tmp_path):
     from hubfuse.fusion.downstream import matrix_digest
     from hubfuse.fusion.verdict import DownstreamCell, FamilyResult
+    from hubfuse.fusion.verdict_cache import VerdictCache
     from hubfuse.ledger import Record
     from hubfuse.pipeline import PublishOptions, Source, verdict_key
-    from hubfuse.verdict_cache import VerdictCache
 
     family = FamilyResult("patch_embeddings", "safe")
     family.downstream.versions = ["5.24.0"]

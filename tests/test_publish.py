@@ -353,8 +353,8 @@ def test_weight_upload_dropped_midway_is_retried_without_duplicates(hub, api, ch
 
 def test_repo_moving_after_verification_is_verified_again(hub, api, checkpoints, tmp_path, monkeypatch):
     from hubfuse import pipeline
+    from hubfuse.fusion.verdict_cache import VerdictCache
     from hubfuse.hub import Hub
-    from hubfuse.verdict_cache import VerdictCache
 
     repo = "org/racing-model"
     first_sha = seed(api, repo, checkpoints(SAFE))

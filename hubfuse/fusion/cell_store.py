@@ -4,7 +4,7 @@ A cell is keyed by (release, environment column, case digest, probe code version
 (hubfuse/fusion/cell_case.py); each stored cell says which repo and commit proved it. Three
 places, looked up in this order: this process's memory (`hubfuse run` over many repos), the local
 cache (`$HF_HOME/hubfuse/cells`, like the verdict cache), and a shared store the runners reach
-(the ledger repo on the Hub, hubfuse/shared_cells.py, given by the batch run).
+(the ledger repo on the Hub, hubfuse/fusion/shared_cells.py, given by the batch run).
 
 Only hubfuse's own outcomes are shared: safe, crash, unsafe, ignored. `error` (the environment
 or the probe failed) says nothing about the case and is never stored. Everything read back is
@@ -101,7 +101,7 @@ class StoredCell:
 
 
 class SharedCells(Protocol):
-    """A store the runners share (hubfuse.shared_cells.HubCells)."""
+    """A store the runners share (hubfuse.fusion.shared_cells.HubCells)."""
 
     def get(self, digest: str) -> Any: ...
     def add(self, cell: StoredCell) -> None: ...

@@ -19,6 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from hubfuse.checkpoint import Checkpoint, stage_validated_files
+from hubfuse.checkpoint_compare import (
+    compare_checkpoints,
+    config_changes,
+    files_byte_identical,
+    index_checkpoint,
+)
 from hubfuse.configedit import set_top_level_key
 from hubfuse.fusion import downstream as downstream_matrix
 from hubfuse.fusion import worker
@@ -37,7 +43,6 @@ from hubfuse.fusion.verdict import FamilyResult, LoadCheck, Roundtrip, output_to
 from hubfuse.log import log
 from hubfuse.machine import loads_that_fit
 from hubfuse.transformers_info import modeling_modules
-from hubfuse.verify import compare_checkpoints, config_changes, files_byte_identical, index_checkpoint
 
 
 class _Unsafe(Exception):

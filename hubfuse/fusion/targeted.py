@@ -322,7 +322,7 @@ def _variant_layout(
 
 
 def checkpoint_key_count(folder: Path) -> int:
-    from hubfuse.verify import index_checkpoint
+    from hubfuse.checkpoint_compare import index_checkpoint
 
     return len(index_checkpoint(folder))
 
