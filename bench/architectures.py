@@ -3,7 +3,7 @@ architecture in the installed transformers whose model holds a Conv3d.
 
     python bench/architectures.py [--out bench/results/architectures.md] [--modes]
 
-`--modes` also checks the bf16 sharded checkpoint in targeted mode (`hubfuse.fusion.targeted`)
+`--modes` also checks the bf16 sharded checkpoint in targeted mode (`hubfuse.check.targeted`)
 and adds a column: its verdict, or "= full" where it equals full mode's.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from hubfuse.fusion.modes import CheckRequest, installed_versions
-from hubfuse.fusion.verify import open_source, verify
+from hubfuse.check.modes import CheckRequest, installed_versions
+from hubfuse.check.verify import open_source, verify
 from hubfuse.testing import synth
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from _common import REPO, environment, large_checkpoint_folder, md_row, md_rule, write_report
 
-from hubfuse.fusion.envs import disk_mb
+from hubfuse.check.envs import disk_mb
 from hubfuse.testing import synth
 
 DATA = REPO / "bench" / ".data"

@@ -117,13 +117,13 @@ def child_generate(out: str, size_gb: str) -> None:
 def _model_class(path: str) -> Any:
     """The checkpoint's model class, with everything imported that the check's workers preload.
 
-    The forkserver imports hubfuse.fusion.probes (torch, transformers, fusion_mapping and the
+    The forkserver imports hubfuse.check.probes (torch, transformers, fusion_mapping and the
     weight-loading machinery) and the model's modules before forking; from_pretrained in a bare
     process would otherwise import them lazily and count seconds of imports as load time.
     """
     import transformers
 
-    import hubfuse.fusion.probes  # noqa: F401  (fuses nothing on import)
+    import hubfuse.check.probes  # noqa: F401  (fuses nothing on import)
 
     config = transformers.AutoConfig.from_pretrained(path)
     return getattr(transformers, config.architectures[0])
@@ -215,7 +215,7 @@ def child_startup(source: str) -> None:
     """The check's fixed costs outside its stages, in the order the CLI pays them."""
     t0 = time.perf_counter()
     import hubfuse.cli  # noqa: F401
-    from hubfuse.fusion.verify import open_checked
+    from hubfuse.check.verify import open_checked
 
     t1 = time.perf_counter()
     checkpoint = open_checked(source)
@@ -223,8 +223,8 @@ def child_startup(source: str) -> None:
     torch_after_open = "torch" in sys.modules
     rss_after_open = memory_status()["VmRSS"]
 
-    from hubfuse.fusion import worker
-    from hubfuse.fusion.families import family_names
+    from hubfuse.check import worker
+    from hubfuse.check.families import family_names
     from hubfuse.transformers_info import modeling_modules
 
     worker.preload(modeling_modules(checkpoint.model_type))  # what full mode preloads

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from hubfuse import __version__
+from hubfuse.check import cell_store
+from hubfuse.check.downstream import DownstreamPlan, matrix_digest, resolve_plan
+from hubfuse.check.modes import DEFAULT_TIMEOUT_S, installed_versions
+from hubfuse.check.shared_cells import HubCells
 from hubfuse.errors import BadInputError, BudgetExhaustedError, ConflictError, ExitCode, HubfuseError
-from hubfuse.fusion import cell_store
-from hubfuse.fusion.downstream import DownstreamPlan, matrix_digest, resolve_plan
-from hubfuse.fusion.modes import DEFAULT_TIMEOUT_S, installed_versions
-from hubfuse.fusion.shared_cells import HubCells
 from hubfuse.hub import Hub
 from hubfuse.ledger import HubLedger, Ledger, LocalLedger, Record, error_backoff_s
 from hubfuse.log import log, redact

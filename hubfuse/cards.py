@@ -18,9 +18,9 @@ from packaging.version import Version
 
 from hubfuse import __version__, strictjson
 from hubfuse.boundedyaml import load_metadata
+from hubfuse.check.families import family_why
+from hubfuse.check.verdict import CheckReport
 from hubfuse.errors import BadInputError
-from hubfuse.fusion.families import family_why
-from hubfuse.fusion.verdict import CheckReport
 from hubfuse.hub_licenses import OTHER, is_hub_license
 from hubfuse.log import redact
 
@@ -132,7 +132,7 @@ class MatrixTable:
 
 def downstream_context(report: CheckReport, *, variant: bool) -> dict[str, Any]:
     """What the PR text or the variant card says about other transformers releases."""
-    from hubfuse.fusion.downstream import summarize
+    from hubfuse.check.downstream import summarize
     from hubfuse.report import first_reasons, matrix_rows, release_story
 
     tables, outside_breaks, correct, story = [], [], [], []

@@ -14,7 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from hubfuse.fusion.downstream import DEFAULT_ENV_VAR, DownstreamPlan, resolve_plan
+from hubfuse.check.downstream import DEFAULT_ENV_VAR, DownstreamPlan, resolve_plan
 from hubfuse.log import log
 from hubfuse.pipeline import Action, PublishOptions, PublishReport
 
@@ -72,7 +72,7 @@ def _downstream_proof(endpoint: str, token: str, revision: str) -> str:
         config = AutoConfig.from_pretrained({DEMO_REPO!r}, revision={revision!r})
         cls = getattr(transformers, config.architectures[0])
         model = cls.from_pretrained({DEMO_REPO!r}, revision={revision!r})
-        from hubfuse.fusion.transformers_fusion import fused_modules
+        from hubfuse.check.transformers_fusion import fused_modules
         print(",".join(fused_modules(model)) or "-")
         """
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from hubfuse.fusion.downstream import DownstreamPlan
+    from hubfuse.check.downstream import DownstreamPlan
 
 
 @dataclass(frozen=True)
@@ -20,4 +20,4 @@ class CheckOptions:
     timeout_s: float
     list_tensors: bool
     downstream: DownstreamPlan | None = None
-    mode: str = "auto"  # auto | full | targeted (hubfuse.modes)
+    mode: str = "auto"  # auto | full | targeted (hubfuse.check.modes)

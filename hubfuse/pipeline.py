@@ -29,16 +29,16 @@ from hubfuse.cards import (
     render_pr_description,
     render_variant_card,
 )
+from hubfuse.check import cell_store
+from hubfuse.check import verify as verification
+from hubfuse.check.downstream import DownstreamPlan
+from hubfuse.check.families import family_names
+from hubfuse.check.modes import CheckRequest, installed_versions
+from hubfuse.check.verdict import CheckReport
+from hubfuse.check.verdict_cache import VerdictCache
 from hubfuse.checkpoint import NEVER_COPIED_SUFFIXES, read_config_text
 from hubfuse.configedit import set_top_level_key, unified_diff
 from hubfuse.errors import BadInputError, ConflictError, HubfuseError, HubUnavailableError
-from hubfuse.fusion import cell_store
-from hubfuse.fusion import verify as verification
-from hubfuse.fusion.downstream import DownstreamPlan
-from hubfuse.fusion.families import family_names
-from hubfuse.fusion.modes import CheckRequest, installed_versions
-from hubfuse.fusion.verdict import CheckReport
-from hubfuse.fusion.verdict_cache import VerdictCache
 from hubfuse.hub import Hub
 from hubfuse.log import log
 from hubfuse.source import WEIGHT_PATTERNS, LocalSource, RemoteSource
@@ -73,9 +73,9 @@ class PublishOptions:
     trust_remote_code: bool = False
     timeout_s: float = 1800.0
     work_dir: Path | None = None
-    # The downstream matrix (hubfuse/fusion/downstream.py); None: the installed transformers only.
+    # The downstream matrix (hubfuse/check/downstream.py); None: the installed transformers only.
     downstream: DownstreamPlan | None = None
-    mode: str = "auto"  # auto | full | targeted (hubfuse.modes)
+    mode: str = "auto"  # auto | full | targeted (hubfuse.check.modes)
     # Called before every write; raises to stop it (the batch runner's kill switch).
     write_guard: Callable[[], None] | None = None
 

@@ -188,7 +188,7 @@ def load_spec(path: str | Path) -> Spec:
 
 
 def _check_families(path: Path, node: yaml.Node | None, data: dict[str, Any]) -> None:
-    from hubfuse.fusion.families import check_requested_families
+    from hubfuse.check.families import check_requested_families
 
     for position, family in enumerate(data.get("families") or ()):
         try:

@@ -1,4 +1,4 @@
-"""Downstream cells shared by proven case (hubfuse/fusion/cell_case.py, cell_store.py, shared_cells.py).
+"""Downstream cells shared by proven case (hubfuse/check/cell_case.py, cell_store.py, shared_cells.py).
 
 The negative cases are key computations on real tiny checkpoints, each differing from the
 reference in exactly one field; the positive case goes through `hubfuse run` over the local hub
@@ -18,12 +18,12 @@ import pytest
 from cli_env import hubfuse_env, run_hubfuse
 from huggingface_hub import HfApi
 
+from hubfuse.check.cell_case import CellCase, case_for, key_name_modulo_layer
+from hubfuse.check.cell_store import CellStore, StoredCell
+from hubfuse.check.families import PLUGINS
+from hubfuse.check.shared_cells import CELLS_FILE, HubCells
+from hubfuse.check.verify import open_checked
 from hubfuse.checkpoint_compare import index_checkpoint
-from hubfuse.fusion.cell_case import CellCase, case_for, key_name_modulo_layer
-from hubfuse.fusion.cell_store import CellStore, StoredCell
-from hubfuse.fusion.families import PLUGINS
-from hubfuse.fusion.shared_cells import CELLS_FILE, HubCells
-from hubfuse.fusion.verify import open_checked
 from hubfuse.hub import Hub
 from hubfuse.localhub import LocalHub
 from hubfuse.testing import synth
@@ -302,7 +302,7 @@ def test_shared_cells_someone_else_touched_are_not_trusted(hub, reference, tmp_p
 def test_progress_redraws_one_line_in_a_terminal_and_prints_lines_elsewhere():
     import io
 
-    from hubfuse.fusion.matrix_progress import MatrixProgress
+    from hubfuse.check.matrix_progress import MatrixProgress
     from hubfuse.log import Logger
 
     class Terminal(io.StringIO):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from hubfuse.fusion.modes import CheckRequest
-from hubfuse.fusion.verify import open_source, verify
+from hubfuse.check.modes import CheckRequest
+from hubfuse.check.verify import open_source, verify
 from hubfuse.testing import synth
 
 ARCHITECTURES = synth.conv3d_architectures()

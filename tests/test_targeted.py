@@ -13,9 +13,9 @@ import pytest
 from cli_env import hubfuse_env, run_hubfuse
 from huggingface_hub import HfApi, HfFileSystem
 
-from hubfuse.fusion import transformers_fusion
-from hubfuse.fusion.modes import CheckRequest
-from hubfuse.fusion.verify import open_source, verify
+from hubfuse.check import transformers_fusion
+from hubfuse.check.modes import CheckRequest
+from hubfuse.check.verify import open_source, verify
 from hubfuse.hub import Hub
 from hubfuse.localhub import LocalHub
 from hubfuse.source import open_remote
@@ -140,7 +140,7 @@ VARIANT_LOAD = """
 import json, sys
 import torch, transformers
 from safetensors import safe_open
-from hubfuse.fusion.transformers_fusion import is_fused
+from hubfuse.check.transformers_fusion import is_fused
 variant, source = sys.argv[1], sys.argv[2]
 model = transformers.AutoModelForImageTextToText.from_pretrained(variant)
 state = model.state_dict()
@@ -236,7 +236,7 @@ def test_a_refused_copy_falls_back_to_streaming(hub, checkpoints, tmp_path):
 
 
 def test_auto_picks_full_only_with_room_to_spare():
-    from hubfuse.fusion.modes import Machine, choose_mode
+    from hubfuse.check.modes import Machine, choose_mode
 
     runner = Machine(memory_bytes=6 * 10**9, disk_bytes=14 * 10**9)
     assert choose_mode("auto", 3 * 10**9, remote=True, machine=runner) == "full"

@@ -37,9 +37,9 @@ def _check_options(f: Any) -> Any:
 
 
 def _run_check(options: CheckOptions) -> None:
-    from hubfuse.fusion.families import check_requested_families
-    from hubfuse.fusion.modes import CheckRequest
-    from hubfuse.fusion.verify import open_source, verify
+    from hubfuse.check.families import check_requested_families
+    from hubfuse.check.modes import CheckRequest
+    from hubfuse.check.verify import open_source, verify
     from hubfuse.report import append_step_summary, render_markdown, render_text, to_json, write_report_dir
 
     check_requested_families(options.families)

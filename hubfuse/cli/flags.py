@@ -44,7 +44,7 @@ DOWNSTREAM_VERSIONS = click.option(
 
 def resolve_downstream(requested: str | None) -> Any:
     """The flag's value as the typed plan the options carry (asks the package index, cached)."""
-    from hubfuse.fusion.downstream import resolve_plan
+    from hubfuse.check.downstream import resolve_plan
 
     return resolve_plan(requested)
 

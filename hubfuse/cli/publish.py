@@ -95,7 +95,7 @@ def publish(
 
     Talks to $HF_ENDPOINT (default: the Hugging Face Hub) with $HF_TOKEN.
     """
-    from hubfuse.fusion.families import check_requested_families
+    from hubfuse.check.families import check_requested_families
     from hubfuse.hub import Hub
     from hubfuse.pipeline import PublishOptions, PublishReport
     from hubfuse.pipeline import publish as run_publish

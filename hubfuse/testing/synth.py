@@ -22,9 +22,9 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from hubfuse.fusion import transformers_fusion
-from hubfuse.fusion.shrink import LAYER_INDEX_LIST, VOCAB, config_fields, ints, shrink_overrides, token_id_map
-from hubfuse.fusion.twin import build_model
+from hubfuse.check import transformers_fusion
+from hubfuse.check.shrink import LAYER_INDEX_LIST, VOCAB, config_fields, ints, shrink_overrides, token_id_map
+from hubfuse.check.twin import build_model
 
 _PATCH_FAMILY = "patch_embeddings"
 

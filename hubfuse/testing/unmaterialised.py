@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
-from hubfuse.fusion.targeted_probes import DTYPES, saved_keys
-from hubfuse.fusion.twin import INIT_STD
+from hubfuse.check.targeted_probes import DTYPES, saved_keys
+from hubfuse.check.twin import INIT_STD
 
 
 def write_unmaterialised_checkpoint(

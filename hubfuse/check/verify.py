@@ -1,7 +1,7 @@
 """The one entry to checking: `verify(source, request)` runs full or targeted mode on a source.
 
 A local folder is validated first, whatever the mode (bad input is refused in one line before
-anything else); `auto` then picks the mode for this machine (`hubfuse.fusion.modes`). Full mode on
+anything else); `auto` then picks the mode for this machine (`hubfuse.check.modes`). Full mode on
 a Hub repo downloads the files every load reads; targeted mode reads headers and byte ranges only.
 """
 
@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hubfuse.check.families import family_names
+from hubfuse.check.full import FullMode
+from hubfuse.check.modes import CheckMode, CheckRequest, Machine, check_families, choose_mode
+from hubfuse.check.targeted import TargetedMode
+from hubfuse.check.verdict import CheckReport
 from hubfuse.checkpoint import Checkpoint, open_checkpoint
 from hubfuse.errors import BadInputError
-from hubfuse.fusion.families import family_names
-from hubfuse.fusion.full import FullMode
-from hubfuse.fusion.modes import CheckMode, CheckRequest, Machine, check_families, choose_mode
-from hubfuse.fusion.targeted import TargetedMode
-from hubfuse.fusion.verdict import CheckReport
 from hubfuse.hub import Hub
 from hubfuse.log import log
 from hubfuse.source import (

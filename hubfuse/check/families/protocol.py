@@ -3,7 +3,7 @@
 transformers' registry says which modules a family fuses and how it converts weights; the plugin
 keeps hubfuse's own statement of the *expected* result (the mathematically correct fused weights
 and a module input), so a conversion bug in transformers cannot verify itself. One module per
-family under `hubfuse.fusion.families`; no plugin imports another.
+family under `hubfuse.check.families`; no plugin imports another.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class FamilyPlugin(Protocol):
     why: str
     # What the family could fuse but may not, in a not-applicable reason ("Conv3d modules").
     candidate_kind: str
-    # What the family reads, for sharing downstream cells between repos (hubfuse.fusion.cell_case):
+    # What the family reads, for sharing downstream cells between repos (hubfuse.check.cell_case):
     # the parameters of a fusable module it converts (relative to the module), and the config
     # fields its conversion and fused module read, in `config_section` when the config has one.
     touched_parameters: tuple[str, ...]

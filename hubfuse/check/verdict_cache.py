@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hubfuse.fusion.verdict import CheckReport
+from hubfuse.check.verdict import CheckReport
 
 
 class VerdictCache:

@@ -10,8 +10,8 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubfuse.fusion.families import patch_embeddings
-from hubfuse.fusion.families.protocol import FamilyPlugin
+from hubfuse.check.families import patch_embeddings
+from hubfuse.check.families.protocol import FamilyPlugin
 
 
 @functools.cache
@@ -25,8 +25,8 @@ def family_names() -> frozenset[str]:
     """
     import tempfile
 
+    from hubfuse.check import worker
     from hubfuse.errors import BadInputError
-    from hubfuse.fusion import worker
 
     with tempfile.NamedTemporaryFile(prefix="hubfuse-families-", suffix=".log") as log_file:
         names = worker.run_isolated("probe_family_names", log_path=Path(log_file.name), timeout=300)

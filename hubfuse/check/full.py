@@ -18,6 +18,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from hubfuse.check import downstream as downstream_matrix
+from hubfuse.check import worker
+from hubfuse.check.cell_case import case_for
+from hubfuse.check.modes import CheckRequest, FamilyOutcome
+from hubfuse.check.proofs import full_mode_proofs
+from hubfuse.check.reasons import (
+    is_unclean,
+    modules_not_fused_reason,
+    not_applicable_reason,
+    transforms_error_reason,
+    unclean_plain_load_reason,
+    unloaded_weights_reason,
+)
+from hubfuse.check.verdict import FamilyResult, LoadCheck, Roundtrip, output_tolerance
 from hubfuse.checkpoint import Checkpoint, stage_validated_files
 from hubfuse.checkpoint_compare import (
     compare_checkpoints,
@@ -26,20 +40,6 @@ from hubfuse.checkpoint_compare import (
     index_checkpoint,
 )
 from hubfuse.configedit import set_top_level_key
-from hubfuse.fusion import downstream as downstream_matrix
-from hubfuse.fusion import worker
-from hubfuse.fusion.cell_case import case_for
-from hubfuse.fusion.modes import CheckRequest, FamilyOutcome
-from hubfuse.fusion.proofs import full_mode_proofs
-from hubfuse.fusion.reasons import (
-    is_unclean,
-    modules_not_fused_reason,
-    not_applicable_reason,
-    transforms_error_reason,
-    unclean_plain_load_reason,
-    unloaded_weights_reason,
-)
-from hubfuse.fusion.verdict import FamilyResult, LoadCheck, Roundtrip, output_tolerance
 from hubfuse.log import log
 from hubfuse.machine import loads_that_fit
 from hubfuse.transformers_info import modeling_modules
@@ -50,7 +50,7 @@ class _Unsafe(Exception):
 
 
 class FullMode:
-    """The `CheckMode` that loads the whole checkpoint (`hubfuse.fusion.modes`)."""
+    """The `CheckMode` that loads the whole checkpoint (`hubfuse.check.modes`)."""
 
     name = "full"
 
@@ -64,7 +64,7 @@ class FullMode:
 
     def check_family(self, family: str, work: Path) -> FamilyOutcome:
         """`request.downstream` also runs the config-only load on other transformers releases, whatever
-        the verdict here, and gates the family on it (hubfuse/fusion/downstream.py)."""
+        the verdict here, and gates the family on it (hubfuse/check/downstream.py)."""
         checkpoint, request = self.checkpoint, self.request
         source = stage_validated_files(checkpoint, work / "source")
         check = FamilyCheck(checkpoint, source, family, work, request.timeout, request.list_tensors)

@@ -7,7 +7,7 @@ only the bytes of the tensors the family touches, then proves:
 2. the fused load report of the *whole* model: transformers' own `from_pretrained` on the real
    key set (names, dtypes, shapes), with a meta tensor wherever it would copy bytes;
 3. weights arrive, 4. re-save, 5. downstream, 6. fused layout: full mode's own checks, run on a
-   structural twin: the real config with its stacks pruned (`hubfuse.fusion.twin`), saved by
+   structural twin: the real config with its stacks pruned (`hubfuse.check.twin`), saved by
    transformers under the real key names, holding the real bytes of every touched tensor.
    Point 4 also runs on the whole key set: the fused model's original-format save writes every
    key with the name, dtype and shape the plain model's save writes.
@@ -23,13 +23,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from hubfuse.checkpoint import open_checkpoint, read_checked_config, stage_validated_files
-from hubfuse.fusion import worker
-from hubfuse.fusion.families import family_names
-from hubfuse.fusion.full import FamilyCheck, apply_downstream_matrix
-from hubfuse.fusion.modes import CheckRequest, FamilyOutcome
-from hubfuse.fusion.proofs import POINTS, point_of, proof
-from hubfuse.fusion.reasons import (
+from hubfuse.check import worker
+from hubfuse.check.families import family_names
+from hubfuse.check.full import FamilyCheck, apply_downstream_matrix
+from hubfuse.check.modes import CheckRequest, FamilyOutcome
+from hubfuse.check.proofs import POINTS, point_of, proof
+from hubfuse.check.reasons import (
     is_unclean,
     key_list,
     modules_not_fused_reason,
@@ -38,16 +37,17 @@ from hubfuse.fusion.reasons import (
     unclean_plain_load_reason,
     unloaded_weights_reason,
 )
-from hubfuse.fusion.verdict import FamilyResult
+from hubfuse.check.verdict import FamilyResult
+from hubfuse.checkpoint import open_checkpoint, read_checked_config, stage_validated_files
 from hubfuse.log import log
 from hubfuse.source import RepoSource
 from hubfuse.transformers_info import modeling_modules
 
-TARGETED_PROBES = "hubfuse.fusion.targeted_probes"
+TARGETED_PROBES = "hubfuse.check.targeted_probes"
 
 
 class TargetedMode:
-    """The `CheckMode` that reads headers and touched tensors only (`hubfuse.fusion.modes`)."""
+    """The `CheckMode` that reads headers and touched tensors only (`hubfuse.check.modes`)."""
 
     name = "targeted"
 

@@ -1,6 +1,6 @@
 """The reasons a verdict gives, worded once for full and targeted mode alike.
 
-`hubfuse.fusion.proofs.point_of` files each reason under a safety point by its words, so a reason
+`hubfuse.check.proofs.point_of` files each reason under a safety point by its words, so a reason
 keeps its wording wherever it is raised.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hubfuse.fusion.families import plugin
+from hubfuse.check.families import plugin
 
 
 def key_list(keys: list[str], limit: int = 4) -> str:

@@ -2,7 +2,7 @@
 
 The twin keeps the real config's patch-embedding widths and geometry (so the tensors fusion
 touches have their real shapes) and only loses layers; every other (sub-)config is shrunk by the
-rules of `hubfuse.fusion.shrink`. Runs inside a worker (`targeted_probes.probe_build_twin`).
+rules of `hubfuse.check.shrink`. Runs inside a worker (`targeted_probes.probe_build_twin`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from hubfuse.fusion.shrink import (
+from hubfuse.check.shrink import (
     FFN,
     LAYER_INDEX_LIST,
     LAYER_KEYS,

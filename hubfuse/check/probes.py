@@ -25,8 +25,8 @@ from torch import nn
 from transformers.utils import logging as hf_logging
 from transformers.utils.import_utils import _LazyModule
 
-from hubfuse.fusion import transformers_fusion
-from hubfuse.fusion.families import PLUGINS
+from hubfuse.check import transformers_fusion
+from hubfuse.check.families import PLUGINS
 
 hf_logging.disable_progress_bar()
 

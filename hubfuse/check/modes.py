@@ -3,8 +3,8 @@
 `auto` picks full mode when the model fits this machine's memory and disk with room to spare:
 full mode downloads the weights (a remote repo), loads the whole model in each worker and writes
 two re-saves, so it needs about 3x the weights on disk (2x for a local folder) and 1.5x in memory.
-Otherwise targeted mode (`hubfuse.fusion.targeted`) proves the same six points on what it can
-reach without the model. `hubfuse.fusion.verify` chooses and runs one.
+Otherwise targeted mode (`hubfuse.check.targeted`) proves the same six points on what it can
+reach without the model. `hubfuse.check.verify` chooses and runs one.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hubfuse import __version__
-from hubfuse.fusion import worker
-from hubfuse.fusion.downstream import DownstreamPlan
-from hubfuse.fusion.families import resolve_families
-from hubfuse.fusion.verdict import CheckReport, FamilyResult
+from hubfuse.check import worker
+from hubfuse.check.downstream import DownstreamPlan
+from hubfuse.check.families import resolve_families
+from hubfuse.check.verdict import CheckReport, FamilyResult
 from hubfuse.log import log
 from hubfuse.machine import available_memory_bytes
 

@@ -1,9 +1,9 @@
 """The case a downstream cell proves, so that repos of the same case can share it.
 
-A cell (one transformers release in one environment column, hubfuse/fusion/downstream.py) depends
+A cell (one transformers release in one environment column, hubfuse/check/downstream.py) depends
 on the release, the column and the case: the model class, the key names modulo layer index, the
 shapes and dtypes of the tensors the family converts, and the config fields the family reads (its
-own statement in its plugin, hubfuse/fusion/families/). The case is derived only from what hubfuse already
+own statement in its plugin, hubfuse/check/families/). The case is derived only from what hubfuse already
 read and validated: config.json and the safetensors headers. Its digest (of a canonical JSON) keys
 the cell; the case itself is stored beside the cell, so a reader can see what was compared.
 
@@ -22,8 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from hubfuse.check.families import PLUGINS
 from hubfuse.checkpoint import Checkpoint
-from hubfuse.fusion.families import PLUGINS
 from hubfuse.safetensors_header import TensorLocation
 
 CASE_FORMAT = 1
