@@ -1,1 +1,1 @@
-"""Fusion families, the isolated worker processes that exercise them, and their verdicts."""
+"""The check: verify(source, request) in full or targeted mode, the family plugins, the worker, the downstream matrix, verdicts and cells."""
