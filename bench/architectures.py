@@ -3,7 +3,7 @@ architecture in the installed transformers whose model holds a Conv3d.
 
     python bench/architectures.py [--out bench/results/architectures.md] [--modes]
 
-`--modes` also checks the bf16 sharded checkpoint in targeted mode (`hubfuse.fusion.targeted`)
+`--modes` also checks the bf16 sharded checkpoint in targeted mode (`hubfuse.check.targeted`)
 and adds a column: its verdict, or "= full" where it equals full mode's.
 """
 
@@ -15,11 +15,9 @@ from pathlib import Path
 
 import torch
 
-from hubfuse import synth
-from hubfuse.checkpoint import open_checkpoint
-from hubfuse.fusion.check import check_checkpoint, installed_versions
-from hubfuse.fusion.targeted import check_targeted
-from hubfuse.source import LocalSource
+from hubfuse.check.modes import CheckRequest, installed_versions
+from hubfuse.check.verify import open_source, verify
+from hubfuse.testing import synth
 
 
 def _reason(reasons: list[str]) -> str:
@@ -45,13 +43,14 @@ def main() -> None:
                     dtype=dtype,
                     max_shard_size=shard,
                 )
-                verdicts.append(check_checkpoint(open_checkpoint(folder), ["patch_embeddings"]).families[0])
+                full = CheckRequest(families=["patch_embeddings"], mode="full")
+                verdicts.append(verify(open_source(str(folder)), full).families[0])
             fp32, bf16 = verdicts
             same = "" if fp32.verdict == bf16.verdict else f" (bf16 sharded: {bf16.verdict})"
             targeted = ""
             if args.modes:
-                source = LocalSource(label=str(folder), folder=folder)
-                family = check_targeted(source, ["patch_embeddings"]).families[0]
+                targeted_request = CheckRequest(families=["patch_embeddings"], mode="targeted")
+                family = verify(open_source(str(folder)), targeted_request).families[0]
                 targeted = " = full |" if family.verdict == bf16.verdict else f" **{family.verdict}** |"
             rows.append(
                 f"| `{arch.model_type}` | `{arch.class_name}` | {fp32.verdict}{same} |{targeted}"

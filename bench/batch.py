@@ -89,7 +89,7 @@ def org_for(shards: int) -> str:
 
 
 def make_checkpoints(folder: Path) -> dict[str, Path]:
-    from hubfuse.synth import make_plain_checkpoint, make_tiny_checkpoint
+    from hubfuse.testing.synth import make_plain_checkpoint, make_tiny_checkpoint
 
     paths = {"qwen3_vl": folder / "qwen3_vl", "plain": folder / "plain"}
     make_tiny_checkpoint("qwen3_vl", paths["qwen3_vl"])

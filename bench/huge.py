@@ -1,7 +1,7 @@
 """Targeted vs full mode on huge repos served by the local hub.
 
 Generates (once, cached under --data) two multi-shard bf16 checkpoints without materialising
-them (`synth.write_unmaterialised_checkpoint`): the vision tower at its real width with seeded
+them (`hubfuse.testing.unmaterialised`): the vision tower at its real width with seeded
 random values, the text stack zero-filled (sparse on disk: only its headers matter there):
 
 - `qwen3_vl`: Qwen3-VL's vision tower (width 1152, depth 27) and an 8B-width text stack, >= 8 GB;
@@ -60,14 +60,14 @@ def _generate(data: Path) -> dict[str, Path]:
     import torch
     import transformers
 
-    from hubfuse import synth
+    from hubfuse.testing import unmaterialised
 
     folders = {}
     qwen3 = data / "qwen3_vl-huge"
     if not (qwen3 / "config.json").is_file():
         config = transformers.AutoConfig.for_model("qwen3_vl")  # Qwen3-VL-8B's widths
         _prune_text_layers(config.text_config, QWEN3_TEXT_LAYERS)
-        synth.write_unmaterialised_checkpoint(
+        unmaterialised.write_unmaterialised_checkpoint(
             qwen3,
             config,
             transformers.Qwen3VLForConditionalGeneration,
@@ -87,7 +87,7 @@ def _generate(data: Path) -> dict[str, Path]:
         text.num_attention_heads, text.num_key_value_heads = 28, 4
         vision.out_hidden_size = text.hidden_size
         _prune_text_layers(config.text_config, QWEN25_TEXT_LAYERS)
-        synth.write_unmaterialised_checkpoint(
+        unmaterialised.write_unmaterialised_checkpoint(
             legacy,
             config,
             transformers.Qwen2_5_VLForConditionalGeneration,

@@ -34,8 +34,8 @@ from typing import Any
 
 from _common import REPO, environment, large_checkpoint_folder, md_row, md_rule, write_report
 
-from hubfuse import synth
-from hubfuse.fusion.envs import disk_mb
+from hubfuse.check.envs import disk_mb
+from hubfuse.testing import synth
 
 DATA = REPO / "bench" / ".data"
 CREATED = re.compile(r"created (\S+) in ([\d.]+) s")

@@ -3,7 +3,7 @@
     python bench/publish.py [--out bench/results/publish.json] [--data DIR] [--no-large] [--size-gb 1.6]
 
 For each model (the tiny demo Qwen3-VL, and unless `--no-large` a Qwen3-VL checkpoint of
-`--size-gb` made by `hubfuse.synth.make_large_vision_checkpoint`), in a fresh local Hub (its own
+`--size-gb` made by `hubfuse.testing.synth.make_large_vision_checkpoint`), in a fresh local Hub (its own
 server process, data under `--data`):
 
 1. seed `bench/NAME` with `HfApi.upload_folder`, then clear the server's request log;
@@ -140,7 +140,7 @@ def large_source(data: Path, size_gb: float) -> tuple[Path, dict[str, Any]]:
     print(f"generating {own} ({size_gb:g} GB) ...", file=sys.stderr)
     script = (
         "import sys, torch\n"
-        "from hubfuse.synth import make_large_vision_checkpoint\n"
+        "from hubfuse.testing.synth import make_large_vision_checkpoint\n"
         "make_large_vision_checkpoint(sys.argv[1], target_bytes=float(sys.argv[2]) * 1e9,"
         f" dtype=torch.bfloat16, model_type={LARGE_MODEL_TYPE!r}, max_shard_size={LARGE_SHARD_SIZE!r})\n"
     )
@@ -151,9 +151,7 @@ def large_source(data: Path, size_gb: float) -> tuple[Path, dict[str, Any]]:
 
 
 def tiny_source(folder: Path) -> tuple[Path, dict[str, Any]]:
-    script = (
-        "import sys\nfrom hubfuse.synth import write_demo_checkpoint\nwrite_demo_checkpoint(sys.argv[1])\n"
-    )
+    script = "import sys\nfrom hubfuse.testing.synth import write_demo_checkpoint\nwrite_demo_checkpoint(sys.argv[1])\n"
     subprocess.run([sys.executable, "-c", script, str(folder)], check=True)
     return folder, {"origin": "generated (write_demo_checkpoint)"}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from _common import REPO, environment, md_row, md_rule, write_report
 
-from hubfuse import synth
+from hubfuse.testing import synth
 
 DATA = REPO / "bench" / ".data" / "releases"
 MODELS = ("qwen3_vl", "glm4v", "qwen2_vl", "qwen2_5_vl", "llama")

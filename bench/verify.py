@@ -4,7 +4,7 @@
                            [--repeat 3] [--keep]
 
 Generates (or reuses) a Qwen3-VL checkpoint with a vision tower at its real width and a tiny text
-model (`hubfuse.synth.make_large_vision_checkpoint`, bf16, 500 MB shards), then measures, each
+model (`hubfuse.testing.synth.make_large_vision_checkpoint`, bf16, 500 MB shards), then measures, each
 model load or comparison in a fresh subprocess so that no run inherits another's memory or
 transformers' sticky fusion registry:
 
@@ -16,7 +16,7 @@ transformers' sticky fusion registry:
 3. plain transformers `from_pretrained` + `save_pretrained` (its re-save is the comparison
    candidate), a fused load with both saves, and a plain reload of the fused layout: the
    transformers work that the check's stages wrap;
-4. `hubfuse.verify.compare_checkpoints(source, resave)` alone against `cat FILES > /dev/null` over
+4. `hubfuse.checkpoint_compare.compare_checkpoints(source, resave)` alone against `cat FILES > /dev/null` over
    the same files, warm page cache, one warm-up run each, then the median of 3 interleaved runs;
    peak RSS of the comparing process (VmHWM), absolute and above its post-import baseline.
 
@@ -100,7 +100,7 @@ def _quiet_transformers() -> None:
 def child_generate(out: str, size_gb: str) -> None:
     import torch
 
-    from hubfuse.synth import make_large_vision_checkpoint
+    from hubfuse.testing.synth import make_large_vision_checkpoint
 
     _quiet_transformers()
     start = time.perf_counter()
@@ -117,13 +117,13 @@ def child_generate(out: str, size_gb: str) -> None:
 def _model_class(path: str) -> Any:
     """The checkpoint's model class, with everything imported that the check's workers preload.
 
-    The forkserver imports hubfuse.fusion.probes (torch, transformers, fusion_mapping and the
+    The forkserver imports hubfuse.check.probes (torch, transformers, fusion_mapping and the
     weight-loading machinery) and the model's modules before forking; from_pretrained in a bare
     process would otherwise import them lazily and count seconds of imports as load time.
     """
     import transformers
 
-    import hubfuse.fusion.probes  # noqa: F401  (fuses nothing on import)
+    import hubfuse.check.probes  # noqa: F401  (fuses nothing on import)
 
     config = transformers.AutoConfig.from_pretrained(path)
     return getattr(transformers, config.architectures[0])
@@ -190,7 +190,7 @@ def child_reload(path: str) -> None:
 
 
 def child_compare(source: str, candidate: str) -> None:
-    from hubfuse.verify import compare_checkpoints
+    from hubfuse.checkpoint_compare import compare_checkpoints
 
     baseline = memory_status()
     start = time.perf_counter()
@@ -215,23 +215,19 @@ def child_startup(source: str) -> None:
     """The check's fixed costs outside its stages, in the order the CLI pays them."""
     t0 = time.perf_counter()
     import hubfuse.cli  # noqa: F401
-    from hubfuse.checkpoint import open_checkpoint
+    from hubfuse.check.verify import open_checked
 
     t1 = time.perf_counter()
-    checkpoint = open_checkpoint(source)
+    checkpoint = open_checked(source)
     t2 = time.perf_counter()
     torch_after_open = "torch" in sys.modules
     rss_after_open = memory_status()["VmRSS"]
 
-    from hubfuse.fusion import check, worker
-    from hubfuse.fusion.families import family_names
+    from hubfuse.check import worker
+    from hubfuse.check.families import family_names
+    from hubfuse.transformers_info import modeling_modules
 
-    try:  # what check_checkpoint preloads (the helper moved between hubfuse versions)
-        from hubfuse.transformers_info import modeling_modules
-    except ImportError:
-        modeling_modules = getattr(check, "_modeling_modules", None)
-    if modeling_modules is not None:
-        worker.preload(modeling_modules(checkpoint.model_type))
+    worker.preload(modeling_modules(checkpoint.model_type))  # what full mode preloads
     family_names()  # the first probe: starts the forkserver, which imports torch + transformers
     t3 = time.perf_counter()
     with tempfile.NamedTemporaryFile(suffix=".log") as log_file:
@@ -347,7 +343,7 @@ def ensure_source(data: Path, size_gb: float) -> tuple[Path, dict[str, Any] | No
     source = large_checkpoint_folder(data, size_gb)
     marker = source / ".complete"
     if marker.is_file():
-        from hubfuse.verify import index_checkpoint
+        from hubfuse.checkpoint_compare import index_checkpoint
 
         index_checkpoint(source)  # a damaged cache fails here, not halfway through the benchmark
         return source, None

@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from hubfuse import __version__, settings
+from hubfuse.check import cell_store
+from hubfuse.check.downstream import DownstreamPlan, matrix_digest
+from hubfuse.check.modes import installed_versions
+from hubfuse.check.shared_cells import HubCells
 from hubfuse.errors import BadInputError, BudgetExhaustedError, ConflictError, ExitCode, HubfuseError
-from hubfuse.fusion import cell_store
-from hubfuse.fusion.check import installed_versions
-from hubfuse.fusion.downstream import DownstreamPlan, matrix_digest
 from hubfuse.hub import Hub
 from hubfuse.ledger import HubLedger, Ledger, LocalLedger, Record, error_backoff_s
 from hubfuse.log import log, redact
 from hubfuse.pipeline import PublishOptions, PublishReport, publish
 from hubfuse.settings import DEFAULT_TIMEOUT_S, MODE
-from hubfuse.shared_cells import HubCells
 from hubfuse.spec import Spec
 
 _LIST_FIELDS = ["sha", "config", "private", "gated", "pipeline_tag"]

@@ -18,8 +18,9 @@ from packaging.version import Version
 
 from hubfuse import __version__, strictjson
 from hubfuse.boundedyaml import load_metadata
+from hubfuse.check.families import family_why
+from hubfuse.check.verdict import CheckReport
 from hubfuse.errors import BadInputError
-from hubfuse.fusion.verdict import CheckReport
 from hubfuse.hub_licenses import OTHER, is_hub_license
 from hubfuse.log import redact
 
@@ -29,11 +30,6 @@ PR_MARKER = "hubfuse"
 VARIANT_MARKER = "hubfuse-variant"
 PR_TITLE_SUFFIX = "(hubfuse)"
 MIN_TRANSFORMERS = "5.24"
-
-FAMILY_WHY = {
-    "patch_embeddings": "the Conv3d patch embedding becomes one flattened `nn.Linear` "
-    "(measured about 3x faster on CPU), with bit-identical weights",
-}
 
 
 @dataclass(frozen=True)
@@ -136,7 +132,7 @@ class MatrixTable:
 
 def downstream_context(report: CheckReport, *, variant: bool) -> dict[str, Any]:
     """What the PR text or the variant card says about other transformers releases."""
-    from hubfuse.fusion.downstream import summarize
+    from hubfuse.check.downstream import summarize
     from hubfuse.report import first_reasons, matrix_rows, release_story
 
     tables, outside_breaks, correct, story = [], [], [], []
@@ -193,7 +189,7 @@ def render_pr_description(
         _environment()
         .get_template("config_pr.md.j2")
         .render(
-            families=[{"name": f, "why": FAMILY_WHY.get(f, "fused at load time")} for f in families],
+            families=[{"name": f, "why": family_why(f)} for f in families],
             families_text=_families_text(families),
             config_diff=config_diff,
             min_transformers=MIN_TRANSFORMERS,

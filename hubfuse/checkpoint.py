@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,8 @@ NEVER_COPIED_SUFFIXES = (".py", ".pyc", *PICKLE_SUFFIXES)
 REMOTE_CODE_KEYS = ("auto_map", "custom_pipelines")
 # Besides config.json and the weights, the one file transformers reads when loading a model.
 LOADED_SIDE_FILES = ("generation_config.json",)
+# The fusion families the installed transformers registers, asked only when needed.
+FamilyNames = Callable[[], Collection[str]]
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def choose_weight_layout(names: Collection[str], config: Mapping[str, Any], wher
     Only the two layouts transformers loads as safetensors are accepted, so that no load can go
     looking for other files (pickles) beside them.
     """
-    from hubfuse.verify import INDEX_FILE, SINGLE_FILE
+    from hubfuse.checkpoint_compare import INDEX_FILE, SINGLE_FILE
 
     if not any(name.endswith(".safetensors") for name in names):
         pickles = sorted(name for name in names if name.endswith(PICKLE_SUFFIXES))
@@ -191,15 +193,13 @@ def refuse_layers_beyond_headers(config: Mapping[str, Any], tensor_names: Iterab
                 pending.append((f"{path}{key}.", value))
 
 
-def validate_fusion_config(value: Any, *, where: str) -> None:
-    """Apply transformers' own rules for `fusion_config` values, as one-line errors."""
-    from hubfuse.fusion.families import family_names
-
+def validate_fusion_config(value: Any, *, where: str, known: Collection[str]) -> None:
+    """Apply transformers' own rules for `fusion_config` values, as one-line errors; `known`: the
+    families the installed transformers registers."""
     if not isinstance(value, dict):
         raise BadInputError(
             f"{where}: fusion_config must be a mapping of family -> true/false/options, got {type(value).__name__}"
         )
-    known = family_names()
     for name, option in value.items():
         if name not in known:
             raise BadInputError(
@@ -220,9 +220,14 @@ class CheckedConfig:
     existing_fusion_config: Any
 
 
-def read_checked_config(path: Path, *, trust_remote_code: bool = False) -> CheckedConfig:
+def read_checked_config(
+    path: Path, *, trust_remote_code: bool = False, registered_families: FamilyNames
+) -> CheckedConfig:
     """config.json (and the JSON files beside it) of the folder `path`, refused in one line if
-    hubfuse must not run on it. Targeted mode runs this on a folder holding the repo's config."""
+    hubfuse must not run on it. Targeted mode runs this on a folder holding the repo's config.
+
+    `registered_families` names the fusion families the installed transformers registers; asked
+    only when config.json already carries a `fusion_config` (the check layer asks a worker)."""
     text, config = _read_config(path)
     model_type = config.get("model_type")
     if not isinstance(model_type, str) or not model_type:
@@ -244,7 +249,7 @@ def read_checked_config(path: Path, *, trust_remote_code: bool = False) -> Check
     existing = config.get("fusion_config")
     if existing is not None:
         try:
-            validate_fusion_config(existing, where=f"{path / 'config.json'}")
+            validate_fusion_config(existing, where=f"{path / 'config.json'}", known=registered_families())
         except BadInputError as exc:
             raise BadInputError(
                 f"{exc} -- this already breaks every plain from_pretrained of this model"
@@ -252,14 +257,18 @@ def read_checked_config(path: Path, *, trust_remote_code: bool = False) -> Check
     return CheckedConfig(text, config, model_type, architectures[0], existing)
 
 
-def open_checkpoint(source: str | Path, *, trust_remote_code: bool = False) -> Checkpoint:
+def open_checkpoint(
+    source: str | Path, *, trust_remote_code: bool = False, registered_families: FamilyNames
+) -> Checkpoint:
     path = Path(source)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory (expected a model folder with config.json)")
 
-    checked = read_checked_config(path, trust_remote_code=trust_remote_code)
+    checked = read_checked_config(
+        path, trust_remote_code=trust_remote_code, registered_families=registered_families
+    )
     names = {entry.name for entry in path.iterdir() if entry.is_file()}
     chosen = choose_weight_layout(names, checked.config, str(path))
     weight_files = _validated_weight_files(path, chosen, checked.config)
@@ -288,7 +297,7 @@ def _validated_weight_files(path: Path, chosen: str, config: dict[str, Any]) -> 
     Reading every header up front turns a truncated file or lying offsets into a clear error
     before any worker loads the model.
     """
-    from hubfuse.verify import INDEX_FILE, index_checkpoint
+    from hubfuse.checkpoint_compare import INDEX_FILE, index_checkpoint
 
     index = index_checkpoint(path)
     if not index:

@@ -15,8 +15,8 @@ import textwrap
 from pathlib import Path
 
 from hubfuse import settings
+from hubfuse.check.downstream import DownstreamPlan
 from hubfuse.cli.options import downstream_plan
-from hubfuse.fusion.downstream import DownstreamPlan
 from hubfuse.log import log
 from hubfuse.pipeline import Action, PublishOptions, PublishReport
 
@@ -48,8 +48,8 @@ def _demo_token(hub_server: object, data_dir: Path) -> str:
 
 
 def _seed(hub: object, data_dir: Path) -> None:
-    from hubfuse import synth
     from hubfuse.hub import Hub
+    from hubfuse.testing import synth
 
     assert isinstance(hub, Hub)
     if hub.exists(DEMO_REPO):
@@ -74,7 +74,7 @@ def _downstream_proof(endpoint: str, token: str, revision: str) -> str:
         config = AutoConfig.from_pretrained({DEMO_REPO!r}, revision={revision!r})
         cls = getattr(transformers, config.architectures[0])
         model = cls.from_pretrained({DEMO_REPO!r}, revision={revision!r})
-        from hubfuse.fusion.transformers_fusion import fused_modules
+        from hubfuse.check.transformers_fusion import fused_modules
         print(",".join(fused_modules(model)) or "-")
         """
     )

@@ -69,7 +69,7 @@ class Record:
     torch: str
     outcome: str
     detail: str = ""
-    downstream: str = ""  # digest of the downstream matrix (hubfuse.fusion.downstream.matrix_digest)
+    downstream: str = ""  # digest of the downstream matrix (hubfuse.check.downstream.matrix_digest)
     actions: list[dict[str, Any]] = field(default_factory=list)
     updated_at: float = field(default_factory=time.time)
     errors: int = 0  # could-not-check verdicts in a row on this commit, families and versions

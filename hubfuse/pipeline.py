@@ -29,19 +29,21 @@ from hubfuse.cards import (
     render_pr_description,
     render_variant_card,
 )
-from hubfuse.checkpoint import NEVER_COPIED_SUFFIXES, open_checkpoint, read_config_text
+from hubfuse.check import cell_store
+from hubfuse.check import verify as verification
+from hubfuse.check.downstream import DownstreamPlan
+from hubfuse.check.families import family_names
+from hubfuse.check.modes import CheckRequest, installed_versions
+from hubfuse.check.verdict import CheckReport
+from hubfuse.check.verdict_cache import VerdictCache
+from hubfuse.checkpoint import NEVER_COPIED_SUFFIXES, read_config_text
 from hubfuse.configedit import set_top_level_key, unified_diff
 from hubfuse.errors import BadInputError, ConflictError, HubfuseError, HubUnavailableError
-from hubfuse.fusion import cell_store
-from hubfuse.fusion.check import check_checkpoint, installed_versions
-from hubfuse.fusion.downstream import DownstreamPlan
-from hubfuse.fusion.verdict import CheckReport
 from hubfuse.hub import Hub
 from hubfuse.log import log
 from hubfuse.settings import DEFAULT_TIMEOUT_S, MODE
-from hubfuse.verdict_cache import VerdictCache
+from hubfuse.source import WEIGHT_PATTERNS, LocalSource, RemoteSource
 
-WEIGHT_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "generation_config.json"]
 VARIANT_EXTRA_PATTERNS = [
     "README.md",
     "tokenizer*",
@@ -72,7 +74,7 @@ class PublishOptions:
     trust_remote_code: bool = False
     timeout_s: float = DEFAULT_TIMEOUT_S
     work_dir: Path | None = None
-    # The downstream matrix (hubfuse/fusion/downstream.py); None: the installed transformers only.
+    # The downstream matrix (hubfuse/check/downstream.py); None: the installed transformers only.
     downstream: DownstreamPlan | None = None
     mode: str = MODE.default  # one of hubfuse.settings.MODES
     # Called before every write; raises to stop it (the batch runner's kill switch).
@@ -204,15 +206,9 @@ def pull(hub: Hub, source: Source, *, variant: bool, weights: bool = True) -> Pa
 
 
 def verify(snapshot: Path, options: PublishOptions, artifacts: Path, logs: Path) -> CheckReport:
-    checkpoint = open_checkpoint(snapshot, trust_remote_code=options.trust_remote_code)
-    report = check_checkpoint(
-        checkpoint,
-        options.families,
-        logs_dir=logs,
-        artifacts_dir=artifacts,
-        timeout=options.timeout_s,
-        downstream=options.downstream,
-    )
+    """Full mode on the pulled snapshot."""
+    folder = LocalSource(label=options.repo_id, folder=snapshot)
+    report = verification.verify(folder, check_request(options, "full", artifacts, logs))
     report.source = options.repo_id
     return report
 
@@ -222,39 +218,40 @@ def verify_targeted(
 ) -> CheckReport:
     """Targeted mode; the pulled files (config, tokenizer, processor) screened as open_checkpoint does."""
     from hubfuse.checkpoint import read_checked_config
-    from hubfuse.fusion.targeted import check_targeted
 
-    read_checked_config(snapshot, trust_remote_code=options.trust_remote_code)
-    report = check_targeted(
-        remote_source(hub, source),
-        options.families,
-        trust_remote_code=options.trust_remote_code,
-        logs_dir=logs,
-        artifacts_dir=artifacts,
-        timeout=options.timeout_s,
-        downstream=options.downstream,
+    read_checked_config(
+        snapshot, trust_remote_code=options.trust_remote_code, registered_families=family_names
     )
+    request = check_request(options, "targeted", artifacts, logs)
+    report = verification.verify(remote_source(hub, source), request)
     report.source = options.repo_id
     return report
 
 
-def remote_source(hub: Hub, source: Source) -> Any:
-    from hubfuse.source import RemoteSource
-
+def remote_source(hub: Hub, source: Source) -> RemoteSource:
     return RemoteSource(
         label=f"{source.repo_id}@{source.sha[:12]}", hub=hub, repo_id=source.repo_id, sha=source.sha
     )
 
 
-def choose_publish_mode(hub: Hub, source: Source, options: PublishOptions) -> str:
-    from hubfuse.modes import Machine, choose_mode
+def check_request(
+    options: PublishOptions, mode: str, artifacts: Path | None = None, logs: Path | None = None
+) -> CheckRequest:
+    return CheckRequest(
+        families=options.families,
+        mode=mode,
+        trust_remote_code=options.trust_remote_code,
+        logs_dir=logs,
+        artifacts_dir=artifacts,
+        timeout=options.timeout_s,
+        downstream=options.downstream,
+        work_dir=options.work_dir,
+    )
 
-    if options.mode != "auto":
-        return options.mode
-    weights = source.weight_bytes
-    if weights is None:
-        weights = remote_source(hub, source).total_weight_bytes
-    return choose_mode("auto", weights, remote=True, machine=Machine.this(options.work_dir))
+
+def choose_publish_mode(hub: Hub, source: Source, options: PublishOptions) -> str:
+    request = check_request(options, options.mode)
+    return verification.mode_for(remote_source(hub, source), request, weight_bytes=source.weight_bytes)
 
 
 def verdict_key(source: Source, options: PublishOptions) -> dict[str, Any]:

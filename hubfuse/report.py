@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from hubfuse import settings
-from hubfuse.fusion.verdict import CheckReport, DownstreamCell, FamilyResult, LoadCheck, version_range
+from hubfuse.check.verdict import CheckReport, DownstreamCell, FamilyResult, LoadCheck, version_range
 from hubfuse.log import redact
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def matrix_rows(check: LoadCheck) -> tuple[list[str], list[list[str]]]:
 def first_reasons(check: LoadCheck) -> list[str]:
     """Each distinct (outcome, reason) once, with the releases it applies to; then where the
     cells proven on another repo of the same case were proven."""
-    from hubfuse.fusion.cell_store import reuse_lines
+    from hubfuse.check.cell_store import reuse_lines
 
     groups: dict[tuple[str, str, str], list[str]] = {}
     for cell in check.cells:
@@ -118,7 +118,7 @@ def release_runs(subset: list[str], universe: list[str]) -> str:
 
 def env_label(env: str) -> str:
     """'without torchvision' for the column with nothing optional, 'with torchvision' for its own."""
-    from hubfuse.fusion.envs import ENV_EXTRAS
+    from hubfuse.check.envs import ENV_EXTRAS
 
     if env not in ENV_EXTRAS:
         return env
@@ -134,7 +134,7 @@ def release_story(check: LoadCheck) -> list[str]:
     The first lines of every PR text and variant card: a release is safe only when all its
     environments are; each failing (outcome, environment, reason) is its own line.
     """
-    from hubfuse.fusion.verdict import PROVEN_OUTCOMES
+    from hubfuse.check.verdict import PROVEN_OUTCOMES
 
     universe = list(check.versions or [])
     by_release: dict[str, list[DownstreamCell]] = {}

@@ -153,7 +153,7 @@ DOWNSTREAM_VERSIONS: Setting[str | None] = Setting(
     "reads fusion_config plus the newest one before them ($HUBFUSE_DOWNSTREAM_VERSIONS replaces "
     "that default). Releases of the default outside SPEC are still checked and reported, not gating.",
     default=None,
-    parse=str,  # its grammar: hubfuse.fusion.downstream.parse_spec (the spec and the plan use it)
+    parse=str,  # its grammar: hubfuse.check.downstream.parse_spec (the spec and the plan use it)
     flag="--downstream-versions",
     metavar="SPEC",
     in_spec=True,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hubfuse import strictjson
 from hubfuse.checkpoint import choose_weight_layout, read_config_text, refuse_layers_beyond_headers
+from hubfuse.checkpoint_compare import INDEX_FILE, SINGLE_FILE, parse_weight_map
 from hubfuse.errors import BadInputError, CheckpointError, brief
 from hubfuse.safetensors_header import (
     LENGTH_PREFIX_BYTES,
@@ -27,13 +28,14 @@ from hubfuse.safetensors_header import (
     parse_header,
     read_header,
 )
-from hubfuse.verify import INDEX_FILE, SINGLE_FILE, parse_weight_map
 
 if TYPE_CHECKING:
     from hubfuse.hub import Hub
 
 # One request usually covers the header: the real Hub client reads the first 100 kB the same way.
 _FIRST_READ_BYTES = 100_000
+# What a full check downloads of a repo: everything a load reads, no code, no pickles.
+WEIGHT_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "generation_config.json"]
 _REPO_SPEC = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<rev>[^\s@]+))?$")
 
 

@@ -194,7 +194,7 @@ def load_spec(path: str | Path) -> Spec:
 
 
 def _check_families(path: Path, node: yaml.Node | None, data: dict[str, Any]) -> None:
-    from hubfuse.fusion.families import check_requested_families
+    from hubfuse.check.families import check_requested_families
 
     for position, family in enumerate(data.get("families") or ()):
         try:
@@ -205,7 +205,7 @@ def _check_families(path: Path, node: yaml.Node | None, data: dict[str, Any]) ->
 
 def _check_downstream_versions(path: Path, node: yaml.Node | None, data: dict[str, Any]) -> None:
     """Its grammar, without asking the package index (the run resolves it into releases)."""
-    from hubfuse.fusion.downstream import NONE, parse_spec
+    from hubfuse.check.downstream import NONE, parse_spec
 
     text = data.get("downstream_versions")
     if text is None or text.strip().lower() == NONE:

@@ -21,12 +21,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hubfuse.checkpoint_compare import INDEX_FILE
 from hubfuse.errors import BadInputError
 from hubfuse.log import log
 from hubfuse.safetensors_header import read_header
 from hubfuse.source import RemoteSource, WeightFile
 from hubfuse.variant_copies import STREAM_CHUNK_BYTES, TransferStats, VariantTransfer
-from hubfuse.verify import INDEX_FILE
 
 
 def variant_operations(

@@ -4,7 +4,7 @@
 # pyproject.toml, constraints.txt and this script installs nothing.
 #
 # transformers goes in without its dependencies, then every requirement it declares that the index
-# can satisfy (hubfuse/fusion/envs.py's installer); a requirement the index lacks is left out and
+# can satisfy (hubfuse/check/envs.py's installer); a requirement the index lacks is left out and
 # named (transformers 5.25 requires kernels>=0.19.1,<0.20; this machine's index has 0.17.2). Tests
 # run there with USE_HUB_KERNELS=0 (scripts/test.sh), the stand-in a user without `kernels` has.
 set -euo pipefail
@@ -23,7 +23,7 @@ pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 grep -v '^transformers==' constraints.txt > "$VENV/constraints.txt"
 "${pip[@]}" -c "$VENV/constraints.txt" "torch==2.13.0"
 # transformers and every requirement it declares that the index can satisfy, by the matrix's own
-# installer (hubfuse/fusion/envs.py, uv); what it cannot satisfy is left out and listed.
+# installer (hubfuse/check/envs.py, uv); what it cannot satisfy is left out and listed.
 .venv/bin/python scripts/newest_transformers.py install "$VENV" "$newest" "$VENV/constraints.txt" \
   > "$VENV/left-out.txt"
 mapfile -t left_out < "$VENV/left-out.txt"

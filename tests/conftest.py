@@ -45,7 +45,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory):
     """Build tiny checkpoints once per session: `checkpoints("qwen2_vl", dtype="bfloat16", sharded=True)`."""
     import torch
 
-    from hubfuse import synth
+    from hubfuse.testing import synth
 
     root = tmp_path_factory.mktemp("checkpoints")
     built: dict[tuple[str, str, bool], Path] = {}

@@ -6,7 +6,7 @@ PYTHONPATH): the day transformers ships a family hubfuse has no verifier for, as
 
 from __future__ import annotations
 
-from hubfuse.fusion import transformers_fusion
+from hubfuse.check import transformers_fusion
 
 FAMILY = "extra_family"
 _base = transformers_fusion.patch_embeddings_spec_class()

@@ -1,4 +1,4 @@
-"""Downstream cells shared by proven case (hubfuse/fusion/cell_case.py, cell_store.py, shared_cells.py).
+"""Downstream cells shared by proven case (hubfuse/check/cell_case.py, cell_store.py, shared_cells.py).
 
 The negative cases are key computations on real tiny checkpoints, each differing from the
 reference in exactly one field; the positive case goes through `hubfuse run` over the local hub
@@ -18,15 +18,15 @@ import pytest
 from cli_env import hubfuse_env, run_hubfuse
 from huggingface_hub import HfApi
 
-from hubfuse import synth
-from hubfuse.checkpoint import open_checkpoint
-from hubfuse.fusion.cell_case import CellCase, case_for, key_name_modulo_layer
-from hubfuse.fusion.cell_store import CellStore, StoredCell
-from hubfuse.fusion.families import VERIFIERS
+from hubfuse.check.cell_case import CellCase, case_for, key_name_modulo_layer
+from hubfuse.check.cell_store import CellStore, StoredCell
+from hubfuse.check.families import PLUGINS
+from hubfuse.check.shared_cells import CELLS_FILE, HubCells
+from hubfuse.check.verify import open_checked
+from hubfuse.checkpoint_compare import index_checkpoint
 from hubfuse.hub import Hub
 from hubfuse.localhub import LocalHub
-from hubfuse.shared_cells import CELLS_FILE, HubCells
-from hubfuse.verify import index_checkpoint
+from hubfuse.testing import synth
 
 FAMILY = "patch_embeddings"
 MODEL_TYPE = "qwen3_vl"
@@ -35,7 +35,7 @@ MODEL_TYPE = "qwen3_vl"
 def _case(folder: Path) -> CellCase | None:
     # The check names the fused module (the patch embed); synth names its Conv3d (`.proj`).
     fused = [path.rsplit(".", 1)[0] for path in synth.conv3d_architecture(MODEL_TYPE).fusable_paths]
-    return case_for(open_checkpoint(folder), FAMILY, fused, index_checkpoint(folder))
+    return case_for(open_checked(folder), FAMILY, fused, index_checkpoint(folder))
 
 
 def _copy(source: Path, target: Path) -> Path:
@@ -97,7 +97,7 @@ def _touched_dtype(folder: Path) -> None:
 def _config_field(field: str):
     def change(folder: Path) -> None:
         def bump(config):
-            section = config.get(VERIFIERS[FAMILY].config_section) or config
+            section = config.get(PLUGINS[FAMILY].config_section) or config
             value = section.get(field, 1)
             section[field] = value + 1 if isinstance(value, int) else 7
 
@@ -112,7 +112,7 @@ ONE_FIELD_CHANGES = {
     "a touched tensor's shape": _touched_shape,
     "a touched tensor's dtype": _touched_dtype,
     # Every config field the family definition says it reads, none listed here.
-    **{f"config field {field}": _config_field(field) for field in VERIFIERS[FAMILY].config_fields},
+    **{f"config field {field}": _config_field(field) for field in PLUGINS[FAMILY].config_fields},
 }
 
 
@@ -134,10 +134,10 @@ def test_the_same_case_has_the_same_key(reference, tmp_path):
     assert key_name_modulo_layer("model.layers.12.mlp.0.weight") == "model.layers.#.mlp.#.weight"
     touched = case.case["touched_tensors"]
     assert touched and all(name.endswith(("proj.weight", "proj.bias")) for name in touched)
-    fields = case.case["config_fields"][VERIFIERS[FAMILY].config_section]
-    assert set(fields) == set(VERIFIERS[FAMILY].config_fields)
+    fields = case.case["config_fields"][PLUGINS[FAMILY].config_section]
+    assert set(fields) == set(PLUGINS[FAMILY].config_fields)
     # Remote code: the class is the repo's own, nothing can be shown to be the same.
-    remote = open_checkpoint(reference)
+    remote = open_checked(reference)
     from dataclasses import replace
 
     assert case_for(replace(remote, trust_remote_code=True), FAMILY, ["x.patch_embed"], {}) is None
@@ -302,7 +302,7 @@ def test_shared_cells_someone_else_touched_are_not_trusted(hub, reference, tmp_p
 def test_progress_redraws_one_line_in_a_terminal_and_prints_lines_elsewhere():
     import io
 
-    from hubfuse.fusion.matrix_progress import MatrixProgress
+    from hubfuse.check.matrix_progress import MatrixProgress
     from hubfuse.log import Logger
 
     class Terminal(io.StringIO):

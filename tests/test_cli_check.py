@@ -156,7 +156,7 @@ def test_a_release_whose_default_load_cannot_run_here_says_so_in_one_line(checkp
     """
     import os
 
-    from hubfuse.fusion import transformers_fusion
+    from hubfuse.check import transformers_fusion
 
     monkeypatch.setenv("USE_HUB_KERNELS", "1")
     problem = transformers_fusion.default_load_problem()

@@ -19,10 +19,8 @@ import pytest
 from cli_env import hubfuse_env, run_hubfuse
 from huggingface_hub import HfApi
 
-from hubfuse.configedit import set_top_level_key
-from hubfuse.errors import BadInputError
-from hubfuse.fusion import envs
-from hubfuse.fusion.downstream import (
+from hubfuse.check import envs
+from hubfuse.check.downstream import (
     DEFAULT_ENV_VAR,
     DownstreamPlan,
     MatrixInputs,
@@ -30,7 +28,9 @@ from hubfuse.fusion.downstream import (
     run_matrix,
     summarize,
 )
-from hubfuse.fusion.verdict import CheckReport, LoadCheck
+from hubfuse.check.verdict import CheckReport, LoadCheck
+from hubfuse.configedit import set_top_level_key
+from hubfuse.errors import BadInputError
 from hubfuse.localhub import LocalHub
 from hubfuse.report import release_story, render_text
 
@@ -136,7 +136,7 @@ def test_a_release_that_does_not_know_the_architecture_is_unsupported_not_ignore
 def test_a_family_unsafe_on_the_installed_release_still_gets_every_cell(checkpoints, tmp_path):
     from cli_env import run_hubfuse
 
-    from hubfuse.fusion import transformers_fusion
+    from hubfuse.check import transformers_fusion
 
     env = {**hubfuse_env("http://127.0.0.1:9", tmp_path, None), DEFAULT_ENV_VAR: "none"}
     result = run_hubfuse(
@@ -171,8 +171,8 @@ def test_a_release_whose_requirement_is_missing_is_unavailable_beside_a_stand_in
     """transformers 5.25.0 requires kernels>=0.19.1,<0.20; this machine's index has 0.17.2. Its
     cell is `unavailable` (never passing), and the stand-in (5.25.0 without kernels, hub kernels
     off) runs for real beside it, labelled, not gating."""
-    from hubfuse.fusion.downstream import apply_matrix
-    from hubfuse.fusion.verdict import FamilyResult
+    from hubfuse.check.downstream import apply_matrix
+    from hubfuse.check.verdict import FamilyResult
     from hubfuse.report import first_reasons, matrix_rows
 
     source = checkpoints("qwen3_vl")
@@ -217,7 +217,7 @@ def test_uv_gets_pips_index_settings(tmp_path):
     config.write_text(
         f"[global]\nextra-index-url = file:///nowhere/a file:///nowhere/b\nconstraint = {constraint}\n"
     )
-    script = "from hubfuse.fusion import envs; import json; print(json.dumps(envs.pip_configuration()))"
+    script = "from hubfuse.check import envs; import json; print(json.dumps(envs.pip_configuration()))"
     env = {
         **os.environ,
         "PIP_CONFIG_FILE": str(config),
@@ -329,11 +329,11 @@ def _assert_story_tells_every_cell(first_lines: str, cells: list[dict]) -> None:
 
 
 def test_cached_verdicts_and_ledger_records_are_keyed_by_the_matrix(tmp_path):
-    from hubfuse.fusion.downstream import matrix_digest
-    from hubfuse.fusion.verdict import DownstreamCell, FamilyResult
+    from hubfuse.check.downstream import matrix_digest
+    from hubfuse.check.verdict import DownstreamCell, FamilyResult
+    from hubfuse.check.verdict_cache import VerdictCache
     from hubfuse.ledger import Record
     from hubfuse.pipeline import PublishOptions, Source, verdict_key
-    from hubfuse.verdict_cache import VerdictCache
 
     family = FamilyResult("patch_embeddings", "safe")
     family.downstream.versions = ["5.24.0"]
@@ -362,7 +362,7 @@ def test_cached_verdicts_and_ledger_records_are_keyed_by_the_matrix(tmp_path):
 def test_uvs_explanation_is_read_however_uv_wraps_it() -> None:
     """uv wraps its resolver explanation to the terminal's width (this one is from a CI run, where
     `.ci/run` read the 5.25.0 cell as `error`): the missing requirement is found in any wrapping."""
-    from hubfuse.fusion.envs import _unavailable_requirement
+    from hubfuse.check.envs import _unavailable_requirement
 
     wrapped = (
         "error: No solution found when resolving dependencies\n"

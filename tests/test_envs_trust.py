@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from cli_env import assert_one_line_error, run_hubfuse
 
+from hubfuse.check import envs
+from hubfuse.check.downstream import DownstreamPlan, MatrixInputs, run_matrix
 from hubfuse.errors import BadInputError
-from hubfuse.fusion import envs
-from hubfuse.fusion.downstream import DownstreamPlan, MatrixInputs, run_matrix
 
 TESTS = Path(__file__).resolve().parent
 TOKEN = "hf_" + "s3cr3t" * 6

@@ -1,6 +1,6 @@
 """Every architecture in the installed transformers whose model holds a Conv3d, checked for real.
 
-The list comes from inspecting transformers (`hubfuse.synth.conv3d_architectures`), not from a
+The list comes from inspecting transformers (`hubfuse.testing.synth.conv3d_architectures`), not from a
 hand-kept list. Each architecture is checked in fp32 single-file and bf16 sharded form; whatever
 the verdict, it must be internally consistent and explained.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from hubfuse import synth
-from hubfuse.checkpoint import open_checkpoint
-from hubfuse.fusion.check import check_checkpoint
+from hubfuse.check.modes import CheckRequest
+from hubfuse.check.verify import open_source, verify
+from hubfuse.testing import synth
 
 ARCHITECTURES = synth.conv3d_architectures()
 VARIANTS = [("float32", False), ("bfloat16", True)]
@@ -29,7 +29,7 @@ def test_verdict_is_consistent(checkpoints, architecture, dtype, sharded):
     folder = checkpoints(architecture.model_type, dtype=dtype, sharded=sharded)
     if sharded:
         assert (folder / "model.safetensors.index.json").is_file()
-    report = check_checkpoint(open_checkpoint(folder), ["patch_embeddings"])
+    report = verify(open_source(str(folder)), CheckRequest(families=["patch_embeddings"], mode="full"))
     (family,) = report.families
     assert family.verdict in {"safe", "unsafe", "not_applicable"}, family.reasons
     assert report.dtype in (None, dtype)
@@ -57,7 +57,8 @@ def test_verdict_is_consistent(checkpoints, architecture, dtype, sharded):
 @pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_every_layout_of_a_safe_architecture(checkpoints, dtype, sharded):
-    report = check_checkpoint(open_checkpoint(checkpoints("qwen3_vl", dtype=dtype, sharded=sharded)), [])
+    folder = checkpoints("qwen3_vl", dtype=dtype, sharded=sharded)
+    report = verify(open_source(str(folder)), CheckRequest(mode="full"))
     (family,) = report.families
     assert family.verdict == "safe", family.reasons
     assert report.dtype == dtype

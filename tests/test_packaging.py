@@ -81,11 +81,11 @@ def test_installed_wheel_renders_the_variant_card(checkpoints, tmp_path: Path) -
     assert "alice/tiny" in card and "base_model: alice/tiny" in card
 
 
-# transformers' private fusion names: only hubfuse/fusion/transformers_fusion.py may use them.
+# transformers' private fusion names: only hubfuse/check/transformers_fusion.py may use them.
 _FUSION_INTERNALS = ("fusion" + "_mapping import", "transformers.fusion" + "_mapping\"", "register_fusion_patches",
                      "get_fusion_patch_mapping", "ModuleFusionSpec", "_FUSION_REGISTRY", "make_transforms",
                      "PatchEmbeddingsFusionSpec", "import transformers.fusion" + "_mapping")  # fmt: skip
-_ADAPTER = REPO_ROOT / "hubfuse" / "fusion" / "transformers_fusion.py"
+_ADAPTER = REPO_ROOT / "hubfuse" / "check" / "transformers_fusion.py"
 
 
 def test_only_the_adapter_names_transformers_fusion_internals() -> None:

@@ -60,7 +60,7 @@ DOWNSTREAM = textwrap.dedent(
     model, info = transformers.AutoModelForImageTextToText.from_pretrained(
         repo, revision=revision, output_loading_info=True
     )
-    from hubfuse.fusion.transformers_fusion import fused_modules
+    from hubfuse.check.transformers_fusion import fused_modules
     modules = dict(model.named_modules())
     fused = {n: modules[n] for n in fused_modules(model)}
     expected = None
@@ -353,8 +353,8 @@ def test_weight_upload_dropped_midway_is_retried_without_duplicates(hub, api, ch
 
 def test_repo_moving_after_verification_is_verified_again(hub, api, checkpoints, tmp_path, monkeypatch):
     from hubfuse import pipeline
+    from hubfuse.check.verdict_cache import VerdictCache
     from hubfuse.hub import Hub
-    from hubfuse.verdict_cache import VerdictCache
 
     repo = "org/racing-model"
     first_sha = seed(api, repo, checkpoints(SAFE))

@@ -233,7 +233,7 @@ def test_a_command_reads_its_environment_settings_and_refuses_a_bad_value(
 # Reads of the environment that are not hubfuse's settings: the worker's own variables, set by
 # hubfuse for its child processes; transformers' USE_HUB_KERNELS, read as transformers reads it by
 # the adapter the downstream probe loads by path where hubfuse is not importable.
-INTERNAL_READS = {"hubfuse/fusion/worker.py", "hubfuse/fusion/transformers_fusion.py"}
+INTERNAL_READS = {"hubfuse/check/worker.py", "hubfuse/check/transformers_fusion.py"}
 
 
 def _reads_the_environment(node: ast.AST) -> bool:

@@ -1,4 +1,4 @@
-"""Tests for hubfuse.synth: architecture discovery and tiny random-weight checkpoints.
+"""Tests for hubfuse.testing.synth: architecture discovery and tiny random-weight checkpoints.
 
 The full matrix (every discovered architecture x fp32/bf16 x one file/sharded) is marked slow;
 `REPRESENTATIVE` runs the same checks unmarked.
@@ -19,7 +19,7 @@ from safetensors import safe_open
 from torch import nn
 from transformers import AutoModelForImageTextToText, AutoTokenizer
 
-from hubfuse import synth
+from hubfuse.testing import synth
 
 REPRESENTATIVE = "qwen3_vl"
 ARCHITECTURES = synth.conv3d_architectures()
@@ -236,7 +236,7 @@ _FUSED_LOAD = textwrap.dedent(
     import json, sys
     import torch
     from safetensors.torch import load_file
-    from hubfuse import synth
+    from hubfuse.testing import synth
 
     out = sys.argv[1]
     cls = synth.model_class(synth.DEMO_MODEL_TYPE)

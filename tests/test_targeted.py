@@ -13,10 +13,11 @@ import pytest
 from cli_env import hubfuse_env, run_hubfuse
 from huggingface_hub import HfApi, HfFileSystem
 
-from hubfuse.fusion import transformers_fusion
+from hubfuse.check import transformers_fusion
+from hubfuse.check.modes import CheckRequest
+from hubfuse.check.verify import open_source, verify
 from hubfuse.hub import Hub
 from hubfuse.localhub import LocalHub
-from hubfuse.modes import check_source, open_source
 from hubfuse.source import open_remote
 
 # safe, not_applicable (a Conv3d the family does not match), and qwen2_5_vl with its legacy `visual.*`
@@ -43,8 +44,9 @@ def _seed(hub: LocalHub, repo_id: str, folder: Path, token: str, private: bool =
 
 def _check(hub: LocalHub, source: str, mode: str) -> dict:
     """In this process, sharing its forkserver: the CLI is exercised once, below."""
-    report = check_source(
-        open_source(source, lambda: Hub(hub.endpoint, hub.alice)), ["patch_embeddings"], mode=mode
+    report = verify(
+        open_source(source, lambda: Hub(hub.endpoint, hub.alice)),
+        CheckRequest(families=["patch_embeddings"], mode=mode),
     )
     return report.to_dict()
 
@@ -138,7 +140,7 @@ VARIANT_LOAD = """
 import json, sys
 import torch, transformers
 from safetensors import safe_open
-from hubfuse.fusion.transformers_fusion import is_fused
+from hubfuse.check.transformers_fusion import is_fused
 variant, source = sys.argv[1], sys.argv[2]
 model = transformers.AutoModelForImageTextToText.from_pretrained(variant)
 state = model.state_dict()
@@ -234,7 +236,7 @@ def test_a_refused_copy_falls_back_to_streaming(hub, checkpoints, tmp_path):
 
 
 def test_auto_picks_full_only_with_room_to_spare():
-    from hubfuse.modes import Machine, choose_mode
+    from hubfuse.check.modes import Machine, choose_mode
 
     runner = Machine(memory_bytes=6 * 10**9, disk_bytes=14 * 10**9)
     assert choose_mode("auto", 3 * 10**9, remote=True, machine=runner) == "full"

@@ -249,8 +249,8 @@ def test_plan_matrix_and_run_shards_select_the_same_repos(hub, no_config_repos, 
 
 def test_ledger_records_are_read_tolerantly(hub, no_config_repos, tmp_path):
     from hubfuse import __version__
-    from hubfuse.fusion.check import installed_versions
-    from hubfuse.fusion.downstream import DownstreamPlan, matrix_digest
+    from hubfuse.check.downstream import DownstreamPlan, matrix_digest
+    from hubfuse.check.modes import installed_versions
 
     settled, broken, fresh = "org/sel-0", "org/sel-1", "org/sel-2"
     spec = tmp_path / "tolerant.yml"

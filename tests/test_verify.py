@@ -1,4 +1,4 @@
-"""hubfuse.verify and hubfuse.safetensors_header: the compare must catch every kind of damage."""
+"""hubfuse.checkpoint_compare and hubfuse.safetensors_header: the compare must catch every kind of damage."""
 
 from __future__ import annotations
 
@@ -15,9 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from hubfuse.errors import CheckpointError, ExitCode
-from hubfuse.safetensors_header import DTYPE_BITS, read_header
-from hubfuse.verify import (
+from hubfuse.checkpoint_compare import (
     INDEX_FILE,
     SINGLE_FILE,
     compare_checkpoints,
@@ -27,6 +25,8 @@ from hubfuse.verify import (
     index_checkpoint,
     read_tensor_bytes,
 )
+from hubfuse.errors import CheckpointError, ExitCode
+from hubfuse.safetensors_header import DTYPE_BITS, read_header
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL_CHUNK = 1000  # not a divisor of any tensor size: forces several chunks and a partial last one
@@ -555,7 +555,7 @@ MEMORY_PROBE = textwrap.dedent(
     """
     import json, re, sys
     from pathlib import Path
-    from hubfuse.verify import compare_checkpoints
+    from hubfuse.checkpoint_compare import compare_checkpoints
 
     def peak_rss() -> int:
         status = Path("/proc/self/status").read_text()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from hubfuse.fusion.worker import WorkerFailure, run_isolated
+from hubfuse.check.worker import WorkerFailure, run_isolated
 
 MODULE = "worker_probes"
 
@@ -71,13 +71,13 @@ def test_linear_lazy_dir_matches_transformers(tmp_path):
     script = (
         "import sys, transformers, transformers.models.qwen3_vl.modeling_qwen3_vl\n"
         "from transformers.utils.import_utils import _LazyModule\n"
-        "from hubfuse.fusion import transformers_fusion\n"
+        "from hubfuse.check import transformers_fusion\n"
         "assert transformers_fusion.fusion_module() is not None\n"
         "mods = [m for m in list(sys.modules.values()) if isinstance(m, _LazyModule)]\n"
         "before = [_LazyModule.__dir__(m) for m in mods]\n"
-        "import hubfuse.fusion.probes\n"
+        "import hubfuse.check.probes\n"
         "after = [_LazyModule.__dir__(m) for m in mods]\n"
-        "assert _LazyModule.__dir__ is hubfuse.fusion.probes._linear_lazy_module_dir\n"
+        "assert _LazyModule.__dir__ is hubfuse.check.probes._linear_lazy_module_dir\n"
         "assert len(mods) > 3 and before == after, 'dir() changed'\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)

@@ -43,7 +43,7 @@ def fused_load(path: str) -> dict[str, bool]:
     """A fused load, then a plain one in the same process: what this release's registry keeps."""
     import transformers
 
-    from hubfuse.fusion import transformers_fusion
+    from hubfuse.check import transformers_fusion
 
     config = transformers.AutoConfig.from_pretrained(path)
     cls = getattr(transformers, config.architectures[0])

@@ -14,7 +14,7 @@ from hubfuse.cli.options import RunOptions, downstream_plan
 from hubfuse.errors import BadInputError
 
 if TYPE_CHECKING:
-    from hubfuse.fusion.downstream import DownstreamPlan
+    from hubfuse.check.downstream import DownstreamPlan
     from hubfuse.spec import Spec
 from hubfuse.log import log
 

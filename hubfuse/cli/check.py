@@ -38,12 +38,12 @@ def _check_options(f: Any) -> Any:
 
 
 def _run_check(options: CheckOptions) -> None:
-    from hubfuse.modes import check_source, open_source
+    from hubfuse.check.modes import CheckRequest
+    from hubfuse.check.verify import open_source, verify
     from hubfuse.report import append_step_summary, render_markdown, render_text, to_json, write_report_dir
 
-    report = check_source(
-        open_source(options.source),
-        list(options.families),
+    request = CheckRequest(
+        families=list(options.families),
         mode=options.mode,
         trust_remote_code=options.trust_remote_code,
         list_tensors=options.list_tensors,
@@ -51,6 +51,7 @@ def _run_check(options: CheckOptions) -> None:
         timeout=options.timeout_s,
         downstream=options.downstream,
     )
+    report = verify(open_source(options.source), request)
     if options.report_dir:
         write_report_dir(report, options.report_dir)
     append_step_summary(render_markdown(report))

@@ -43,7 +43,7 @@ def _checked_families(
     _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
 ) -> tuple[str, ...]:
     """Refused while the flags are parsed, before any download or model load."""
-    from hubfuse.fusion.families import check_requested_families
+    from hubfuse.check.families import check_requested_families
 
     check_requested_families(value)
     return value

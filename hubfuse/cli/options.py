@@ -11,14 +11,14 @@ from hubfuse.settings import DEFAULT_TIMEOUT_S, MODE
 
 if TYPE_CHECKING:
     from hubfuse.batch import Shard
-    from hubfuse.fusion.downstream import DownstreamPlan
+    from hubfuse.check.downstream import DownstreamPlan
     from hubfuse.spec import Spec
 
 
 def downstream_plan(requested: str | None) -> DownstreamPlan:
     """The one resolution of the downstream setting into the typed plan every command carries
     (`requested`: --downstream-versions or the spec's key; asks the package index, cached)."""
-    from hubfuse.fusion.downstream import resolve_plan
+    from hubfuse.check.downstream import resolve_plan
 
     return resolve_plan(requested)
 

@@ -1,10 +1,10 @@
 """Downstream cells shared by proven case: within a run, across runs, across runners.
 
 A cell is keyed by (release, environment column, case digest, probe code version)
-(hubfuse/fusion/cell_case.py); each stored cell says which repo and commit proved it. Three
+(hubfuse/check/cell_case.py); each stored cell says which repo and commit proved it. Three
 places, looked up in this order: this process's memory (`hubfuse run` over many repos), the local
 cache (`$HF_HOME/hubfuse/cells`, like the verdict cache), and a shared store the runners reach
-(the ledger repo on the Hub, hubfuse/shared_cells.py, given by the batch run).
+(the ledger repo on the Hub, hubfuse/check/shared_cells.py, given by the batch run).
 
 Only hubfuse's own outcomes are shared: safe, crash, unsafe, ignored. `error` (the environment
 or the probe failed) says nothing about the case and is never stored. Everything read back is
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hubfuse import settings, strictjson
-from hubfuse.fusion.cell_case import CellCase, cell_key, cell_key_digest, probe_code_version
-from hubfuse.fusion.verdict import version_range
+from hubfuse.check.cell_case import CellCase, cell_key, cell_key_digest, probe_code_version
+from hubfuse.check.verdict import version_range
 from hubfuse.log import log, redact
 
 SHAREABLE_OUTCOMES = ("safe", "crash", "unsafe", "ignored")
@@ -100,7 +100,7 @@ class StoredCell:
 
 
 class SharedCells(Protocol):
-    """A store the runners share (hubfuse.shared_cells.HubCells)."""
+    """A store the runners share (hubfuse.check.shared_cells.HubCells)."""
 
     def get(self, digest: str) -> Any: ...
     def add(self, cell: StoredCell) -> None: ...

@@ -34,18 +34,18 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from hubfuse import settings
-from hubfuse.errors import BadInputError
-from hubfuse.fusion import envs
-from hubfuse.fusion.cell_case import CellCase
-from hubfuse.fusion.cell_store import MatrixCells
-from hubfuse.fusion.matrix_progress import MatrixProgress
-from hubfuse.fusion.verdict import (
+from hubfuse.check import envs
+from hubfuse.check.cell_case import CellCase
+from hubfuse.check.cell_store import MatrixCells
+from hubfuse.check.matrix_progress import MatrixProgress
+from hubfuse.check.verdict import (
     OUTPUT_TOLERANCE,
     PASSING_OUTCOMES,
     DownstreamCell,
     FamilyResult,
     version_range,
 )
+from hubfuse.errors import BadInputError
 from hubfuse.log import log
 from hubfuse.machine import loads_that_fit
 
@@ -190,7 +190,7 @@ def run_matrix(
 ) -> tuple[dict[str, str | None], list[DownstreamCell], list[DownstreamCell]]:
     """(environment columns, config-PR cells, variant cells), one probe process per environment.
 
-    With a `case`, cells proven on a repo of the same case are reused (hubfuse/fusion/cell_store.py).
+    With a `case`, cells proven on a repo of the same case are reused (hubfuse/check/cell_store.py).
     """
     columns = environment_columns()
     tasks = [

@@ -13,8 +13,8 @@ import json
 import time
 
 from hubfuse import strictjson
+from hubfuse.check.cell_store import StoredCell
 from hubfuse.errors import BudgetExhaustedError, ConflictError, HubfuseError
-from hubfuse.fusion.cell_store import StoredCell
 from hubfuse.hub import Hub
 from hubfuse.log import log, redact
 

@@ -1,4 +1,4 @@
-"""Check one fusion family against one checkpoint, each load in a fresh process.
+"""Full mode: every fusion family checked on the whole checkpoint, each load in a fresh process.
 
 The steps, in order (each one's failure is a reason in the verdict):
 1. discovery on the meta device + a plain reference load        -> `probe_reference`
@@ -12,94 +12,76 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hubfuse import __version__
+from hubfuse.check import downstream as downstream_matrix
+from hubfuse.check import worker
+from hubfuse.check.cell_case import case_for
+from hubfuse.check.modes import CheckRequest, FamilyOutcome
+from hubfuse.check.proofs import full_mode_proofs
+from hubfuse.check.reasons import (
+    is_unclean,
+    modules_not_fused_reason,
+    not_applicable_reason,
+    transforms_error_reason,
+    unclean_plain_load_reason,
+    unloaded_weights_reason,
+)
+from hubfuse.check.verdict import FamilyResult, LoadCheck, Roundtrip, output_tolerance
 from hubfuse.checkpoint import Checkpoint, stage_validated_files
+from hubfuse.checkpoint_compare import (
+    compare_checkpoints,
+    config_changes,
+    files_byte_identical,
+    index_checkpoint,
+)
 from hubfuse.configedit import set_top_level_key
-from hubfuse.fusion import downstream as downstream_matrix
-from hubfuse.fusion import worker
-from hubfuse.fusion.cell_case import case_for
-from hubfuse.fusion.families import resolve_families
-from hubfuse.fusion.proofs import full_mode_proofs
-from hubfuse.fusion.verdict import CheckReport, FamilyResult, LoadCheck, Roundtrip, output_tolerance
 from hubfuse.log import log
 from hubfuse.machine import loads_that_fit
-from hubfuse.settings import DEFAULT_TIMEOUT_S
 from hubfuse.transformers_info import modeling_modules
-from hubfuse.verify import compare_checkpoints, config_changes, files_byte_identical, index_checkpoint
 
 
 class _Unsafe(Exception):
     """Stop checking a family: the reasons already recorded make it unsafe."""
 
 
-@contextmanager
-def _scratch_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="hubfuse-check-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+class FullMode:
+    """The `CheckMode` that loads the whole checkpoint (`hubfuse.check.modes`)."""
 
+    name = "full"
 
-def check_checkpoint(
-    checkpoint: Checkpoint,
-    families: list[str] | tuple[str, ...],
-    *,
-    list_tensors: bool = False,
-    logs_dir: Path | None = None,
-    artifacts_dir: Path | None = None,
-    timeout: float = DEFAULT_TIMEOUT_S,
-    downstream: downstream_matrix.DownstreamPlan | None = None,
-) -> CheckReport:
-    """Check each family in its own scratch folder.
+    def __init__(self, checkpoint: Checkpoint, request: CheckRequest) -> None:
+        self.checkpoint = checkpoint
+        self.request = request
+        self.where = str(checkpoint.path)
+        self.model_type = checkpoint.model_type
+        self.architecture = checkpoint.architecture
+        self.preload = modeling_modules(checkpoint.model_type)
 
-    `downstream` also runs the config-only load on other transformers releases for each family
-    that applies to the model, whatever its verdict here, and gates the family on it
-    (hubfuse/fusion/downstream.py).
+    def check_family(self, family: str, work: Path) -> FamilyOutcome:
+        """`request.downstream` also runs the config-only load on other transformers releases, whatever
+        the verdict here, and gates the family on it (hubfuse/check/downstream.py)."""
+        checkpoint, request = self.checkpoint, self.request
+        source = stage_validated_files(checkpoint, work / "source")
+        check = FamilyCheck(checkpoint, source, family, work, request.timeout, request.list_tensors)
+        result = check.run()
+        result.proofs = full_mode_proofs(result, len(index_checkpoint(checkpoint.path)))
+        if request.downstream is not None:
+            apply_downstream_matrix(result, request.downstream, checkpoint, work, request.timeout)
+        return FamilyOutcome(result, check.dtype)
 
-    `logs_dir` keeps the worker logs; `artifacts_dir` keeps, for each safe family, its verified
-    fused-layout save as `artifacts_dir/<family>` (what a fused variant repo publishes).
-    """
-    worker.preload(modeling_modules(checkpoint.model_type))
-    selection = resolve_families(families)
-    results = []
-    dtype: str | None = None
-    for family, why in selection.skipped.items():
-        log.info(f"skipping fusion family {family}: {why}")
-    for family in selection.families:
-        with log.group(f"check {family} on {checkpoint.path}"), _scratch_dir() as work:
-            source = stage_validated_files(checkpoint, work / "source")
-            family_check = _FamilyCheck(checkpoint, source, family, work, timeout, list_tensors)
-            result = family_check.run()
-            result.proofs = full_mode_proofs(result, len(index_checkpoint(checkpoint.path)))
-            results.append(result)
-            dtype = dtype or family_check.dtype
-            if downstream is not None:
-                apply_downstream_matrix(result, downstream, checkpoint, work, timeout)
-            if artifacts_dir is not None and result.verdict == "safe":
-                artifacts_dir.mkdir(parents=True, exist_ok=True)
-                shutil.rmtree(artifacts_dir / family, ignore_errors=True)
-                shutil.move(str(work / "fused"), artifacts_dir / family)
-            if logs_dir is not None:
-                logs_dir.mkdir(parents=True, exist_ok=True)
-                for log_file in work.glob("*.log"):
-                    shutil.copyfile(log_file, logs_dir / f"{family}-{log_file.name}")
-    return report_for_installed(
-        source=str(checkpoint.path),
-        model_type=checkpoint.model_type,
-        architecture=checkpoint.architecture,
-        families=results,
-        dtype=dtype,
-        skipped_families=selection.skipped,
-    )
+    def keep_artifacts(self, work: Path, target: Path) -> None:
+        """The family's verified fused-layout save: what a fused variant repo publishes."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(work / "fused"), target)
+
+    def log_files(self, family: str, work: Path) -> dict[str, Path]:
+        return {f"{family}-{log_file.name}": log_file for log_file in work.glob("*.log")}
 
 
 def apply_downstream_matrix(
@@ -121,25 +103,9 @@ def apply_downstream_matrix(
         )
 
 
-def report_for_installed(**fields: Any) -> CheckReport:
-    """A report stamped with the hubfuse, transformers and torch versions its verdicts hold for."""
-    versions = installed_versions()
-    return CheckReport(
-        transformers_version=versions["transformers"],
-        torch_version=versions["torch"],
-        hubfuse_version=__version__,
-        **fields,
-    )
+class FamilyCheck:
+    """Points 1-6 on one checkpoint folder (targeted mode runs it on the structural twin too)."""
 
-
-def installed_versions() -> dict[str, str]:
-    """Versions of the libraries the verdict holds for, without importing them."""
-    from importlib.metadata import version
-
-    return {"transformers": version("transformers"), "torch": version("torch")}
-
-
-class _FamilyCheck:
     def __init__(
         self,
         checkpoint: Checkpoint,
@@ -199,24 +165,18 @@ class _FamilyCheck:
         reference = self._probe("discover", "probe_reference", source, self.family, str(self.work), trust)
         if not reference["fusable"]:
             self.result.verdict = "not_applicable"
-            self.result.reasons.append(self._not_applicable_reason(reference))
+            self.result.reasons.append(not_applicable_reason(reference, self.family))
             return
         # What the config PR makes, staged before any fused load: the matrix runs on it whatever
         # the installed release makes of the fusion.
         downstream = self._downstream_copy()
         if reference["transforms_error"]:
-            self._fail(
-                f"transformers cannot build the {self.family} weight conversion for this config "
-                f"({reference['transforms_error']}), so every fused load fails"
-            )
+            self._fail(transforms_error_reason(self.family, reference["transforms_error"]))
             raise _Unsafe
         self.dtype = reference.get("dtype")
         plain = reference["plain_load"]
-        if plain["missing_keys"] or plain["unexpected_keys"]:
-            self._fail(
-                "the plain load itself is not clean "
-                f"(missing {_keys(plain['missing_keys'])}; unexpected {_keys(plain['unexpected_keys'])})"
-            )
+        if is_unclean(plain, mismatched=False):
+            self._fail(unclean_plain_load_reason(plain))
 
         resave, fused = self.work / "resave", self.work / "fused"
         try:
@@ -262,31 +222,17 @@ class _FamilyCheck:
                     continue
                 self._judge_load(label, outcome, reference["reference_modules"], target)
 
-    def _not_applicable_reason(self, reference: dict[str, Any]) -> str:
-        unmatched = reference["unmatched"]
-        if not unmatched:
-            return f"{reference['model_class']} has no module the {self.family} family can fuse"
-        details = "; ".join(f"{u['path']}: {u['why']}" for u in unmatched[:2])
-        more = f"; +{len(unmatched) - 2} more" if len(unmatched) > 2 else ""
-        return (
-            f"{reference['model_class']} has Conv3d modules, none fusable by {self.family} ({details}{more})"
-        )
-
     def _judge_load(
         self, label: str, outcome: dict[str, Any], expected_modules: list[str], target: LoadCheck
     ) -> None:
         load = outcome["load"]
         fused_modules: dict[str, str] = outcome["fused_modules"]
         target.fused_modules = fused_modules
-        if load["missing_keys"] or load["unexpected_keys"] or load["mismatched_keys"]:
-            self._fail(
-                f"{label} left weights unloaded: missing {_keys(load['missing_keys'])}; "
-                f"unexpected {_keys(load['unexpected_keys'])}"
-                + (f"; mismatched {_keys(load['mismatched_keys'])}" if load["mismatched_keys"] else "")
-            )
+        if is_unclean(load):
+            self._fail(unloaded_weights_reason(label, load))
         missing_modules = sorted(set(expected_modules) - set(fused_modules))
         if missing_modules:
-            self._fail(f"{label}: modules not fused: {', '.join(missing_modules)}")
+            self._fail(modules_not_fused_reason(label, missing_modules))
         weight_problems = [f"{m}.{p}" for m, problems in outcome["weights"].items() for p in problems]
         target.weights_match = not weight_problems
         if weight_problems:
@@ -360,10 +306,3 @@ def _concurrent_loads(checkpoint: Checkpoint, wanted: int) -> int:
     """Run the reloads side by side only when that many copies of the model fit in memory."""
     # A loaded model takes about 1.2x its checkpoint.
     return loads_that_fit(checkpoint.weight_bytes, 1.2, wanted)
-
-
-def _keys(keys: list[str], limit: int = 4) -> str:
-    if not keys:
-        return "none"
-    shown = ", ".join(keys[:limit])
-    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")

@@ -7,7 +7,7 @@ only the bytes of the tensors the family touches, then proves:
 2. the fused load report of the *whole* model: transformers' own `from_pretrained` on the real
    key set (names, dtypes, shapes), with a meta tensor wherever it would copy bytes;
 3. weights arrive, 4. re-save, 5. downstream, 6. fused layout: full mode's own checks, run on a
-   structural twin: the real config with its stacks pruned (`synth.twin_config`), saved by
+   structural twin: the real config with its stacks pruned (`hubfuse.check.twin`), saved by
    transformers under the real key names, holding the real bytes of every touched tensor.
    Point 4 also runs on the whole key set: the fused model's original-format save writes every
    key with the name, dtype and shape the plain model's save writes.
@@ -20,111 +20,94 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from hubfuse.check import worker
+from hubfuse.check.families import family_names
+from hubfuse.check.full import FamilyCheck, apply_downstream_matrix
+from hubfuse.check.modes import CheckRequest, FamilyOutcome
+from hubfuse.check.proofs import POINTS, point_of, proof
+from hubfuse.check.reasons import (
+    is_unclean,
+    key_list,
+    modules_not_fused_reason,
+    not_applicable_reason,
+    transforms_error_reason,
+    unclean_plain_load_reason,
+    unloaded_weights_reason,
+)
+from hubfuse.check.verdict import FamilyResult
 from hubfuse.checkpoint import open_checkpoint, read_checked_config, stage_validated_files
-from hubfuse.fusion import worker
-from hubfuse.fusion.check import _FamilyCheck, _keys, apply_downstream_matrix, report_for_installed
-from hubfuse.fusion.downstream import DownstreamPlan
-from hubfuse.fusion.families import resolve_families
-from hubfuse.fusion.proofs import POINTS, point_of, proof
-from hubfuse.fusion.verdict import CheckReport, FamilyResult
 from hubfuse.log import log
-from hubfuse.settings import DEFAULT_TIMEOUT_S
 from hubfuse.source import RepoSource
 from hubfuse.transformers_info import modeling_modules
 
-TARGETED_PROBES = "hubfuse.fusion.targeted_probes"
+TARGETED_PROBES = "hubfuse.check.targeted_probes"
 
 
-def check_targeted(
-    source: RepoSource,
-    families: list[str] | tuple[str, ...],
-    *,
-    trust_remote_code: bool = False,
-    logs_dir: Path | None = None,
-    artifacts_dir: Path | None = None,
-    timeout: float = DEFAULT_TIMEOUT_S,
-    downstream: DownstreamPlan | None = None,
-) -> CheckReport:
-    """`artifacts_dir/<family>` keeps, for each safe family, what a shard-by-shard variant needs:
-    the twin's verified fused-layout save and `variant.json` (`hubfuse.variant_shards`)."""
-    work = Path(tempfile.mkdtemp(prefix="hubfuse-targeted-"))
-    try:
-        config_dir = work / "config"
-        config_dir.mkdir()
-        (config_dir / "config.json").write_text(source.config_text(), encoding="utf-8")
-        checked = read_checked_config(config_dir, trust_remote_code=trust_remote_code)
+class TargetedMode:
+    """The `CheckMode` that reads headers and touched tensors only (`hubfuse.check.modes`)."""
+
+    name = "targeted"
+
+    def __init__(self, source: RepoSource, request: CheckRequest, work: Path) -> None:
+        self.source = source
+        self.request = request
+        self.config_dir = work / "config"
+        self.config_dir.mkdir()
+        (self.config_dir / "config.json").write_text(source.config_text(), encoding="utf-8")
+        checked = read_checked_config(
+            self.config_dir, trust_remote_code=request.trust_remote_code, registered_families=family_names
+        )
         # Every refusal the listing, the index and the headers decide (weight layout, budgets, a
         # config claiming far more layers than stored) comes before any process starts: a
         # refusal costs no forkserver start, and no worker ever builds a model the headers belie.
         tensors = source.tensors()
-        worker.preload([TARGETED_PROBES, *modeling_modules(checked.model_type)])
-        resolved = resolve_families(families)
-        keys = {name: [loc.dtype, list(loc.shape)] for name, (_, loc) in tensors.items()}
-        (work / "keys.json").write_text(json.dumps(keys))
-        results = []
-        dtype = None
-        for family, why in resolved.skipped.items():
-            log.info(f"skipping fusion family {family}: {why}")
-        for family in resolved.families:
-            with log.group(f"check {family} on {source.label} (targeted)"):
-                family_work = work / family
-                family_work.mkdir()
-                check = _TargetedCheck(source, family, config_dir, work / "keys.json", keys, family_work)
-                check.trust_remote_code = trust_remote_code
-                check.timeout = timeout
-                check.downstream = downstream
-                result = check.run()
-                results.append(result)
-                dtype = dtype or check.dtype
-                if artifacts_dir is not None and result.verdict == "safe":
-                    check.keep_variant_artifacts(artifacts_dir / family)
-                if logs_dir is not None:
-                    logs_dir.mkdir(parents=True, exist_ok=True)
-                    for log_file in family_work.rglob("*.log"):
-                        shutil.copyfile(log_file, logs_dir / f"{family}-targeted-{log_file.name}")
-        return report_for_installed(
-            source=source.label,
-            model_type=checked.model_type,
-            architecture=checked.architecture,
-            families=results,
-            dtype=dtype,
-            skipped_families=resolved.skipped,
-            mode="targeted",
-        )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        self.where = f"{source.label} (targeted)"
+        self.model_type = checked.model_type
+        self.architecture = checked.architecture
+        self.preload = [TARGETED_PROBES, *modeling_modules(checked.model_type)]
+        self.keys = {name: [loc.dtype, list(loc.shape)] for name, (_, loc) in tensors.items()}
+        self.keys_path = work / "keys.json"
+        self.keys_path.write_text(json.dumps(self.keys))
+
+    def check_family(self, family: str, work: Path) -> FamilyOutcome:
+        check = _TargetedCheck(self, family, work)
+        return FamilyOutcome(check.run(), check.dtype)
+
+    def keep_artifacts(self, work: Path, target: Path) -> None:
+        """What a shard-by-shard variant needs: the twin's verified fused-layout save and
+        `variant.json` (`hubfuse.variant_shards`)."""
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        shutil.copytree(work / "twin-check" / "fused", target / "twin-fused")
+        shutil.copyfile(work / VARIANT_FILE, target / VARIANT_FILE)
+
+    def log_files(self, family: str, work: Path) -> dict[str, Path]:
+        return {f"{family}-targeted-{log_file.name}": log_file for log_file in work.rglob("*.log")}
+
+
+VARIANT_FILE = "variant.json"
 
 
 class _TargetedCheck:
-    def __init__(
-        self,
-        source: RepoSource,
-        family: str,
-        config_dir: Path,
-        keys_path: Path,
-        keys: dict[str, list[Any]],
-        work: Path,
-    ) -> None:
-        self.source = source
+    def __init__(self, mode: TargetedMode, family: str, work: Path) -> None:
+        self.source = mode.source
         self.family = family
-        self.config_dir = config_dir
-        self.keys_path = keys_path
-        self.keys = keys
+        self.config_dir = mode.config_dir
+        self.keys_path = mode.keys_path
+        self.keys = mode.keys
         self.work = work
-        self.trust_remote_code = False
-        self.timeout = DEFAULT_TIMEOUT_S
+        self.trust_remote_code = mode.request.trust_remote_code
+        self.timeout = mode.request.timeout
         # The downstream matrix runs on the twin: the real config and key names, the real bytes
         # of what the family touches (everything a release's config-only load can get wrong).
-        self.downstream: DownstreamPlan | None = None
+        self.downstream = mode.request.downstream
         self.result = FamilyResult(name=family, verdict="safe")
         self.proofs: dict[str, dict[str, Any]] = {}
         self.dtype: str | None = None
         self._save_names: tuple[bool, int] = (True, 0)
-        self._variant: dict[str, Any] = {}
 
     def run(self) -> FamilyResult:
         try:
@@ -177,7 +160,7 @@ class _TargetedCheck:
         how_discovery = "model class built on the meta device from the real config.json"
         if not key_set["fusable"]:
             self.result.verdict = "not_applicable"
-            self.result.reasons.append(_not_applicable_reason(key_set, self.family))
+            self.result.reasons.append(not_applicable_reason(key_set, self.family))
             self.proofs["discovery"] = proof("discovery", True, how_discovery + ": nothing to fuse", "-")
             return
         self.proofs["discovery"] = proof(
@@ -188,29 +171,21 @@ class _TargetedCheck:
         if key_set["transforms_error"]:
             self._fail(
                 "fused_load",
-                f"transformers cannot build the {self.family} weight conversion for this config "
-                f"({key_set['transforms_error']}), so every fused load fails",
+                transforms_error_reason(self.family, key_set["transforms_error"]),
                 how_load,
                 whole,
             )
             return
         plain, fused = key_set["plain_load"], key_set["fused_load"]
         problems = []
-        if plain["missing_keys"] or plain["unexpected_keys"] or plain["mismatched_keys"]:
-            problems.append(
-                "the plain load itself is not clean "
-                f"(missing {_keys(plain['missing_keys'])}; unexpected {_keys(plain['unexpected_keys'])})"
-            )
-        if fused["missing_keys"] or fused["unexpected_keys"] or fused["mismatched_keys"]:
-            problems.append(
-                f"fused load left weights unloaded: missing {_keys(fused['missing_keys'])}; "
-                f"unexpected {_keys(fused['unexpected_keys'])}"
-                + (f"; mismatched {_keys(fused['mismatched_keys'])}" if fused["mismatched_keys"] else "")
-            )
+        if is_unclean(plain):
+            problems.append(unclean_plain_load_reason(plain))
+        if is_unclean(fused):
+            problems.append(unloaded_weights_reason("fused load", fused))
         self.result.fused_modules = key_set["fused_modules"]
         not_fused = sorted(set(key_set["fusable"]) - set(key_set["fused_modules"]))
         if not_fused:
-            problems.append(f"fused load: modules not fused: {', '.join(not_fused)}")
+            problems.append(modules_not_fused_reason("fused load", not_fused))
         if problems:
             for reason in problems:
                 self._fail("fused_load", reason, how_load, whole)
@@ -222,11 +197,12 @@ class _TargetedCheck:
             self.result.verdict = "error"
             self.result.reasons.append(
                 "targeted mode cannot tell which checkpoint keys feed the fused modules "
-                f"(unconfirmed: {_keys(key_set['touched_unconfirmed'] or touched)}); run --mode full"
+                f"(unconfirmed: {key_list(key_set['touched_unconfirmed'] or touched)}); run --mode full"
             )
             return
         self._judge_save_names(key_set, touched, whole)
-        self._variant = _variant_layout(key_set["fused_layout_save"], self.keys, touched)
+        variant = _variant_layout(key_set["fused_layout_save"], self.keys, touched)
+        (self.work / VARIANT_FILE).write_text(json.dumps(variant, indent=1))
 
         twin = self._build_twin(touched)
         if twin is None:
@@ -279,18 +255,20 @@ class _TargetedCheck:
             self.result.verdict = "error"
             self.result.reasons.append(
                 f"{how_twin}: transformers saves the touched tensors under other names than the repo "
-                f"({_keys(built['missing'])}); run --mode full"
+                f"({key_list(built['missing'])}); run --mode full"
             )
             return None
         return twin
 
     def _check_twin(self, twin: Path, touched: list[str]) -> None:
         """Full mode's own checks (points 3-6) on the twin."""
-        checkpoint = open_checkpoint(twin, trust_remote_code=self.trust_remote_code)
+        checkpoint = open_checkpoint(
+            twin, trust_remote_code=self.trust_remote_code, registered_families=family_names
+        )
         twin_work = self.work / "twin-check"
         twin_work.mkdir()
         staged = stage_validated_files(checkpoint, twin_work / "source")
-        twin_result = _FamilyCheck(checkpoint, staged, self.family, twin_work, self.timeout, False).run()
+        twin_result = FamilyCheck(checkpoint, staged, self.family, twin_work, self.timeout, False).run()
         result = self.result
         result.reasons.extend(twin_result.reasons)
         if twin_result.verdict in ("error", "not_applicable") and result.verdict == "safe":
@@ -327,12 +305,6 @@ class _TargetedCheck:
         if not names_hold:
             resave["holds"] = False
 
-    def keep_variant_artifacts(self, target: Path) -> None:
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
-        shutil.copytree(self.work / "twin-check" / "fused", target / "twin-fused")
-        (target / "variant.json").write_text(json.dumps(self._variant, indent=1))
-
 
 def _variant_layout(
     layout: dict[str, list[Any]], keys: dict[str, list[Any]], touched: list[str]
@@ -349,17 +321,8 @@ def _variant_layout(
     }
 
 
-def _not_applicable_reason(key_set: dict[str, Any], family: str) -> str:
-    unmatched = key_set["unmatched"]
-    if not unmatched:
-        return f"{key_set['model_class']} has no module the {family} family can fuse"
-    details = "; ".join(f"{u['path']}: {u['why']}" for u in unmatched[:2])
-    more = f"; +{len(unmatched) - 2} more" if len(unmatched) > 2 else ""
-    return f"{key_set['model_class']} has Conv3d modules, none fusable by {family} ({details}{more})"
-
-
 def checkpoint_key_count(folder: Path) -> int:
-    from hubfuse.verify import index_checkpoint
+    from hubfuse.checkpoint_compare import index_checkpoint
 
     return len(index_checkpoint(folder))
 

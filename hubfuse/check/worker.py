@@ -38,14 +38,14 @@ from hubfuse.childenv import drop_hub_tokens_here
 from hubfuse.machine import total_memory_bytes
 
 # Probes are named, not passed as functions, so the parent never imports torch itself.
-PROBES_MODULE = "hubfuse.fusion.probes"
+PROBES_MODULE = "hubfuse.check.probes"
 # Modules every worker imports before its probe (comma-separated): plugins that register with
 # transformers, e.g. an extra fusion family. Imported in the forkserver and again, to surface
 # an import error, in each child.
 PRELOAD_ENV = "HUBFUSE_WORKER_PRELOAD"
 _PRELOAD = [PROBES_MODULE]
 # Imported first by the forkserver: drops Hub tokens from its environment (the workers call no Hub).
-HUB_FREE_MODULE = "hubfuse.fusion.hub_free"
+HUB_FREE_MODULE = "hubfuse.check.hub_free"
 _context: BaseContext | None = None
 _start_lock = threading.Lock()
 

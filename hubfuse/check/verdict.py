@@ -101,7 +101,7 @@ class FamilyResult:
     downstream: LoadCheck = field(default_factory=LoadCheck)
     fused_layout: LoadCheck = field(default_factory=LoadCheck)
     timings: dict[str, float] = field(default_factory=dict)
-    # Each safety point: {point, holds, how, tensors} (hubfuse.fusion.proofs).
+    # Each safety point: {point, holds, how, tensors} (hubfuse.check.proofs).
     proofs: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -118,7 +118,7 @@ class CheckReport:
     revision: str | None = None
     # Families transformers registers that were not checked, with why (never a verdict).
     skipped_families: dict[str, str] = field(default_factory=dict)
-    mode: str = "full"  # full | targeted (hubfuse.fusion.targeted)
+    mode: str = "full"  # full | targeted (hubfuse.check.targeted)
 
     @property
     def verdict(self) -> Verdict:

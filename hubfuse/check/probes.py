@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import types
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,8 @@ from torch import nn
 from transformers.utils import logging as hf_logging
 from transformers.utils.import_utils import _LazyModule
 
-from hubfuse.fusion import transformers_fusion
-from hubfuse.fusion.families import VERIFIERS
+from hubfuse.check import transformers_fusion
+from hubfuse.check.families import PLUGINS
 
 hf_logging.disable_progress_bar()
 
@@ -97,29 +96,10 @@ def _load(
 
 
 def _discover(model: nn.Module, family: str) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """Modules the family would fuse (path -> class name), and Conv3d modules it would not."""
+    """Modules the family would fuse (path -> class name), and candidates it would not (its plugin says)."""
     pattern = transformers_fusion.target_pattern(family)
     fusable = transformers_fusion.fusable_modules(model, family)
-    unmatched = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv3d) and name.rpartition(".")[0] not in fusable:
-            unmatched.append({"path": name, "why": _why_not_fused(name, module, pattern)})
-    return fusable, unmatched
-
-
-def _why_not_fused(name: str, conv: nn.Conv3d, pattern: re.Pattern[str] | None) -> str:
-    owner, _, attribute = name.rpartition(".")
-    if pattern is not None and pattern.search(owner) is None:
-        return f"its module {owner or '(root)'} is not named like {pattern.pattern}"
-    if attribute != "proj":
-        return f"the Conv3d is the module's {attribute!r}, not 'proj'"
-    if conv.stride != conv.kernel_size:
-        return f"overlapping patches: stride {tuple(conv.stride)} != kernel {tuple(conv.kernel_size)}"
-    if conv.padding != (0, 0, 0):
-        return f"padding {conv.padding}"
-    if conv.dilation != (1, 1, 1):
-        return f"dilation {tuple(conv.dilation)}"
-    return f"groups={conv.groups}"
+    return fusable, PLUGINS[family].unfused_candidates(model, fusable, pattern)
 
 
 def _fused_modules(model: nn.Module) -> dict[str, str]:
@@ -173,7 +153,7 @@ def probe_reference(source: str, family: str, work_dir: str, trust_remote_code: 
     result["plain_load"] = report
     result["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
 
-    verifier = VERIFIERS[family]
+    verifier = PLUGINS[family]
     generator = torch.Generator().manual_seed(0)
     tensors: dict[str, torch.Tensor] = {}
     index: dict[str, Any] = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hubfuse import settings
-from hubfuse.fusion.verdict import CheckReport
+from hubfuse.check.verdict import CheckReport
 
 
 class VerdictCache:

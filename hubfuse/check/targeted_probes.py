@@ -27,7 +27,7 @@ import transformers
 import transformers.core_model_loading as core_model_loading
 from transformers.modeling_utils import remove_tied_weights_from_state_dict
 
-from hubfuse.fusion.probes import _fused_modules, _model_class, discover_on_meta
+from hubfuse.check.probes import _fused_modules, _model_class, discover_on_meta
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -165,12 +165,11 @@ def probe_build_twin(
     config_dir: str, touched_path: str, out_dir: str, dtype: str, trust_remote_code: bool
 ) -> dict[str, Any]:
     """Save the structural twin to `out_dir` and put the real touched tensors into it."""
-    from hubfuse import synth
+    from hubfuse.check.twin import build_model, twin_config
 
     config = transformers.AutoConfig.from_pretrained(config_dir, trust_remote_code=trust_remote_code)
     cls = _model_class(config, trust_remote_code)
-    twin_config = synth.twin_config(config)
-    model = synth._build_model(cls, twin_config, dtype=DTYPES[dtype], seed=0)
+    model = build_model(cls, twin_config(config), dtype=DTYPES[dtype], seed=0)
     model.save_pretrained(out_dir)
     del model
     touched = safetensors.torch.load_file(touched_path)

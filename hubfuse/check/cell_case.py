@@ -1,9 +1,9 @@
 """The case a downstream cell proves, so that repos of the same case can share it.
 
-A cell (one transformers release in one environment column, hubfuse/fusion/downstream.py) depends
+A cell (one transformers release in one environment column, hubfuse/check/downstream.py) depends
 on the release, the column and the case: the model class, the key names modulo layer index, the
 shapes and dtypes of the tensors the family converts, and the config fields the family reads (its
-own statement in hubfuse/fusion/families.py). The case is derived only from what hubfuse already
+own statement in its plugin, hubfuse/check/families/). The case is derived only from what hubfuse already
 read and validated: config.json and the safetensors headers. Its digest (of a canonical JSON) keys
 the cell; the case itself is stored beside the cell, so a reader can see what was compared.
 
@@ -22,8 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from hubfuse.check.families import PLUGINS
 from hubfuse.checkpoint import Checkpoint
-from hubfuse.fusion.families import VERIFIERS
 from hubfuse.safetensors_header import TensorLocation
 
 CASE_FORMAT = 1
@@ -60,7 +60,7 @@ def touched_tensor_names(
     Matched on the module's tail, as targeted mode matches them (the checkpoint may carry another
     prefix than the model, e.g. a legacy `visual.` for `model.visual.`).
     """
-    parameters = VERIFIERS[family].touched_parameters
+    parameters = PLUGINS[family].touched_parameters
     touched: set[str] = set()
     for path in fused_modules:
         tail = path.rsplit(".", 1)[-1]
@@ -73,7 +73,7 @@ def touched_tensor_names(
 def _config_fields(config: dict[str, Any], family: str) -> dict[str, Any]:
     """The family's fields where its conversion reads them (its section if the config has one),
     and the same names at the top level too: whichever a release reads, a difference shows."""
-    verifier = VERIFIERS[family]
+    verifier = PLUGINS[family]
     section = config.get(verifier.config_section) if verifier.config_section else None
     places = {"top": config}
     if isinstance(section, dict):
@@ -91,9 +91,9 @@ def case_for(
     tensors: dict[str, TensorLocation],
 ) -> CellCase | None:
     """The case of `checkpoint` for `family` (None: hubfuse cannot show another repo to be the same)."""
-    if checkpoint.trust_remote_code or family not in VERIFIERS or not fused_modules:
+    if checkpoint.trust_remote_code or family not in PLUGINS or not fused_modules:
         return None
-    verifier = VERIFIERS[family]
+    verifier = PLUGINS[family]
     if not verifier.touched_parameters or not verifier.config_fields:
         return None
     names = sorted(tensors)

@@ -3,18 +3,18 @@
 A family's `proofs` list has one entry per point: `{point, holds, how, tensors}`. `holds` is True,
 False (the family is unsafe), or None (not reached: an earlier point failed, or the family is not
 applicable). Full mode proves every point on the whole checkpoint; targeted mode says per point
-what it ran on (`hubfuse.fusion.targeted`).
+what it ran on (`hubfuse.check.targeted`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from hubfuse.fusion.verdict import FamilyResult
+from hubfuse.check.verdict import FamilyResult
 
 POINTS = ("discovery", "fused_load", "weights_arrive", "resave", "downstream", "fused_layout")
 
-# The stage timing each point's full-mode probe records (`_FamilyCheck._probe` / `_timed`).
+# The stage timing each point's full-mode probe records (`full.FamilyCheck._probe` / `_timed`).
 _FULL_STAGE = {
     "discovery": "discover",
     "fused_load": "fused_load",

@@ -1,1 +1,0 @@
-"""Fusion families, the isolated worker processes that exercise them, and their verdicts."""

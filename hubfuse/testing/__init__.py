@@ -1,0 +1,1 @@
+"""Tiny random-weight checkpoints for tests, the demo and bench; production code never imports this."""
