@@ -167,10 +167,35 @@ def test_a_failed_environment_creation_leaves_nothing_behind():
     assert not list(root.glob(".building-env-transformers-0.0.1-*"))
 
 
-def test_a_release_whose_requirement_is_missing_is_unavailable_beside_a_stand_in(checkpoints, tmp_path):
-    """transformers 5.25.0 requires kernels>=0.19.1,<0.20; this machine's index has 0.17.2. Its
-    cell is `unavailable` (never passing), and the stand-in (5.25.0 without kernels, hub kernels
-    off) runs for real beside it, labelled, not gating."""
+@pytest.fixture
+def index_without_kernels(tmp_path, monkeypatch):
+    """A package index lacking what transformers 5.25.0 requires (kernels>=0.19.1), as this machine's
+    index was until 2026-12-03 and as a user's mirror may be: a folder of the real wheels of 5.25.0
+    and its requirements, kernels taken out, as pip's only source (PIP_NO_INDEX, PIP_FIND_LINKS; the
+    matrix's builder carries pip's settings over to uv). Environments go to a fresh folder, so an
+    environment built from a fuller index is not reused."""
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", str(wheels),
+         "transformers==5.25.0"],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    for wheel in wheels.glob("kernels-*.whl"):
+        wheel.unlink()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    monkeypatch.setenv("HUBFUSE_ENVS", str(tmp_path / "envs"))
+    envs.pip_configuration.cache_clear()
+    yield wheels
+    envs.pip_configuration.cache_clear()
+
+
+def test_a_release_whose_requirement_is_missing_is_unavailable_beside_a_stand_in(
+    checkpoints, tmp_path, index_without_kernels
+):
+    """transformers 5.25.0 requires kernels>=0.19.1,<0.20, which this index lacks. Its cell is
+    `unavailable` (never passing), and the stand-in (5.25.0 without kernels, hub kernels off) runs
+    for real beside it, labelled, not gating."""
     from hubfuse.check.downstream import apply_matrix
     from hubfuse.check.verdict import FamilyResult
     from hubfuse.report import first_reasons, matrix_rows
@@ -374,3 +399,10 @@ def test_uvs_explanation_is_read_however_uv_wraps_it() -> None:
     )
     assert _unavailable_requirement(wrapped) == "kernels>=0.19.1,<0.20"
     assert _unavailable_requirement(" ".join(wrapped.split())) == "kernels>=0.19.1,<0.20"
+    # A release alone in the locations uv may use: "all versions of transformers depend on".
+    alone = (
+        "  cause: Because kernels was not found in the provided package locations and all versions of\n"
+        "         transformers depend on kernels>=0.19.1,<0.20, we can conclude that all versions of\n"
+        "         transformers cannot be used."
+    )
+    assert _unavailable_requirement(alone) == "kernels>=0.19.1,<0.20"

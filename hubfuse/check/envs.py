@@ -475,7 +475,7 @@ def _declared_requirements(python: Path, name: str) -> list[str]:
 # uv's explanation when a release's own requirement cannot be met, e.g. "Because only
 # kernels<=0.17.2 is available and transformers==5.25.0 depends on kernels>=0.19.1,<0.20, ...",
 # or, installing its requirements after it (--no-deps), "... and you require kernels>=0.19.1, ...".
-_DEPENDS_ON = re.compile(r"(?:transformers\S* depends on|you require) (\S+?),? (?:we|and) ")
+_DEPENDS_ON = re.compile(r"(?:transformers\S* depends? on|you require) (\S+?),? (?:we|and) ")
 
 
 def _unavailable_requirement(message: str) -> str | None:

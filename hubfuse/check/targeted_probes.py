@@ -27,6 +27,7 @@ import transformers
 import transformers.core_model_loading as core_model_loading
 from transformers.modeling_utils import remove_tied_weights_from_state_dict
 
+from hubfuse.check import transformers_fusion
 from hubfuse.check.probes import _fused_modules, _model_class, discover_on_meta
 
 DTYPES: dict[str, torch.dtype] = {
@@ -91,6 +92,7 @@ def _meta_load(
     fusion_config: dict[str, Any] | None,
 ) -> tuple[torch.nn.Module, dict[str, list[str]]]:
     kwargs: dict[str, Any] = {"dtype": "auto", "output_loading_info": True}
+    kwargs.update(transformers_fusion.meta_load_kwargs())
     if fusion_config is not None:
         kwargs["fusion_config"] = fusion_config
     with _no_bytes():

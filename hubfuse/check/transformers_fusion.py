@@ -171,6 +171,16 @@ def hub_kernels_requirement() -> str | None:
     return None
 
 
+def meta_load_kwargs() -> dict[str, bool]:
+    """What a load onto the meta device (targeted mode's structural loads) passes besides a user's.
+
+    Hub kernels swap layer forwards on a real device and refuse the meta device outright
+    (`kernelize`: "Unsupported device type 'meta'"); they change no key, shape or module that a
+    structural load reads, so those loads go without them. Real loads keep the release's default.
+    """
+    return {"use_kernels": False} if hub_kernels_requirement() is not None else {}
+
+
 def hub_kernels_enabled() -> bool:
     return os.environ.get(HUB_KERNELS_VAR, "YES").upper() in _TRUE_VALUES
 
