@@ -11,25 +11,24 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hubfuse import __version__
+from hubfuse import __version__, settings
 from hubfuse.errors import BadInputError, BudgetExhaustedError, ConflictError, ExitCode, HubfuseError
 from hubfuse.fusion import cell_store
-from hubfuse.fusion.check import DEFAULT_TIMEOUT_S, installed_versions
-from hubfuse.fusion.downstream import DownstreamPlan, matrix_digest, resolve_plan
+from hubfuse.fusion.check import installed_versions
+from hubfuse.fusion.downstream import DownstreamPlan, matrix_digest
 from hubfuse.hub import Hub
 from hubfuse.ledger import HubLedger, Ledger, LocalLedger, Record, error_backoff_s
 from hubfuse.log import log, redact
 from hubfuse.pipeline import PublishOptions, PublishReport, publish
+from hubfuse.settings import DEFAULT_TIMEOUT_S, MODE
 from hubfuse.shared_cells import HubCells
 from hubfuse.spec import Spec
 
-KILL_SWITCH_ENV = "HUBFUSE_KILL_SWITCH"
 _LIST_FIELDS = ["sha", "config", "private", "gated", "pipeline_tag"]
 
 
@@ -188,8 +187,8 @@ class _PendingRecords:
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        self.every = int(os.environ.get("HUBFUSE_LEDGER_FLUSH_EVERY", "10"))
-        self.seconds = float(os.environ.get("HUBFUSE_LEDGER_FLUSH_S", "60"))
+        self.every = settings.LEDGER_FLUSH_EVERY.value()
+        self.seconds = settings.LEDGER_FLUSH.value()
         self.records: list[Record] = []
         self.last = time.monotonic()
 
@@ -220,7 +219,7 @@ class _Guard:
         self.ledger = ledger
 
     def engaged(self) -> bool:
-        return bool(os.environ.get(KILL_SWITCH_ENV)) or self.ledger.kill_switch()
+        return settings.KILL_SWITCH.value() or self.ledger.kill_switch()
 
     def __call__(self) -> None:
         if self.engaged():
@@ -241,14 +240,15 @@ def run(
     dry_run: bool = False,
     ledger_dir: Path = Path(".hubfuse/ledgers"),
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    mode: str = "auto",
+    mode: str = MODE.default,
+    downstream: DownstreamPlan,
 ) -> BatchSummary:
     """Downstream cells are shared across the run's repos of one case, with earlier runs (the
     local cache) and with the other shards (beside the ledger on the Hub)."""
     shared = HubCells(hub, spec.ledger_repo) if spec.ledger_repo else None
     with cell_store.sharing(cell_store.CellStore.default(shared)):
         try:
-            summary = _run(hub, spec, shard, dry_run, ledger_dir, timeout_s, mode)
+            summary = _run(hub, spec, shard, dry_run, ledger_dir, timeout_s, mode, downstream)
         finally:
             if shared is not None:
                 shared.flush()
@@ -264,13 +264,13 @@ def _run(
     ledger_dir: Path,
     timeout_s: float,
     mode: str,
+    downstream: DownstreamPlan,
 ) -> BatchSummary:
     shard = shard or Shard(1, 1)
     dry_run = dry_run or spec.dry_run
     ledger = open_ledger(hub, spec, ledger_dir)
     guard = _Guard(ledger)
     summary = BatchSummary(spec.name, f"{shard.index}/{shard.total}", dry_run, ledger.location)
-    downstream = resolve_plan(spec.downstream_versions)
     versions = {"hubfuse": __version__, **installed_versions(), "downstream": matrix_digest(downstream)}
     families = sorted(spec.families)
 
@@ -370,7 +370,7 @@ def _publish_one(
     guard: _Guard,
     timeout_s: float,
     downstream: DownstreamPlan,
-    mode: str = "auto",
+    mode: str,
 ) -> RepoOutcome:
     start = time.monotonic()
     options = PublishOptions(

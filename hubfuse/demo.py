@@ -14,7 +14,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from hubfuse.fusion.downstream import DEFAULT_ENV_VAR, DownstreamPlan, resolve_plan
+from hubfuse import settings
+from hubfuse.cli.options import downstream_plan
+from hubfuse.fusion.downstream import DownstreamPlan
 from hubfuse.log import log
 from hubfuse.pipeline import Action, PublishOptions, PublishReport
 
@@ -29,8 +31,8 @@ DEMO_DOWNSTREAM_VERSIONS = ("5.5.4", "5.24.0")
 
 def demo_downstream() -> DownstreamPlan:
     """$HUBFUSE_DOWNSTREAM_VERSIONS when set, else the demo's explicit small matrix."""
-    if os.environ.get(DEFAULT_ENV_VAR):
-        return resolve_plan(None)
+    if settings.DOWNSTREAM_DEFAULT.value():
+        return downstream_plan(None)
     versions = DEMO_DOWNSTREAM_VERSIONS
     return DownstreamPlan(f"demo subset {', '.join(versions)} (not the full default matrix)", versions)
 

@@ -8,7 +8,6 @@ errors with one line and an exit code. Nothing else in hubfuse imports `HfApi`.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -16,23 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hubfuse import strictjson
+from hubfuse import settings, strictjson
 from hubfuse.errors import (
     AuthError,
-    BadInputError,
     BudgetExhaustedError,
     CheckpointError,
-    ConflictError,
-    CopyRefusedError,
-    HubfuseError,
     HubUnavailableError,
 )
+from hubfuse.hub_errors import first_line, is_transient, retry_after_s, translate_error
+from hubfuse.localmark import LOCALHUB_HEADER
 from hubfuse.log import clean_token, log, register_secret
 
 OFFICIAL_ENDPOINT = "https://huggingface.co"
 T = TypeVar("T")
-
-_RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
 def _configure_client(endpoint: str) -> None:
@@ -44,7 +39,7 @@ def _configure_client(endpoint: str) -> None:
     # ModelCard.validate / push_to_hub read the module-level endpoint, not HfApi(endpoint=).
     constants.ENDPOINT = endpoint.rstrip("/")
     constants.HUGGINGFACE_CO_URL_TEMPLATE = constants.ENDPOINT + "/{repo_id}/resolve/{revision}/{filename}"
-    quiet = os.environ.get("CI") or os.environ.get("GITHUB_ACTIONS") or not _stderr_is_tty()
+    quiet = settings.on_ci() or not _stderr_is_tty()
     if quiet:
         from huggingface_hub.utils import disable_progress_bars
 
@@ -66,8 +61,8 @@ class RetryPolicy:
     @classmethod
     def from_env(cls) -> RetryPolicy:
         return cls(
-            attempts=int(os.environ.get("HUBFUSE_RETRIES", "5")),
-            base_delay_s=float(os.environ.get("HUBFUSE_RETRY_BASE_S", "1.0")),
+            attempts=settings.RETRIES.value(),
+            base_delay_s=settings.RETRY_BASE.value(),
         )
 
 
@@ -84,96 +79,6 @@ class RequestBudget:
         self.used += 1
 
 
-def _status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def _retry_after_s(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    for name in ("Retry-After",):
-        value = headers.get(name)
-        if value:
-            try:
-                return float(value)
-            except ValueError:
-                return None
-    # IETF RateLimit header: "limit=..., remaining=0, reset=SECONDS" (the Hub sends this shape).
-    ratelimit = headers.get("RateLimit", "")
-    for part in ratelimit.replace(";", ",").split(","):
-        key, _, value = part.strip().partition("=")
-        if key in {"reset", "t"} and value.isdigit():
-            return float(value)
-    return None
-
-
-def _is_transient(exc: BaseException) -> bool:
-    import httpx2
-
-    if isinstance(exc, (httpx2.TransportError, ConnectionError, TimeoutError)):
-        return True
-    return _status(exc) in _RETRY_STATUS
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _is_copy_refusal(exc: BaseException) -> bool:
-    """The client's cross-repo copy failed before the commit was sent: the duplicate call answered
-    an error or a `failed` list, or the source file has no Xet hash (huggingface_hub >= 1.17)."""
-    from huggingface_hub.errors import FileDuplicationError
-
-    if isinstance(exc, FileDuplicationError):
-        return True
-    if isinstance(exc, ValueError) and "Cannot duplicate LFS file" in str(exc):
-        return True
-    response = getattr(exc, "response", None)
-    try:
-        url = str(response.request.url) if response is not None else ""
-    except RuntimeError:  # a response built without its request
-        return False
-    return url.split("?")[0].endswith("/lfs-files/duplicate")
-
-
-def translate_error(exc: BaseException, what: str) -> HubfuseError:
-    """A client exception as a one-line hubfuse error with the right exit code."""
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    if isinstance(exc, HubfuseError):
-        return exc
-    if _is_copy_refusal(exc):
-        return CopyRefusedError(f"{what}: {_first_line(exc)}")
-    if isinstance(exc, GatedRepoError):
-        return AuthError(f"{what}: the repo is gated and this token has not been granted access")
-    if isinstance(exc, RepositoryNotFoundError):
-        return BadInputError(f"{what}: repository not found (or private: check HF_TOKEN)")
-    if isinstance(exc, RevisionNotFoundError):
-        return BadInputError(f"{what}: revision not found")
-    if isinstance(exc, RemoteEntryNotFoundError):
-        return BadInputError(f"{what}: file not found in the repo")
-    status = _status(exc)
-    if status == 401:
-        return AuthError(f"{what}: the Hub refused the token (401): set a valid HF_TOKEN")
-    if status == 403:
-        return AuthError(f"{what}: this token has no write access here (403)")
-    if status in (409, 412):
-        return ConflictError(f"{what}: the repo changed meanwhile ({status})")
-    if _is_transient(exc):
-        return HubUnavailableError(f"{what}: the Hub kept failing: {_first_line(exc)}")
-    if isinstance(exc, HfHubHTTPError):
-        return HubfuseError(f"{what}: {_first_line(exc)}", exit_code=None)
-    return HubUnavailableError(f"{what}: {type(exc).__name__}: {_first_line(exc)}")
-
-
 class Hub:
     def __init__(
         self,
@@ -185,8 +90,8 @@ class Hub:
     ) -> None:
         from huggingface_hub import HfApi, get_token
 
-        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or OFFICIAL_ENDPOINT).rstrip("/")
-        given = token or os.environ.get("HF_TOKEN")
+        self.endpoint = (endpoint or settings.HF_ENDPOINT.value() or OFFICIAL_ENDPOINT).rstrip("/")
+        given = token or settings.HF_TOKEN.value()
         register_secret(given)  # before anything can fail: the raw value's forms are secret too
         # Cleaned as huggingface_hub cleans HF_TOKEN (a trailing newline from `echo` or a file).
         self.token = clean_token(given) or get_token()
@@ -202,20 +107,25 @@ class Hub:
     # -- plumbing --------------------------------------------------------------------------
 
     def call(self, what: str, func: Callable[[], T], *, retry: bool = True) -> T:
-        """Run one client call; retry transient failures with jittered exponential backoff."""
+        """Run one client call; retry transient failures with jittered exponential backoff.
+
+        Each HTTP request is retried at one layer: here, or by the client itself. `retry=False`
+        where every request of `func` goes through the client's own per-request retries
+        (`http_backoff`: pagination, preupload, LFS) or must not be replayed blindly (a commit);
+        wrapping those here too would send a failing request 6 x HUBFUSE_RETRIES times."""
         attempts = self.retry.attempts if retry else 1
         for attempt in range(1, attempts + 1):
             self.budget.spend(what)
             try:
                 return func()
             except Exception as exc:
-                if not retry or not _is_transient(exc) or attempt == attempts:
+                if not retry or not is_transient(exc) or attempt == attempts:
                     raise translate_error(exc, what) from exc
-                delay = _retry_after_s(exc)
+                delay = retry_after_s(exc)
                 if delay is None:
                     delay = self.retry.base_delay_s * 2 ** (attempt - 1) * (0.5 + random.random())
                 delay = min(delay, self.retry.max_delay_s)
-                log.warning(f"{what}: {_first_line(exc)}; retry {attempt}/{attempts - 1} in {delay:.1f}s")
+                log.warning(f"{what}: {first_line(exc)}; retry {attempt}/{attempts - 1} in {delay:.1f}s")
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -228,8 +138,6 @@ class Hub:
         answer; one anonymous HEAD request, none for the Hub itself."""
         import httpx2
         from huggingface_hub.utils import get_session
-
-        from hubfuse.localhub import LOCALHUB_HEADER
 
         if self.endpoint == OFFICIAL_ENDPOINT:
             return False
@@ -373,6 +281,7 @@ class Hub:
                 )
                 if isinstance(entry, RepoFile)
             ],
+            retry=False,  # the client retries each page (paginate: http_backoff)
         )
 
     def read_range(
@@ -473,6 +382,7 @@ class Hub:
         return self.call(
             f"list models (author={author}, search={search})",
             lambda: list(self.api.list_models(author=author, search=search, expand=expand)),  # type: ignore[arg-type]
+            retry=False,  # the client retries each page (paginate: http_backoff)
         )
 
     # -- write side ------------------------------------------------------------------------
@@ -510,6 +420,7 @@ class Hub:
         self.call(
             f"upload to {repo_id}",
             lambda: self.api.preupload_lfs_files(repo_id, additions, repo_type=repo_type),
+            retry=False,  # the client retries each request (preupload, LFS batch and PUT, Xet token)
         )
 
     def create_repo(

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
+from hubfuse import settings
 from hubfuse.errors import BadInputError, ConflictError
 from hubfuse.hub import Hub
 from hubfuse.log import log, redact
@@ -54,7 +55,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 def error_backoff_s(errors: int) -> float:
     """Seconds before a repo that could not be checked `errors` times in a row is tried again:
     doubling from HUBFUSE_ERROR_BACKOFF_S (default one hour), never more than a week."""
-    base = float(os.environ.get("HUBFUSE_ERROR_BACKOFF_S", "3600"))
+    base = settings.ERROR_BACKOFF.value()
     return min(base * 2 ** max(errors - 1, 0), ERROR_BACKOFF_MAX_S)
 
 

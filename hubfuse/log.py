@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from typing import TextIO
+
+from hubfuse import settings
 
 # Hub tokens by their look (user `hf_...` and OAuth `hf_oauth_...`), for tokens never registered.
 _TOKEN_PATTERN = re.compile(r"\bhf_(?:oauth_)?[A-Za-z0-9]{8,}\b")
@@ -55,7 +56,7 @@ def redact(text: str) -> str:
 
 
 def in_github_actions() -> bool:
-    return os.environ.get("GITHUB_ACTIONS") == "true"
+    return settings.in_github_actions()
 
 
 def _escape_command_data(text: str) -> str:

@@ -21,9 +21,9 @@ from hubfuse.fusion.verdict import CheckReport
 from hubfuse.hub import Hub
 from hubfuse.log import log
 from hubfuse.machine import available_memory_bytes
+from hubfuse.settings import DEFAULT_TIMEOUT_S, MODE
 from hubfuse.source import LocalSource, RemoteSource, RepoSource, open_remote, parse_repo_spec
 
-MODES = ("auto", "full", "targeted")
 DISK_FACTOR_REMOTE = 3.0
 DISK_FACTOR_LOCAL = 2.0
 MEMORY_FACTOR = 1.5
@@ -67,11 +67,11 @@ def check_source(
     source: RepoSource,
     families: tuple[str, ...] | list[str],
     *,
-    mode: str = "auto",
+    mode: str = MODE.default,
     trust_remote_code: bool = False,
     list_tensors: bool = False,
     logs_dir: Path | None = None,
-    timeout: float = 1800.0,
+    timeout: float = DEFAULT_TIMEOUT_S,
     downstream: DownstreamPlan | None = None,
 ) -> CheckReport:
     from hubfuse.checkpoint import open_checkpoint

@@ -38,6 +38,7 @@ from hubfuse.fusion.downstream import DownstreamPlan
 from hubfuse.fusion.verdict import CheckReport
 from hubfuse.hub import Hub
 from hubfuse.log import log
+from hubfuse.settings import DEFAULT_TIMEOUT_S, MODE
 from hubfuse.verdict_cache import VerdictCache
 
 WEIGHT_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "generation_config.json"]
@@ -69,11 +70,11 @@ class PublishOptions:
     dry_run: bool = False
     force: bool = False
     trust_remote_code: bool = False
-    timeout_s: float = 1800.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
     work_dir: Path | None = None
     # The downstream matrix (hubfuse/fusion/downstream.py); None: the installed transformers only.
     downstream: DownstreamPlan | None = None
-    mode: str = "auto"  # auto | full | targeted (hubfuse.modes)
+    mode: str = MODE.default  # one of hubfuse.settings.MODES
     # Called before every write; raises to stop it (the batch runner's kill switch).
     write_guard: Callable[[], None] | None = None
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from hubfuse import settings
 from hubfuse.fusion.verdict import CheckReport, DownstreamCell, FamilyResult, LoadCheck, version_range
 from hubfuse.log import redact
 
@@ -284,7 +284,7 @@ def write_report_dir(report: CheckReport, directory: Path) -> None:
 
 def append_step_summary(markdown: str) -> None:
     """Add to the GitHub Actions job summary when running there."""
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    summary = settings.step_summary_path()
     if summary:
         with open(summary, "a", encoding="utf-8") as handle:
             handle.write(redact(markdown) + "\n")

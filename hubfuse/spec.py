@@ -14,7 +14,12 @@ variant: {enabled: true, name_template: "{namespace}-{name}-fused", namespace: m
 limits: {max_repos: 50, max_prs: 10, request_budget: 5000}
 ledger: {repo: my-org/hubfuse-ledger}   # a dataset repo; default: a local file
 downstream_versions: ">=5.21"   # as --downstream-versions; default: the full matrix; "none": off
+mode: auto                      # as --mode: auto, full or targeted
 dry_run: false
+
+The keys that are settings (families, downstream_versions, mode, dry_run) take their types and
+choices from `hubfuse.settings`. `hubfuse run --mode` and `--downstream-versions` win over the
+spec's key; `--dry-run` or the key makes the run a dry run.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import yaml
 
 from hubfuse.errors import BadInputError
 from hubfuse.naming import DEFAULT_TEMPLATE, check_name_template
+from hubfuse.settings import SPEC_SETTINGS
 
 _REPO_ID = r"^[A-Za-z0-9][\w.-]*/[\w.-]+$"
 _NAME = r"^[A-Za-z0-9][\w.-]*$"
@@ -56,7 +62,6 @@ SCHEMA: dict[str, Any] = {
                 "model_types": _STRINGS,
             },
         },
-        "families": _STRINGS,
         "revision": {"type": "string", "minLength": 1},
         "variant": {
             "type": "object",
@@ -81,8 +86,7 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {"repo": {"type": "string", "pattern": _REPO_ID}},
         },
-        "dry_run": {"type": "boolean"},
-        "downstream_versions": {"type": "string", "minLength": 1},
+        **{setting.name: setting.spec_schema() for setting in SPEC_SETTINGS},
     },
 }
 
@@ -118,6 +122,7 @@ class Spec:
     ledger_repo: str | None = None
     dry_run: bool = False
     downstream_versions: str | None = None
+    mode: str | None = None  # None: not in the spec
 
 
 def _line_of(node: yaml.Node | None, path: list[Any]) -> int | None:
@@ -183,6 +188,7 @@ def load_spec(path: str | Path) -> Spec:
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         raise BadInputError(f"{path}:{line}: {message}{more}")
     _check_families(path, node, data)
+    _check_downstream_versions(path, node, data)
     _check_name_template(path, node, data)
     return _to_spec(path, data)
 
@@ -195,6 +201,20 @@ def _check_families(path: Path, node: yaml.Node | None, data: dict[str, Any]) ->
             check_requested_families([family], where="families")
         except BadInputError as exc:
             raise BadInputError(f"{path}:{_line_of(node, ['families', position])}: {exc}") from None
+
+
+def _check_downstream_versions(path: Path, node: yaml.Node | None, data: dict[str, Any]) -> None:
+    """Its grammar, without asking the package index (the run resolves it into releases)."""
+    from hubfuse.fusion.downstream import NONE, parse_spec
+
+    text = data.get("downstream_versions")
+    if text is None or text.strip().lower() == NONE:
+        return
+    try:
+        parse_spec(text)
+    except BadInputError as exc:
+        message = str(exc).replace("--downstream-versions", "downstream_versions", 1)
+        raise BadInputError(f"{path}:{_line_of(node, ['downstream_versions'])}: {message}") from None
 
 
 def _check_name_template(path: Path, node: yaml.Node | None, data: dict[str, Any]) -> None:
@@ -237,4 +257,5 @@ def _to_spec(path: Path, data: dict[str, Any]) -> Spec:
         ledger_repo=(data.get("ledger") or {}).get("repo"),
         dry_run=bool(data.get("dry_run", False)),
         downstream_versions=data.get("downstream_versions"),
+        mode=data.get("mode"),
     )

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hubfuse import settings
 from hubfuse.fusion.verdict import CheckReport
 
 
@@ -25,11 +26,11 @@ class VerdictCache:
 
     @classmethod
     def default(cls) -> VerdictCache:
-        if os.environ.get("HUBFUSE_NO_VERDICT_CACHE"):
+        if settings.NO_VERDICT_CACHE.value():
             return cls(None)
         from huggingface_hub import constants
 
-        return cls(Path(os.environ.get("HUBFUSE_CACHE", Path(constants.HF_HOME) / "hubfuse" / "verdicts")))
+        return cls(settings.VERDICT_CACHE.value() or Path(constants.HF_HOME) / "hubfuse" / "verdicts")
 
     @staticmethod
     def _digest(key: dict[str, Any]) -> str:

@@ -6,13 +6,12 @@ Every expected failure is a `HubfuseError`: one line on stderr and its exit code
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 import click
 
-from hubfuse import __version__
+from hubfuse import __version__, settings
 from hubfuse.cli import batch, check, publish
 from hubfuse.errors import HubfuseError
 from hubfuse.localhub.cli import hub
@@ -32,7 +31,7 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:
-            if os.environ.get("HUBFUSE_DEBUG"):
+            if settings.DEBUG.value():
                 raise
             first_line = (str(exc).strip().splitlines() or [""])[0]
             log.error(

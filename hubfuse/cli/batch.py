@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from hubfuse.cli.flags import DRY_RUN, JSON, MODE, TIMEOUT, report_dir_option
+from hubfuse import settings
+from hubfuse.cli.flags import DOWNSTREAM_VERSIONS, DRY_RUN, JSON, MODE, TIMEOUT, report_dir_option
+from hubfuse.cli.options import RunOptions, downstream_plan
+from hubfuse.errors import BadInputError
+
+if TYPE_CHECKING:
+    from hubfuse.fusion.downstream import DownstreamPlan
+    from hubfuse.spec import Spec
 from hubfuse.log import log
 
 
@@ -26,6 +34,7 @@ from hubfuse.log import log
 )
 @TIMEOUT
 @MODE
+@DOWNSTREAM_VERSIONS
 def run(
     spec_path: Path,
     shard: str | None,
@@ -33,8 +42,9 @@ def run(
     as_json: bool,
     report_dir: Path | None,
     ledger_dir: Path,
-    timeout_s: float,
-    mode: str,
+    timeout_s: float | None,
+    mode: str | None,
+    downstream_versions: str | None,
 ) -> None:
     """Run the publish pipeline over every repo a batch SPEC (workflows/*.yml) selects."""
     from hubfuse import batch
@@ -43,21 +53,50 @@ def run(
     from hubfuse.spec import load_spec
 
     spec = load_spec(spec_path)
-    parsed_shard = batch.Shard.parse(shard) if shard else None
+    options = RunOptions(
+        spec=spec,
+        shard=batch.Shard.parse(shard) if shard else None,
+        dry_run=dry_run,
+        as_json=as_json,
+        report_dir=report_dir,
+        ledger_dir=ledger_dir,
+        timeout_s=settings.TIMEOUT.resolve(timeout_s),
+        mode=settings.MODE.resolve(mode, spec.mode),
+        downstream=_downstream(downstream_versions, spec),
+    )
     hub = Hub(budget=RequestBudget(spec.limits.request_budget))
     summary = batch.run(
-        hub, spec, shard=parsed_shard, dry_run=dry_run, ledger_dir=ledger_dir, timeout_s=timeout_s, mode=mode
+        hub,
+        spec,
+        shard=options.shard,
+        dry_run=options.dry_run,
+        ledger_dir=options.ledger_dir,
+        timeout_s=options.timeout_s,
+        mode=options.mode,
+        downstream=options.downstream,
     )
     markdown = batch.render_markdown(summary)
-    if report_dir:
-        report_dir.mkdir(parents=True, exist_ok=True)
-        (report_dir / "summary.json").write_text(to_json(summary.to_dict()), encoding="utf-8")
-        (report_dir / "summary.md").write_text(markdown, encoding="utf-8")
+    if options.report_dir:
+        options.report_dir.mkdir(parents=True, exist_ok=True)
+        (options.report_dir / "summary.json").write_text(to_json(summary.to_dict()), encoding="utf-8")
+        (options.report_dir / "summary.md").write_text(markdown, encoding="utf-8")
     append_step_summary(markdown)
     if summary.stopped:
         log.warning(f"stopped early: {summary.stopped}")
-    click.echo(to_json(summary.to_dict()) if as_json else markdown, nl=False)
+    click.echo(to_json(summary.to_dict()) if options.as_json else markdown, nl=False)
     sys.exit(int(summary.exit_code))
+
+
+def _downstream(flag: str | None, spec: Spec) -> DownstreamPlan:
+    """The flag, else the spec's key; a key the releases refuse is named as the spec's."""
+    requested = settings.DOWNSTREAM_VERSIONS.resolve(flag, spec.downstream_versions)
+    try:
+        return downstream_plan(requested)
+    except BadInputError as exc:
+        if flag is not None or spec.downstream_versions is None:
+            raise
+        message = str(exc).replace("--downstream-versions", "downstream_versions", 1)
+        raise BadInputError(f"{spec.path}: {message}") from None
 
 
 @click.command("plan")

@@ -16,9 +16,10 @@ from hubfuse.cli.flags import (
     TIMEOUT,
     TRUST_REMOTE_CODE,
     report_dir_option,
-    resolve_downstream,
 )
-from hubfuse.options import CheckOptions
+from hubfuse.cli.options import CheckOptions, downstream_plan
+from hubfuse.settings import MODE as MODE_SETTING
+from hubfuse.settings import TIMEOUT as TIMEOUT_SETTING
 
 
 def _check_options(f: Any) -> Any:
@@ -37,11 +38,9 @@ def _check_options(f: Any) -> Any:
 
 
 def _run_check(options: CheckOptions) -> None:
-    from hubfuse.fusion.families import check_requested_families
     from hubfuse.modes import check_source, open_source
     from hubfuse.report import append_step_summary, render_markdown, render_text, to_json, write_report_dir
 
-    check_requested_families(options.families)
     report = check_source(
         open_source(options.source),
         list(options.families),
@@ -71,9 +70,9 @@ def _check_command(name: str, list_tensors: bool, help_text: str) -> click.Comma
         as_json: bool,
         report_dir: Path | None,
         trust_remote_code: bool,
-        timeout_s: float,
+        timeout_s: float | None,
         downstream_versions: str | None,
-        mode: str,
+        mode: str | None,
     ) -> None:
         options = CheckOptions(
             source,
@@ -81,10 +80,10 @@ def _check_command(name: str, list_tensors: bool, help_text: str) -> click.Comma
             as_json,
             report_dir,
             trust_remote_code,
-            timeout_s,
+            TIMEOUT_SETTING.resolve(timeout_s),
             list_tensors,
-            resolve_downstream(downstream_versions),
-            mode,
+            downstream_plan(downstream_versions),
+            MODE_SETTING.resolve(mode),
         )
         _run_check(options)
 

@@ -1,4 +1,5 @@
-"""The flags several commands share: spelled and explained the same way everywhere."""
+"""The flags several commands share, generated from their declarations in `hubfuse.settings`:
+spelled, explained and defaulted the same way everywhere."""
 
 from __future__ import annotations
 
@@ -7,59 +8,57 @@ from typing import Any
 
 import click
 
-FAMILY = click.option(
-    "--family",
-    "families",
-    multiple=True,
-    metavar="NAME",
-    help="Fusion family (repeatable). Default: every family transformers registers that hubfuse can verify.",
-)
-JSON = click.option(
-    "--json", "as_json", is_flag=True, help="Print one JSON document on stdout (logs stay on stderr)."
-)
-TRUST_REMOTE_CODE = click.option(
-    "--trust-remote-code",
-    is_flag=True,
-    help="Allow a repo's own Python code (auto_map). Only for repos you trust.",
-)
-TIMEOUT = click.option(
-    "--timeout",
-    "timeout_s",
-    type=float,
-    default=1800.0,
-    show_default=True,
-    help="Seconds allowed for each model load.",
-)
-DRY_RUN = click.option("--dry-run", is_flag=True, help="Do everything but the writes.")
-DOWNSTREAM_VERSIONS = click.option(
-    "--downstream-versions",
-    "downstream_versions",
-    metavar="SPEC",
-    help="transformers releases whose config-only load gates the verdict: a PEP 440 specifier "
-    "('>=5.21'; 'A || B' for a union) or 'none'. Default: the latest patch of every release that "
-    "reads fusion_config plus the newest one before them ($HUBFUSE_DOWNSTREAM_VERSIONS replaces "
-    "that default). Releases of the default outside SPEC are still checked and reported, not gating.",
-)
+from hubfuse import settings
+from hubfuse.settings import Setting
 
 
-def resolve_downstream(requested: str | None) -> Any:
-    """The flag's value as the typed plan the options carry (asks the package index, cached)."""
-    from hubfuse.fusion.downstream import resolve_plan
+def option(setting: Setting[Any], **overrides: Any) -> Any:
+    """The click option of `setting`. A flag that is not given reaches the command as None, so that
+    the command resolves it once (`Setting.resolve`: flag, spec, environment, default)."""
+    assert setting.flag is not None, setting.name
+    kwargs: dict[str, Any] = {"help": setting.help}
+    if isinstance(setting.default, bool):
+        kwargs["is_flag"] = True
+    else:
+        if setting.choices:
+            kwargs["type"] = click.Choice(list(setting.choices))
+        elif isinstance(setting.default, float):
+            kwargs["type"] = float
+        if setting.default not in (None, ()):
+            kwargs.update(default=setting.default, show_default=True, callback=_none_unless_given)
+        if setting.metavar:
+            kwargs["metavar"] = setting.metavar
+        if setting.multiple:
+            kwargs["multiple"] = True
+    kwargs.update(overrides)
+    return click.option(setting.flag, setting.name, **kwargs)
 
-    return resolve_plan(requested)
+
+def _none_unless_given(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    given = ctx.get_parameter_source(param.name or "") is not click.core.ParameterSource.DEFAULT
+    return value if given else None
+
+
+def _checked_families(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Refused while the flags are parsed, before any download or model load."""
+    from hubfuse.fusion.families import check_requested_families
+
+    check_requested_families(value)
+    return value
+
+
+FAMILY = option(settings.FAMILIES, callback=_checked_families)
+JSON = option(settings.JSON)
+TRUST_REMOTE_CODE = option(settings.TRUST_REMOTE_CODE)
+TIMEOUT = option(settings.TIMEOUT)
+DRY_RUN = option(settings.DRY_RUN)
+DOWNSTREAM_VERSIONS = option(settings.DOWNSTREAM_VERSIONS)
+MODE = option(settings.MODE)
 
 
 def report_dir_option(what: str) -> Any:
     return click.option(
         "--report-dir", type=click.Path(file_okay=False, path_type=Path), help=f"Also write {what} here."
     )
-
-
-MODE = click.option(
-    "--mode",
-    type=click.Choice(["auto", "full", "targeted"]),
-    default="auto",
-    show_default=True,
-    help="full: load the whole model; targeted: headers and the touched tensors only (huge repos); "
-    "auto: full when the model fits this machine's memory and disk with room to spare.",
-)

@@ -17,8 +17,10 @@ from hubfuse.cli.flags import (
     TIMEOUT,
     TRUST_REMOTE_CODE,
     report_dir_option,
-    resolve_downstream,
 )
+from hubfuse.cli.options import downstream_plan
+from hubfuse.settings import MODE as MODE_SETTING
+from hubfuse.settings import TIMEOUT as TIMEOUT_SETTING
 
 if TYPE_CHECKING:
     from hubfuse.pipeline import PublishReport
@@ -87,21 +89,19 @@ def publish(
     force: bool,
     report_dir: Path | None,
     trust_remote_code: bool,
-    timeout_s: float,
+    timeout_s: float | None,
     downstream_versions: str | None,
-    mode: str,
+    mode: str | None,
 ) -> None:
     """Verify REPO_ID and open a config.json pull request enabling its safe fusion families.
 
     Talks to $HF_ENDPOINT (default: the Hugging Face Hub) with $HF_TOKEN.
     """
-    from hubfuse.fusion.families import check_requested_families
     from hubfuse.hub import Hub
     from hubfuse.pipeline import PublishOptions, PublishReport
     from hubfuse.pipeline import publish as run_publish
 
     _check_repo_id(repo_id)
-    check_requested_families(families)
     options = PublishOptions(
         repo_id=repo_id,
         revision=revision,
@@ -112,9 +112,9 @@ def publish(
         dry_run=dry_run,
         force=force,
         trust_remote_code=trust_remote_code,
-        timeout_s=timeout_s,
-        downstream=resolve_downstream(downstream_versions),
-        mode=mode,
+        timeout_s=TIMEOUT_SETTING.resolve(timeout_s),
+        downstream=downstream_plan(downstream_versions),
+        mode=MODE_SETTING.resolve(mode),
     )
     hub = Hub()
     report = PublishReport.for_options(options)

@@ -25,13 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from hubfuse import strictjson
+from hubfuse import settings, strictjson
 from hubfuse.fusion.cell_case import CellCase, cell_key, cell_key_digest, probe_code_version
 from hubfuse.fusion.verdict import version_range
 from hubfuse.log import log, redact
 
 SHAREABLE_OUTCOMES = ("safe", "crash", "unsafe", "ignored")
-CACHE_ENV_VAR = "HUBFUSE_CELL_CACHE"  # a folder, or "none": no local cell cache
 MAX_TEXT = 2000
 
 
@@ -115,7 +114,7 @@ class CellStore:
 
     @classmethod
     def default(cls, shared: SharedCells | None = None) -> CellStore:
-        setting = os.environ.get(CACHE_ENV_VAR, "").strip()
+        setting = settings.CELL_CACHE.value() or ""
         if setting.lower() == "none":
             return cls(None, shared)
         if setting:

@@ -31,10 +31,9 @@ from hubfuse.fusion.proofs import full_mode_proofs
 from hubfuse.fusion.verdict import CheckReport, FamilyResult, LoadCheck, Roundtrip, output_tolerance
 from hubfuse.log import log
 from hubfuse.machine import loads_that_fit
+from hubfuse.settings import DEFAULT_TIMEOUT_S
 from hubfuse.transformers_info import modeling_modules
 from hubfuse.verify import compare_checkpoints, config_changes, files_byte_identical, index_checkpoint
-
-DEFAULT_TIMEOUT_S = 1800.0
 
 
 class _Unsafe(Exception):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import threading
 import time
@@ -34,6 +33,7 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
+from hubfuse import settings
 from hubfuse.errors import BadInputError
 from hubfuse.fusion import envs
 from hubfuse.fusion.cell_case import CellCase
@@ -52,7 +52,7 @@ from hubfuse.machine import loads_that_fit
 # transformers/fusion_mapping.py exists from this release on; earlier ones ignore the key.
 FIRST_FUSION_RELEASE = Version("5.6.0")
 PROBE = Path(__file__).resolve().parent / "downstream_probe.py"
-DEFAULT_ENV_VAR = "HUBFUSE_DOWNSTREAM_VERSIONS"
+DEFAULT_ENV_VAR = str(settings.DOWNSTREAM_DEFAULT.env)
 NONE = "none"
 # Environments built at once, each taking about this much memory (uv, then the torch check).
 ENV_BUILD_JOBS = 4
@@ -134,7 +134,7 @@ def select(releases: list[Version], spec: str) -> list[Version]:
 
 def resolve_plan(requested: str | None) -> DownstreamPlan:
     """The plan for a command: `requested` is the flag's value (None: not given)."""
-    default_spec = os.environ.get(DEFAULT_ENV_VAR, "").strip() or None
+    default_spec = settings.DOWNSTREAM_DEFAULT.value()
     if requested is not None and requested.strip().lower() == NONE:
         return DownstreamPlan(NONE)
     if requested is None and default_spec is not None and default_spec.lower() == NONE:
@@ -434,6 +434,6 @@ def apply_matrix(
 
 def matrix_jobs(weights_bytes: int) -> int:
     """How many environments run side by side: HUBFUSE_DOWNSTREAM_JOBS, capped by memory."""
-    wanted = int(os.environ.get("HUBFUSE_DOWNSTREAM_JOBS", "2"))
+    wanted = settings.DOWNSTREAM_JOBS.value()
     # A probe holds about two copies of the model at once (the repeat loads).
     return loads_that_fit(weights_bytes, 2.4, wanted)

@@ -53,11 +53,11 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from hubfuse import settings
 from hubfuse.childenv import without_hub_tokens
 from hubfuse.errors import BadInputError
 from hubfuse.log import log
 
-RELEASES_TTL_S = 24 * 3600.0
 SHARED_TORCH_VAR = "HUBFUSE_SHARED_TORCH"
 # One line of a .pth file that Python's site module executes at start-up (-I included).
 _SHARED_TORCH_PTH = (
@@ -94,7 +94,7 @@ class RequirementUnavailable(EnvError):
 
 
 def envs_root() -> Path:
-    configured = os.environ.get("HUBFUSE_ENVS")
+    configured = settings.ENVS.value()
     if configured:
         root = Path(configured).resolve()
     else:
@@ -144,7 +144,7 @@ def python_tag() -> str:
 def transformers_releases(*, refresh: bool = False) -> list[Version]:
     """Every final transformers release on the index, newest first (cached with a TTL)."""
     cache = envs_root() / "releases.json"
-    ttl = float(os.environ.get("HUBFUSE_RELEASES_TTL_S", RELEASES_TTL_S))
+    ttl = settings.RELEASES_TTL.value()
     cached: dict[str, object] | None = None
     try:
         cached = json.loads(cache.read_text(encoding="utf-8"))
@@ -212,7 +212,7 @@ def uv_binary() -> str:
 
 def uv_cache_dir() -> Path:
     """One cache for every environment: on the environments' file system, so files hard-link."""
-    configured = os.environ.get("UV_CACHE_DIR")
+    configured = settings.UV_CACHE.value()
     if not configured:
         return envs_root() / "uv-cache"
     cache = Path(configured).resolve()

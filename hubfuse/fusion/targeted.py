@@ -32,6 +32,7 @@ from hubfuse.fusion.families import resolve_families
 from hubfuse.fusion.proofs import POINTS, point_of, proof
 from hubfuse.fusion.verdict import CheckReport, FamilyResult
 from hubfuse.log import log
+from hubfuse.settings import DEFAULT_TIMEOUT_S
 from hubfuse.source import RepoSource
 from hubfuse.transformers_info import modeling_modules
 
@@ -45,7 +46,7 @@ def check_targeted(
     trust_remote_code: bool = False,
     logs_dir: Path | None = None,
     artifacts_dir: Path | None = None,
-    timeout: float = 1800.0,
+    timeout: float = DEFAULT_TIMEOUT_S,
     downstream: DownstreamPlan | None = None,
 ) -> CheckReport:
     """`artifacts_dir/<family>` keeps, for each safe family, what a shard-by-shard variant needs:
@@ -115,7 +116,7 @@ class _TargetedCheck:
         self.keys = keys
         self.work = work
         self.trust_remote_code = False
-        self.timeout = 1800.0
+        self.timeout = DEFAULT_TIMEOUT_S
         # The downstream matrix runs on the twin: the real config and key names, the real bytes
         # of what the family touches (everything a release's config-only load can get wrong).
         self.downstream: DownstreamPlan | None = None

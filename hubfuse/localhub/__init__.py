@@ -13,14 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from hubfuse.localhub.auth import add_token
 
-# Set on every answer of the local hub: how a client knows it talks to one (and has its pages).
-LOCALHUB_HEADER = "X-Hubfuse-Localhub"
-
 if TYPE_CHECKING:
     from hubfuse.localhub.app import LocalHubApp, create_app
     from hubfuse.localhub.server import LocalHub, serve
 
-__all__ = ["LOCALHUB_HEADER", "LocalHub", "LocalHubApp", "add_token", "create_app", "serve"]
+__all__ = ["LocalHub", "LocalHubApp", "add_token", "create_app", "serve"]
 
 
 def __getattr__(name: str) -> Any:

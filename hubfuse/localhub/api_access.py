@@ -13,11 +13,12 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from hubfuse.localhub.api_read import _paged
 from hubfuse.localhub.apierror import ApiError, bad_request
 from hubfuse.localhub.context import Ctx
 from hubfuse.localhub.fsutil import now_iso
-from hubfuse.localhub.storage import RepoId, RepoTxn
+from hubfuse.localhub.paging import paged
+from hubfuse.localhub.records import RepoId
+from hubfuse.localhub.storage import RepoTxn
 
 STATUSES = ("pending", "accepted", "rejected")
 REJECTION_REASON_MAX = 200
@@ -80,7 +81,7 @@ def list_requests(ctx: Ctx) -> Response:
         for user, record in sorted(_records(meta).items())
         if record["status"] == status
     ]
-    return _paged(ctx, items, ctx.hub.page_size)
+    return paged(ctx, items, ctx.hub.page_size)
 
 
 def handle_request(ctx: Ctx) -> Response:

@@ -15,19 +15,11 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from hubfuse.localhub.api_read import _paged
 from hubfuse.localhub.apierror import bad_request, conflict, forbidden, revision_not_found, unauthorized
 from hubfuse.localhub.context import Ctx
-from hubfuse.localhub.storage import (
-    REPO_TYPES,
-    Commit,
-    RepoExists,
-    RepoId,
-    RepoNotFound,
-    RepoTxn,
-    RevisionNotFound,
-    Store,
-)
+from hubfuse.localhub.paging import paged
+from hubfuse.localhub.records import REPO_TYPES, Commit, RepoExists, RepoId, RepoNotFound, RevisionNotFound
+from hubfuse.localhub.storage import RepoTxn, Store
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # The Hub's schema limits (its OpenAPI description).
@@ -99,7 +91,7 @@ def list_lfs_files(ctx: Ctx) -> Response:
         size = ctx.store.lfs_path(sha256).stat().st_size
         items.append({"fileOid": sha256, "oid": sha256, "size": size, **push})
     items.sort(key=lambda item: (item["pushedAt"], item["filename"]))
-    return _paged(ctx, items, ctx.hub.page_size)
+    return paged(ctx, items, ctx.hub.page_size)
 
 
 def _without_objects(store: Store, txn: RepoTxn, doomed: set[str]) -> None:
@@ -235,4 +227,4 @@ def user_repositories(ctx: Ctx) -> Response:
     for item in items:
         item["storagePercent"] = 100.0 * item["storage"] / total if total else 0.0
     items.sort(key=lambda item: item["updatedAt"], reverse=True)
-    return _paged(ctx, items, ctx.hub.page_size)
+    return paged(ctx, items, ctx.hub.page_size)

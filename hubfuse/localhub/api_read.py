@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -13,7 +13,8 @@ from hubfuse.localhub import cards, listing, views, xet_cas
 from hubfuse.localhub.apierror import ApiError, entry_not_found, revision_not_found, unauthorized
 from hubfuse.localhub.context import Ctx
 from hubfuse.localhub.inert import file_headers
-from hubfuse.localhub.storage import RepoId, RepoNotFound, ResolvedRevision, RevisionNotFound
+from hubfuse.localhub.paging import cursor, paged
+from hubfuse.localhub.records import RepoId, RepoNotFound, ResolvedRevision, RevisionNotFound
 
 _CHUNK = 1024 * 1024
 _RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
@@ -26,27 +27,8 @@ def resolve(ctx: Ctx, repo: RepoId, revision: str) -> ResolvedRevision:
         raise revision_not_found(revision) from None
 
 
-def _cursor(ctx: Ctx) -> tuple[str | None, int]:
-    """(pinned commit, offset) from `?cursor=`: later pages list the commit the first page listed."""
-    pin, _, offset = ctx.query.get("cursor", "").rpartition(":")
-    return (pin or None), (int(offset) if offset.isdigit() else 0)
-
-
-def _paged(ctx: Ctx, items: list[Any], page_size: int, *, pin: str | None = None) -> Response:
-    """A page of `items`, with a `Link: <...>; rel="next"` header when more remain."""
-    _, start = _cursor(ctx)
-    page = items[start : start + page_size]
-    headers = {}
-    if start + page_size < len(items):
-        params = [(k, v) for k, v in ctx.query.multi_items() if k != "cursor"]
-        params.append(("cursor", f"{pin or ''}:{start + page_size}"))
-        raw_path = ctx.request.scope.get("raw_path", b"").decode("latin-1") or ctx.request.url.path
-        headers["Link"] = f'<{ctx.endpoint}{raw_path}?{urlencode(params)}>; rel="next"'
-    return JSONResponse(page, headers=headers)
-
-
 def _resolve_paged(ctx: Ctx, repo: RepoId) -> ResolvedRevision:
-    pin, _ = _cursor(ctx)
+    pin, _ = cursor(ctx)
     return resolve(ctx, repo, pin or ctx.params["rev"])
 
 
@@ -121,7 +103,7 @@ def list_repos(ctx: Ctx) -> Response:
     page_size = ctx.hub.page_size
     if limit.isdigit() and int(limit) > 0:
         page_size = min(int(limit), page_size)
-    return _paged(ctx, [entry for _, entry in items], page_size)
+    return paged(ctx, [entry for _, entry in items], page_size)
 
 
 def tree(ctx: Ctx) -> Response:
@@ -140,7 +122,7 @@ def tree(ctx: Ctx) -> Response:
             if commit is not None:
                 item["lastCommit"] = {"id": commit.id, "title": commit.title, "date": commit.date}
     _add_xet_hashes(ctx, listing)
-    return _paged(ctx, listing, page_size, pin=resolved.commit.id)
+    return paged(ctx, listing, page_size, pin=resolved.commit.id)
 
 
 def _add_xet_hashes(ctx: Ctx, items: list[dict[str, Any]]) -> None:
@@ -183,7 +165,7 @@ def commits(ctx: Ctx) -> Response:
     resolved = _resolve_paged(ctx, repo)
     formatted = "formatted" in ctx.query.getlist("expand[]") + ctx.query.getlist("expand")
     history = [views.commit_json(c, formatted=formatted) for c in ctx.store.history(repo, resolved.commit.id)]
-    return _paged(ctx, history, min(ctx.hub.page_size, 50), pin=resolved.commit.id)
+    return paged(ctx, history, min(ctx.hub.page_size, 50), pin=resolved.commit.id)
 
 
 def auth_check(ctx: Ctx) -> Response:

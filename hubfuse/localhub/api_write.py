@@ -21,16 +21,16 @@ from hubfuse.localhub.commits import (
 )
 from hubfuse.localhub.context import Ctx, Hub
 from hubfuse.localhub.payload import Payload
-from hubfuse.localhub.storage import (
+from hubfuse.localhub.records import (
     REPO_TYPES,
     Commit,
     RepoExists,
     RepoId,
     RepoNotFound,
-    RepoTxn,
     ResolvedRevision,
     RevisionNotFound,
 )
+from hubfuse.localhub.storage import RepoTxn
 from hubfuse.localhub.views import object_id
 
 _REF_NAME_RE = re.compile(r"^(?!refs/)(?!.*\.\.)[A-Za-z0-9._-][A-Za-z0-9._/-]{0,199}$")

@@ -8,35 +8,34 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from hubfuse.localhub import LOCALHUB_HEADER, pages, xet_cas
 from hubfuse.localhub import api_access as access
 from hubfuse.localhub import api_discussions as disc
 from hubfuse.localhub import api_manage as manage
 from hubfuse.localhub import api_read as read
 from hubfuse.localhub import api_write as write
-from hubfuse.localhub.apierror import ApiError, repo_not_found, revision_not_found
+from hubfuse.localhub import pages, xet_cas
+from hubfuse.localhub.apierror import ApiError, repo_not_found
 from hubfuse.localhub.auth import AuthStore
-from hubfuse.localhub.context import Access, AccessRule, Ctx, Hub
-from hubfuse.localhub.faults import ControlMiddleware, FaultInjector, RateLimiter, RequestLog
+from hubfuse.localhub.context import Access, Ctx, Hub
+from hubfuse.localhub.control import ControlMiddleware
+from hubfuse.localhub.faults import FaultInjector
 from hubfuse.localhub.lfs import UploadSigner
 from hubfuse.localhub.payload import read_body, spool_body
-from hubfuse.localhub.storage import RepoId, RepoNotFound, RevisionNotFound, Store
+from hubfuse.localhub.ratelimit import RateLimiter
+from hubfuse.localhub.requestlog import RequestLog
+from hubfuse.localhub.routing import Route, authorize, error_response, params, route, run_handler
+from hubfuse.localhub.storage import Store
+from hubfuse.localmark import LOCALHUB_HEADER
 
 logger = logging.getLogger("hubfuse.localhub")
 
-Handler = Callable[[Ctx], Response]
-
-JSON_MAX_BODY = 1024 * 1024
 README_MAX_BODY = 8 * 1024 * 1024
 BATCH_MAX_BODY = 16 * 1024 * 1024
 # NDJSON commits are spooled to disk and parsed a line at a time: one inline file (at most 10 MiB, as
@@ -54,36 +53,6 @@ _PAGE_REPO = (
 )
 
 
-@dataclass(frozen=True)
-class Route:
-    methods: frozenset[str]
-    pattern: re.Pattern[str]
-    handler: Handler
-    access: AccessRule  # checked before the handler runs and before the body is read
-    writer: bool  # needs a write token before the body is read
-    max_body: int  # bytes; a longer body is refused with 413 unread
-    page: bool  # an HTML page (`pages.serve` runs it, with the same access rule)
-    spool: bool  # the body goes to a temp file (`Ctx.body_file`), not memory
-
-
-def _route(
-    methods: str,
-    pattern: str,
-    handler: Handler,
-    access: AccessRule = Access.METADATA,
-    *,
-    writer: bool = False,
-    max_body: int = JSON_MAX_BODY,
-    page: bool = False,
-    spool: bool = False,
-) -> Route:
-    compiled = re.compile(f"^{pattern}$")
-    # By construction: a route that names a repo always declares what it reveals of it.
-    if ("ns" in compiled.groupindex) == (access is Access.NONE):
-        raise ValueError(f"route {pattern}: repo routes need a read access rule, other routes none")
-    return Route(frozenset(methods.split()), compiled, handler, access, writer, max_body, page, spool)
-
-
 def _diff_access(ctx: Ctx) -> Access:
     return Access.CONTENT if ctx.flag("diff") else Access.METADATA
 
@@ -95,9 +64,9 @@ def _auth_check_access(ctx: Ctx) -> Access:
 def _access_request_routes() -> list[Route]:
     """A gated repo's access requests: managing them takes write access to the repo."""
     return [
-        _route("POST", rf"{_API_REPO}/user-access-request/grant", access.grant_access, writer=True),
-        _route("POST", rf"{_API_REPO}/user-access-request/handle", access.handle_request, writer=True),
-        _route(
+        route("POST", rf"{_API_REPO}/user-access-request/grant", access.grant_access, writer=True),
+        route("POST", rf"{_API_REPO}/user-access-request/handle", access.handle_request, writer=True),
+        route(
             "GET",
             rf"{_API_REPO}/user-access-request/(?P<status>pending|accepted|rejected)",
             access.list_requests,
@@ -109,16 +78,16 @@ def _access_request_routes() -> list[Route]:
 def _repo_management_routes() -> list[Route]:
     """Squash, LFS file housekeeping, duplicate, and the storage listing `hf repos ls` reads."""
     return [
-        _route("GET", r"/api/settings/repositories", manage.user_repositories, Access.NONE),
-        _route(
+        route("GET", r"/api/settings/repositories", manage.user_repositories, Access.NONE),
+        route(
             "GET",
             r"/api/organizations/(?P<org>[^/]+)/settings/repositories",
             manage.user_repositories,
             Access.NONE,
         ),
-        _route("POST", rf"{_API_REPO}/super-squash/(?P<ref>[^/]+)", manage.super_squash, writer=True),
-        _route("GET", rf"{_API_REPO}/lfs-files", manage.list_lfs_files, writer=True),
-        _route(
+        route("POST", rf"{_API_REPO}/super-squash/(?P<ref>[^/]+)", manage.super_squash, writer=True),
+        route("GET", rf"{_API_REPO}/lfs-files", manage.list_lfs_files, writer=True),
+        route(
             "POST",
             rf"{_API_REPO}/lfs-files/batch",
             manage.delete_lfs_files,
@@ -126,36 +95,36 @@ def _repo_management_routes() -> list[Route]:
             max_body=BATCH_MAX_BODY,
         ),
         # What a duplicate copies is the source's content: reading it takes what a download takes.
-        _route("POST", rf"{_API_REPO}/duplicate", manage.duplicate_repo, Access.CONTENT, writer=True),
+        route("POST", rf"{_API_REPO}/duplicate", manage.duplicate_repo, Access.CONTENT, writer=True),
     ]
 
 
 ROUTES: list[Route] = [
-    _route("GET", r"/api/whoami-v2", read.whoami, Access.NONE),
-    _route("POST", r"/api/validate-yaml", read.validate_yaml, Access.NONE, max_body=README_MAX_BODY),
-    _route("POST", r"/api/repos/create", write.create_repo, Access.NONE, writer=True),
-    _route("DELETE", r"/api/repos/delete", write.delete_repo, Access.NONE, writer=True),
-    _route("POST", r"/api/repos/move", write.move_repo, Access.NONE, writer=True),
-    _route("GET", rf"/api/{_TYPE}", read.list_repos, Access.NONE),
-    _route("GET", rf"{_API_REPO}", read.repo_info),
-    _route("GET", rf"{_API_REPO}/revision/(?P<rev>[^/]+)", read.repo_info),
-    _route("PUT", rf"{_API_REPO}/settings", write.update_settings, writer=True),
-    _route("GET", rf"{_API_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", read.tree),
-    _route("POST", rf"{_API_REPO}/paths-info/(?P<rev>[^/]+)", read.paths_info),
-    _route("GET", rf"{_API_REPO}/refs", read.refs),
-    _route("GET", rf"{_API_REPO}/commits/(?P<rev>[^/]+)", read.commits),
-    _route("GET", rf"{_API_REPO}/auth-check(?:/(?P<write>write))?", read.auth_check, _auth_check_access),
+    route("GET", r"/api/whoami-v2", read.whoami, Access.NONE),
+    route("POST", r"/api/validate-yaml", read.validate_yaml, Access.NONE, max_body=README_MAX_BODY),
+    route("POST", r"/api/repos/create", write.create_repo, Access.NONE, writer=True),
+    route("DELETE", r"/api/repos/delete", write.delete_repo, Access.NONE, writer=True),
+    route("POST", r"/api/repos/move", write.move_repo, Access.NONE, writer=True),
+    route("GET", rf"/api/{_TYPE}", read.list_repos, Access.NONE),
+    route("GET", rf"{_API_REPO}", read.repo_info),
+    route("GET", rf"{_API_REPO}/revision/(?P<rev>[^/]+)", read.repo_info),
+    route("PUT", rf"{_API_REPO}/settings", write.update_settings, writer=True),
+    route("GET", rf"{_API_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", read.tree),
+    route("POST", rf"{_API_REPO}/paths-info/(?P<rev>[^/]+)", read.paths_info),
+    route("GET", rf"{_API_REPO}/refs", read.refs),
+    route("GET", rf"{_API_REPO}/commits/(?P<rev>[^/]+)", read.commits),
+    route("GET", rf"{_API_REPO}/auth-check(?:/(?P<write>write))?", read.auth_check, _auth_check_access),
     # Xet (xet_cas.py): a download's token takes what a download takes, an upload's a write token.
-    _route("GET", rf"{_API_REPO}/xet-read-token/(?P<rev>.+)", xet_cas.read_token, Access.CONTENT),
-    _route("GET", rf"{_API_REPO}/xet-write-token/(?P<rev>.+)", xet_cas.write_token, writer=True),
-    _route(
+    route("GET", rf"{_API_REPO}/xet-read-token/(?P<rev>.+)", xet_cas.read_token, Access.CONTENT),
+    route("GET", rf"{_API_REPO}/xet-write-token/(?P<rev>.+)", xet_cas.write_token, writer=True),
+    route(
         "POST",
         rf"{_API_REPO}/preupload/(?P<rev>[^/]+)",
         write.preupload,
         writer=True,
         max_body=BATCH_MAX_BODY,
     ),
-    _route(
+    route(
         "POST",
         rf"{_API_REPO}/commit/(?P<rev>[^/]+)",
         write.commit,
@@ -163,29 +132,29 @@ ROUTES: list[Route] = [
         max_body=COMMIT_MAX_BODY,
         spool=True,
     ),
-    _route("POST", rf"{_API_REPO}/branch/(?P<ref>.+)", write.create_branch, writer=True),
-    _route("DELETE", rf"{_API_REPO}/branch/(?P<ref>.+)", write.delete_branch, writer=True),
-    _route("POST", rf"{_API_REPO}/tag/(?P<ref>.+)", write.create_tag, writer=True),
-    _route("DELETE", rf"{_API_REPO}/tag/(?P<ref>.+)", write.delete_tag, writer=True),
+    route("POST", rf"{_API_REPO}/branch/(?P<ref>.+)", write.create_branch, writer=True),
+    route("DELETE", rf"{_API_REPO}/branch/(?P<ref>.+)", write.delete_branch, writer=True),
+    route("POST", rf"{_API_REPO}/tag/(?P<ref>.+)", write.create_tag, writer=True),
+    route("DELETE", rf"{_API_REPO}/tag/(?P<ref>.+)", write.delete_tag, writer=True),
     *_access_request_routes(),
     *_repo_management_routes(),
-    _route("GET", rf"{_API_REPO}/discussions", disc.list_discussions),
-    _route("POST", rf"{_API_REPO}/discussions", disc.create_discussion, writer=True),
-    _route("GET", rf"{_API_REPO}/discussions/(?P<num>\d+)", disc.discussion_details, _diff_access),
-    _route(
+    route("GET", rf"{_API_REPO}/discussions", disc.list_discussions),
+    route("POST", rf"{_API_REPO}/discussions", disc.create_discussion, writer=True),
+    route("GET", rf"{_API_REPO}/discussions/(?P<num>\d+)", disc.discussion_details, _diff_access),
+    route(
         "POST",
         rf"{_API_REPO}/discussions/(?P<num>\d+)/(?P<action>comment|title|status|merge)",
         disc.discussion_action,
         writer=True,
     ),
-    _route(
+    route(
         "POST",
         rf"{_API_REPO}/discussions/(?P<num>\d+)/comment/(?P<cid>[^/]+)/(?P<op>edit|hide)",
         disc.comment_change,
         writer=True,
     ),
     # The source repo's content is what a duplicate copies: reading it takes what a download takes.
-    _route(
+    route(
         "POST",
         rf"{_API_REPO}/lfs-files/duplicate",
         write.duplicate_lfs_files,
@@ -193,48 +162,30 @@ ROUTES: list[Route] = [
         writer=True,
         max_body=BATCH_MAX_BODY,
     ),
-    _route(
+    route(
         "POST", rf"{_GIT_REPO}/info/lfs/objects/batch", write.lfs_batch, writer=True, max_body=BATCH_MAX_BODY
     ),
-    _route("POST", rf"{_GIT_REPO}/info/lfs/objects/verify", write.lfs_verify),
-    _route(
+    route("POST", rf"{_GIT_REPO}/info/lfs/objects/verify", write.lfs_verify),
+    route(
         "GET HEAD",
         rf"/(?:(?P<type>datasets|spaces)/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)",
         read.resolve_file,
         Access.CONTENT,
     ),
     # The HTML pages, after every API route: a path the API serves is never a page.
-    _route("GET HEAD", r"/", pages.index, Access.NONE, page=True),
-    _route("GET HEAD", r"/_pages/style\.css", pages.stylesheet, Access.NONE, page=True),
-    _route("POST", r"/login", pages.login, Access.NONE, page=True),
-    _route("POST", r"/logout", pages.logout, Access.NONE, page=True),
-    _route("GET HEAD", _PAGE_REPO, pages.repo_page, page=True),
-    _route("GET HEAD", rf"{_PAGE_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", pages.tree_page, page=True),
-    _route("GET HEAD", rf"{_PAGE_REPO}/blob/(?P<rev>[^/]+)/(?P<path>.+)", pages.blob_page, page=True),
-    _route("GET HEAD", rf"{_PAGE_REPO}/discussions", pages.discussions_page, page=True),
-    _route("GET HEAD", rf"{_PAGE_REPO}/discussions/(?P<num>\d+)", pages.discussion_page, page=True),
+    route("GET HEAD", r"/", pages.index, Access.NONE, page=True),
+    route("GET HEAD", r"/_pages/style\.css", pages.stylesheet, Access.NONE, page=True),
+    route("POST", r"/login", pages.login, Access.NONE, page=True),
+    route("POST", r"/logout", pages.logout, Access.NONE, page=True),
+    route("GET HEAD", _PAGE_REPO, pages.repo_page, page=True),
+    route("GET HEAD", rf"{_PAGE_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", pages.tree_page, page=True),
+    route("GET HEAD", rf"{_PAGE_REPO}/blob/(?P<rev>[^/]+)/(?P<path>.+)", pages.blob_page, page=True),
+    route("GET HEAD", rf"{_PAGE_REPO}/discussions", pages.discussions_page, page=True),
+    route("GET HEAD", rf"{_PAGE_REPO}/discussions/(?P<num>\d+)", pages.discussion_page, page=True),
 ]
 # Paths that name a repo no route can serve (an id without a namespace, like `gpt2`): RepoNotFound.
 _REPO_SHAPED_RE = re.compile(rf"^/api/{_TYPE}/|/resolve/")
 _UPLOAD_RE = re.compile(r"^/lfs-upload/(?P<token>[A-Za-z0-9_=.-]+)$")
-
-
-def _moved_redirect(request: Request, match: re.Match[str], moved: RepoId) -> Response:
-    """A relative redirect to the same path under the repo's new id, as the Hub answers renamed repos."""
-    raw_path = match.string
-    start, end = match.start("ns"), match.end("name")
-    location = raw_path[:start] + quote(moved.namespace) + "/" + quote(moved.name) + raw_path[end:]
-    if query := request.scope.get("query_string", b"").decode("latin-1"):
-        location += f"?{query}"
-    return Response(b"", status_code=307, headers={"Location": location})
-
-
-def _params(match: re.Match[str]) -> dict[str, str]:
-    return {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
-
-
-def _error_response(error: ApiError) -> Response:
-    return JSONResponse(error.response_body(), status_code=error.status, headers=error.response_headers())
 
 
 class HubApp:
@@ -269,9 +220,9 @@ class HubApp:
                 return await xet_cas.dispatch(self.hub, request, raw_path, self._endpoint(request))
             found = self._match(method, raw_path)
             if found is not None and found[0].page:
-                route, match = found
+                page, match = found
                 return await pages.serve(
-                    self.hub, route, _params(match), request, self._endpoint(request), self._token(request)
+                    self.hub, page, match, request, self._endpoint(request), self._token(request)
                 )
             principal = None
             token = self._token(request)
@@ -281,70 +232,44 @@ class HubApp:
                     raise ApiError(401, "Invalid credentials in Authorization header")
             if found is None:
                 raise repo_not_found("", authenticated=principal is not None)
-            route, match = found
-            ctx = Ctx(self.hub, request, _params(match), principal, self._endpoint(request))
+            api, match = found
+            ctx = Ctx(self.hub, request, params(match), principal, self._endpoint(request))
             # Who may do this is settled before a byte of the body is read.
-            redirect = await run_in_threadpool(self._authorize, route, match, ctx)
+            redirect = await run_in_threadpool(authorize, api, match, ctx)
             if redirect is not None:
                 return redirect
-            if route.spool:
-                return await self._run_spooled(route, ctx)
+            if api.spool:
+                return await self._run_spooled(api, ctx)
             if method in ("POST", "PUT", "PATCH", "DELETE"):
-                ctx.body = await read_body(request, route.max_body)
-            return await run_in_threadpool(self._run, route.handler, ctx)
+                ctx.body = await read_body(request, api.max_body)
+            return await run_in_threadpool(run_handler, api, ctx)
         except ApiError as error:
-            return _error_response(error)
+            return error_response(error)
         except ClientDisconnect:
             return None
         except Exception:
             logger.exception("localhub: unhandled error on %s %s", method, raw_path)
-            return _error_response(ApiError(500, "Internal server error"))
+            return error_response(ApiError(500, "Internal server error"))
 
-    async def _run_spooled(self, route: Route, ctx: Ctx) -> Response:
+    async def _run_spooled(self, api: Route, ctx: Ctx) -> Response:
         ctx.body_file = self.hub.store.tmp_path()
         try:
-            await spool_body(ctx.request, route.max_body, ctx.body_file)
-            return await run_in_threadpool(self._run, route.handler, ctx)
+            await spool_body(ctx.request, api.max_body, ctx.body_file)
+            return await run_in_threadpool(run_handler, api, ctx)
         finally:
             ctx.body_file.unlink(missing_ok=True)
-
-    @staticmethod
-    def _authorize(route: Route, match: re.Match[str], ctx: Ctx) -> Response | None:
-        """The route's read access and write-token requirement; a redirect when the repo was moved."""
-        if route.access is not Access.NONE:
-            repo = ctx.repo()
-            if not ctx.store.exists(repo) and (moved := ctx.store.moved_to(repo)) is not None:
-                ctx.readable(moved)  # a redirect must not reveal a repo the caller cannot see
-                return _moved_redirect(ctx.request, match, moved)
-            access = route.access if isinstance(route.access, Access) else route.access(ctx)
-            try:
-                ctx.meta = ctx.check_read(repo, access)
-            except RepoNotFound:  # deleted while we looked
-                raise repo_not_found(repo.id, authenticated=ctx.principal is not None) from None
-        if route.writer:
-            ctx.writer()
-        return None
-
-    @staticmethod
-    def _run(handler: Handler, ctx: Ctx) -> Response:
-        try:
-            return handler(ctx)
-        except RepoNotFound:
-            raise repo_not_found("", authenticated=ctx.principal is not None) from None
-        except RevisionNotFound as exc:
-            raise revision_not_found(str(exc)) from None
 
     @staticmethod
     def _match(method: str, raw_path: str) -> tuple[Route, re.Match[str]] | None:
         """The route and its match; None for a repo-shaped path no route serves (RepoNotFound)."""
         path_matched = False
-        for route in ROUTES:
-            match = route.pattern.match(raw_path)
+        for candidate in ROUTES:
+            match = candidate.pattern.match(raw_path)
             if match is None:
                 continue
             path_matched = True
-            if method in route.methods:
-                return route, match
+            if method in candidate.methods:
+                return candidate, match
         if path_matched:
             raise ApiError(405, f"Method {method} not allowed on {raw_path}")
         if _REPO_SHAPED_RE.search(raw_path):

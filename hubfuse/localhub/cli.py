@@ -5,13 +5,13 @@ Wired into the main CLI with `cli.add_command(hub)`; also runnable as `python -m
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from hubfuse import settings
 from hubfuse.localhub.auth import ROLES, add_token
 
 DEFAULT_DATA_DIR = ".hubfuse-demo/hub"
@@ -23,7 +23,7 @@ def _data_option() -> Callable[[F], F]:
         "--data",
         "data_dir",
         type=click.Path(file_okay=False, path_type=Path),
-        default=lambda: os.environ.get("HUBFUSE_HUB_DATA", DEFAULT_DATA_DIR),
+        default=lambda: settings.HUB_DATA.value() or DEFAULT_DATA_DIR,
         show_default=f"$HUBFUSE_HUB_DATA or {DEFAULT_DATA_DIR}",
         help="Folder holding the Hub's repos, blobs and tokens (created if missing).",
     )

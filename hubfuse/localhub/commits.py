@@ -14,7 +14,8 @@ from typing import Any
 from hubfuse.localhub.apierror import ApiError, bad_request
 from hubfuse.localhub.lfs import REGULAR_MAX_BYTES
 from hubfuse.localhub.payload import Payload
-from hubfuse.localhub.storage import Commit, RepoId, Store, lfs_entry
+from hubfuse.localhub.records import Commit, RepoId, lfs_entry
+from hubfuse.localhub.storage import Store
 
 Tree = dict[str, dict[str, Any]]
 

@@ -24,7 +24,8 @@ from hubfuse.localhub.apierror import ApiError, forbidden, repo_not_found, unaut
 from hubfuse.localhub.auth import AuthStore, Principal
 from hubfuse.localhub.lfs import UploadSigner
 from hubfuse.localhub.payload import Payload
-from hubfuse.localhub.storage import RepoId, Store
+from hubfuse.localhub.records import RepoId
+from hubfuse.localhub.storage import Store
 
 
 class Access(Enum):

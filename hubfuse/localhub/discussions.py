@@ -17,7 +17,8 @@ from typing import Any
 from hubfuse.localhub.apierror import ApiError, bad_request, conflict
 from hubfuse.localhub.commits import Tree, tree_changes
 from hubfuse.localhub.fsutil import atomic_write_json, now_iso, read_json
-from hubfuse.localhub.storage import Commit, RepoId, RepoTxn, Store
+from hubfuse.localhub.records import Commit, RepoId
+from hubfuse.localhub.storage import RepoTxn, Store
 
 _DIFF_MAX_BYTES = 1_000_000
 

@@ -24,14 +24,15 @@ from typing import Any
 
 from hubfuse.localhub.apierror import ApiError, bad_request
 from hubfuse.localhub.gitattributes import is_lfs
-from hubfuse.localhub.storage import RepoId, Store
+from hubfuse.localhub.records import RepoId
+from hubfuse.localhub.storage import Store
 
 LFS_CONTENT_TYPE = "application/vnd.git-lfs+json"
 REGULAR_MAX_BYTES = 10 * 1024 * 1024
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
-# The patterns of the Hub's default .gitattributes (see storage.DEFAULT_GITATTRIBUTES).
+# The patterns of the Hub's default .gitattributes (see gitattributes.DEFAULT_GITATTRIBUTES).
 def upload_mode(path: str, size: int, sample: bytes, gitattributes: str | None) -> str:
     """ "lfs" for what the repo's `.gitattributes` sends to LFS, and for large or binary files."""
     if is_lfs(path, gitattributes):

@@ -13,10 +13,10 @@ every page carries a Content-Security-Policy that allows no script at all.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, quote
 
 import jinja2
@@ -25,19 +25,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from hubfuse.localhub import cards, discussions, views
-from hubfuse.localhub.apierror import (
-    ApiError,
-    bad_request,
-    entry_not_found,
-    repo_not_found,
-    revision_not_found,
-)
-from hubfuse.localhub.context import Access, AccessRule, Ctx, Hub
+from hubfuse.localhub.apierror import ApiError, bad_request, entry_not_found, revision_not_found
+from hubfuse.localhub.context import Ctx, Hub
 from hubfuse.localhub.markup import diff_lines, human_size, render_markdown
-from hubfuse.localhub.storage import Commit, RepoId, RepoNotFound, RevisionNotFound
-
-if TYPE_CHECKING:
-    from hubfuse.localhub.app import Route
+from hubfuse.localhub.records import Commit, RepoId, RepoNotFound, RevisionNotFound
+from hubfuse.localhub.routing import Route, authorize, params, run_handler
 
 logger = logging.getLogger("hubfuse.localhub")
 
@@ -73,13 +65,10 @@ def cookie_name(request: Request) -> str:
     return f"hubfuse_token_{request.url.port or 80}"
 
 
-Handler = Callable[[Ctx], Response]
-
-
 async def serve(
     hub: Hub,
-    route: Route,
-    params: dict[str, str],
+    page: Route,
+    match: re.Match[str],
     request: Request,
     endpoint: str,
     header_token: str | None,
@@ -95,9 +84,9 @@ async def serve(
             body += chunk
             if len(body) > _FORM_MAX_BYTES:
                 return _with_headers(HTMLResponse("Request body too large", status_code=413))
-    ctx = Ctx(hub, request, params, principal, endpoint, body=body)
+    ctx = Ctx(hub, request, params(match), principal, endpoint, body=body)
     stale = bool(cookie_token) and not header_token and principal is None
-    response = await run_in_threadpool(_run, route.handler, route.access, ctx, stale)
+    response = await run_in_threadpool(_run, page, match, ctx, stale)
     return _with_headers(response)
 
 
@@ -106,17 +95,12 @@ def _with_headers(response: Response) -> Response:
     return response
 
 
-def _run(handler: Handler, access: AccessRule, ctx: Ctx, stale_cookie: bool) -> Response:
+def _run(page: Route, match: re.Match[str], ctx: Ctx, stale_cookie: bool) -> Response:
     ctx.request.state.stale_cookie = stale_cookie
     try:
-        try:
-            if access is not Access.NONE:
-                ctx.meta = ctx.check_read(ctx.repo(), access if isinstance(access, Access) else access(ctx))
-            return handler(ctx)
-        except RepoNotFound:
-            raise repo_not_found("", authenticated=ctx.principal is not None) from None
-        except RevisionNotFound as exc:
-            raise revision_not_found(str(exc)) from None
+        # A page does not follow a moved repo: the old name is a page not found.
+        authorize(page, match, ctx, follow_moves=False)
+        return run_handler(page, ctx)
     except ApiError as error:
         return _error_page(ctx, error)
     except Exception:

@@ -21,7 +21,8 @@ import uvicorn
 
 from hubfuse.localhub.app import LocalHubApp, create_app
 from hubfuse.localhub.auth import add_token
-from hubfuse.localhub.storage import Commit, RepoId, Store
+from hubfuse.localhub.records import Commit, RepoId
+from hubfuse.localhub.storage import Store
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -28,14 +28,11 @@ every read-modify-write of a repo happens inside `Store.transaction`, which hold
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import re
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,181 +40,25 @@ from hubfuse.localhub.fsutil import (
     PathLock,
     atomic_write_bytes,
     atomic_write_json,
-    git_blob_sha1,
     install_file,
-    lfs_pointer,
     now_iso,
     read_json,
 )
+from hubfuse.localhub.gitattributes import DEFAULT_GITATTRIBUTES
+from hubfuse.localhub.records import (
+    Commit,
+    RepoExists,
+    RepoId,
+    RepoNotFound,
+    ResolvedRevision,
+    RevisionNotFound,
+    empty_refs,
+    regular_entry,
+)
 from hubfuse.localhub.xethash import xet_file_hash
 
-REPO_TYPES = ("model", "dataset", "space")
-URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$", re.ASCII)
 _HEX_RE = re.compile(r"^[0-9a-f]{7,40}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-
-DEFAULT_GITATTRIBUTES = """\
-*.7z filter=lfs diff=lfs merge=lfs -text
-*.arrow filter=lfs diff=lfs merge=lfs -text
-*.bin filter=lfs diff=lfs merge=lfs -text
-*.bz2 filter=lfs diff=lfs merge=lfs -text
-*.ckpt filter=lfs diff=lfs merge=lfs -text
-*.ftz filter=lfs diff=lfs merge=lfs -text
-*.gguf filter=lfs diff=lfs merge=lfs -text
-*.gz filter=lfs diff=lfs merge=lfs -text
-*.h5 filter=lfs diff=lfs merge=lfs -text
-*.joblib filter=lfs diff=lfs merge=lfs -text
-*.lfs.* filter=lfs diff=lfs merge=lfs -text
-*.mlmodel filter=lfs diff=lfs merge=lfs -text
-*.model filter=lfs diff=lfs merge=lfs -text
-*.msgpack filter=lfs diff=lfs merge=lfs -text
-*.npy filter=lfs diff=lfs merge=lfs -text
-*.npz filter=lfs diff=lfs merge=lfs -text
-*.onnx filter=lfs diff=lfs merge=lfs -text
-*.ot filter=lfs diff=lfs merge=lfs -text
-*.parquet filter=lfs diff=lfs merge=lfs -text
-*.pb filter=lfs diff=lfs merge=lfs -text
-*.pickle filter=lfs diff=lfs merge=lfs -text
-*.pkl filter=lfs diff=lfs merge=lfs -text
-*.pt filter=lfs diff=lfs merge=lfs -text
-*.pth filter=lfs diff=lfs merge=lfs -text
-*.rar filter=lfs diff=lfs merge=lfs -text
-*.safetensors filter=lfs diff=lfs merge=lfs -text
-saved_model/**/* filter=lfs diff=lfs merge=lfs -text
-*.tar.* filter=lfs diff=lfs merge=lfs -text
-*.tar filter=lfs diff=lfs merge=lfs -text
-*.tflite filter=lfs diff=lfs merge=lfs -text
-*.tgz filter=lfs diff=lfs merge=lfs -text
-*.wasm filter=lfs diff=lfs merge=lfs -text
-*.xz filter=lfs diff=lfs merge=lfs -text
-*.zip filter=lfs diff=lfs merge=lfs -text
-*.zst filter=lfs diff=lfs merge=lfs -text
-*tfevents* filter=lfs diff=lfs merge=lfs -text
-"""
-
-
-class RepoNotFound(Exception):
-    pass
-
-
-class RepoExists(Exception):
-    pass
-
-
-class RevisionNotFound(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class RepoId:
-    type: str
-    namespace: str
-    name: str
-
-    def __post_init__(self) -> None:
-        if self.type not in REPO_TYPES:
-            raise ValueError(f"invalid repo type: {self.type!r}")
-        for part in (self.namespace, self.name):
-            if not _SEGMENT_RE.match(part) or part.endswith(".git") or ".." in part:
-                raise ValueError(f"invalid repo id: {self.namespace}/{self.name}")
-
-    @property
-    def id(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def url_prefix(self) -> str:
-        return URL_PREFIXES[self.type]
-
-    @property
-    def key(self) -> str:
-        return f"{self.type}s/{self.id}"
-
-    @property
-    def folded_key(self) -> str:
-        """The key two spellings of one repo share."""
-        return self.key.lower()
-
-    @classmethod
-    def parse(cls, repo_type: str, repo_id: str) -> RepoId:
-        namespace, sep, name = repo_id.partition("/")
-        if not sep or "/" in name:
-            raise ValueError(f"invalid repo id: {repo_id!r}")
-        return cls(repo_type, namespace, name)
-
-
-@dataclass
-class Commit:
-    id: str
-    parents: list[str]
-    tree: dict[str, dict[str, Any]]
-    title: str
-    message: str
-    author: str
-    date: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "parents": self.parents,
-            "tree": self.tree,
-            "title": self.title,
-            "message": self.message,
-            "author": self.author,
-            "date": self.date,
-            **({"extra": self.extra} if self.extra else {}),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Commit:
-        return cls(
-            id=data["id"],
-            parents=list(data["parents"]),
-            tree=dict(data["tree"]),
-            title=data["title"],
-            message=data["message"],
-            author=data["author"],
-            date=data["date"],
-            extra=dict(data.get("extra", {})),
-        )
-
-    @classmethod
-    def create(
-        cls, *, parents: list[str], tree: dict[str, dict[str, Any]], title: str, message: str, author: str
-    ) -> Commit:
-        date = now_iso()
-        body = {"parents": parents, "tree": tree, "title": title, "message": message, "author": author}
-        # A random salt keeps two identical commits made in the same millisecond distinct.
-        digest = hashlib.sha1(
-            json.dumps({**body, "date": date, "salt": uuid.uuid4().hex}, sort_keys=True).encode()
-        )
-        return cls(id=digest.hexdigest(), date=date, **body)
-
-
-@dataclass(frozen=True)
-class ResolvedRevision:
-    commit: Commit
-    kind: str  # "branch", "tag", "pull" or "commit"
-    name: str  # branch/tag name, PR number, or the commit id
-
-
-def regular_entry(data: bytes) -> dict[str, Any]:
-    return {"oid": git_blob_sha1(data), "size": len(data)}
-
-
-def lfs_entry(sha256: str, size: int) -> dict[str, Any]:
-    pointer = lfs_pointer(sha256, size)
-    return {
-        "oid": git_blob_sha1(pointer),
-        "size": size,
-        "lfs": {"sha256": sha256, "size": size, "pointerSize": len(pointer)},
-    }
-
-
-def empty_refs() -> dict[str, dict[str, str]]:
-    return {"branches": {}, "tags": {}, "pulls": {}}
 
 
 class RepoTxn:

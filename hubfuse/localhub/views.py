@@ -13,7 +13,8 @@ from typing import Any
 from hubfuse.errors import CheckpointError
 from hubfuse.localhub.cards import card_data
 from hubfuse.localhub.listing import derived_tags
-from hubfuse.localhub.storage import Commit, RepoId, Store
+from hubfuse.localhub.records import Commit, RepoId
+from hubfuse.localhub.storage import Store
 from hubfuse.safetensors_header import METADATA_KEY, parse_header
 
 _CONFIG_MAX_BYTES = 5 * 1024 * 1024

@@ -37,7 +37,7 @@ from hubfuse.localhub import xet_formats, xethash
 from hubfuse.localhub.apierror import ApiError, bad_request, forbidden, unauthorized
 from hubfuse.localhub.context import Ctx, Hub
 from hubfuse.localhub.payload import read_body
-from hubfuse.localhub.storage import RepoId, RepoNotFound
+from hubfuse.localhub.records import RepoId, RepoNotFound
 from hubfuse.localhub.xet_store import FileRecord, IndexedChunk, Term, XetStore
 
 CAS_PREFIX = "/xet-cas"

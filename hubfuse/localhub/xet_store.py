@@ -22,7 +22,8 @@ from typing import Any
 
 from hubfuse.localhub import xet_formats, xethash
 from hubfuse.localhub.fsutil import atomic_write_bytes, atomic_write_json, read_json
-from hubfuse.localhub.storage import RepoId, Store
+from hubfuse.localhub.records import RepoId
+from hubfuse.localhub.storage import Store
 
 
 @dataclass(frozen=True)
