@@ -53,9 +53,11 @@ def run_check(folder: Path, envs_dir: Path, uv_cache: Path, versions: str | None
     if versions:
         env["HUBFUSE_DOWNSTREAM_VERSIONS"] = versions
     command = [sys.executable, "-m", "hubfuse", "check", str(folder), "--json"]
+    load_before = os.getloadavg()
     start = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     wall = time.monotonic() - start
+    load_after = os.getloadavg()  # the machine is shared: its load says what the wall time means
     if result.returncode not in (0, 3):
         raise SystemExit(f"hubfuse check failed ({result.returncode}): {result.stderr[-2000:]}")
     report = json.loads(result.stdout)
@@ -63,6 +65,8 @@ def run_check(folder: Path, envs_dir: Path, uv_cache: Path, versions: str | None
     created = {name: float(seconds) for name, seconds in CREATED.findall(result.stderr)}
     return {
         "wall_s": round(wall, 1),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
         "exit_code": result.returncode,
         "verdict": report["verdict"],
         "envs_created": len(created),
@@ -116,8 +120,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['environment']['date']}, hubfuse {result['environment']['hubfuse_commit']}, "
         f"{result['environment']['cpus']} CPUs (shared with other work), matrix: {result['selection']}.",
         "",
-        md_row("checkpoint", "run", "wall", "envs created", "creation (sum)", "envs disk", "verdict"),
-        md_rule("---", "---", "---:", "---:", "---:", "---:", "---"),
+        md_row("checkpoint", "run", "wall", "envs created", "creation (sum)", "envs disk", "verdict", "load"),
+        md_rule("---", "---", "---:", "---:", "---:", "---:", "---", "---"),
     ]
     for measured in result["runs"]:
         for run in ("first", "second"):
@@ -131,6 +135,7 @@ def markdown(result: dict[str, Any]) -> str:
                     f"{r['env_creation_total_s']} s",
                     f"{r['envs_disk_mb'] / 1000:.2f} GB",
                     r["verdict"],
+                    _load_text(r),
                 )
             )
     first = result["runs"][0]["first"]
@@ -150,6 +155,13 @@ def markdown(result: dict[str, Any]) -> str:
     unavailable = {k: v for k, v in first["environments"].items() if v}
     lines += [""] + [f"- `{k}` column unavailable: {v}" for k, v in unavailable.items()]
     return "\n".join(lines) + "\n"
+
+
+def _load_text(run: dict[str, Any]) -> str:
+    """The 1-minute load average when the run started and when it ended (older results: '-')."""
+    if "load_average_before" not in run:
+        return "-"
+    return f"{run['load_average_before'][0]:g} -> {run['load_average_after'][0]:g}"
 
 
 def release_tables(models: list[str], versions: str | None, out: Path) -> None:
