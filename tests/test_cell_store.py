@@ -322,3 +322,38 @@ def test_progress_redraws_one_line_in_a_terminal_and_prints_lines_elsewhere():
             assert "\r\x1b[K" in text and text.endswith("\r\x1b[Ka plain line\n")
         else:
             assert "\r" not in text and text.count("\n") == 3
+
+
+def test_a_local_folder_reuses_its_own_cells_and_never_lends_them_to_a_hub_repo(hub, reference, tmp_path):
+    home = tmp_path / "home"
+    env = hubfuse_env(
+        hub.endpoint,
+        home,
+        hub.token,
+        HUBFUSE_CELL_CACHE=str(home / "cells"),
+        HUBFUSE_DOWNSTREAM_VERSIONS=f"=={RELEASE}",
+    )
+    folder = _copy(reference, tmp_path / "local")
+    runs = [run_hubfuse("check", str(folder), "--json", env=env) for _ in range(2)]
+    for run in runs:
+        assert run.returncode in (0, 3), run.stderr
+    first, second = (
+        {c["env"]: c for c in json.loads(r.stdout)["families"][0]["downstream"]["cells"]} for r in runs
+    )
+    assert "matrix: environment 1/1 ready" in runs[0].stderr
+    assert "matrix: environment" not in runs[1].stderr  # no probe: the cell of the first check
+    assert second["base"]["proven_on"] == f"the local folder {folder.resolve()}"
+    assert not first["base"].get("proven_on")
+    assert {k: v for k, v in second["base"].items() if k != "proven_on"} == {
+        k: v for k, v in first["base"].items() if k != "proven_on"
+    }
+    (stored,) = [json.loads(p.read_text()) for p in (home / "cells").glob("*.json")]
+    assert stored["local"] is True and stored["repo"] == str(folder.resolve())
+
+    # A Hub repo of the same case proves its own cell: a folder of one machine is nothing to cite.
+    HfApi(endpoint=hub.endpoint, token=hub.token).create_repo(f"{ORG}/c")
+    HfApi(endpoint=hub.endpoint, token=hub.token).upload_folder(repo_id=f"{ORG}/c", folder_path=str(folder))
+    published = _run(hub, home, [f"{ORG}/c"])
+    assert "matrix: environment 1/1 ready" in published.stderr
+    assert "local folder" not in _pr_text(hub, f"{ORG}/c")
+    assert "local folder" not in published.stdout

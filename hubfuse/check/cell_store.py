@@ -36,12 +36,15 @@ MAX_TEXT = 2000
 
 @dataclass(frozen=True)
 class Origin:
-    """The repo and commit a cell is proven on."""
+    """The repo and commit a cell is proven on; `local`: a folder on this machine (`repo` its path)."""
 
     repo: str
     sha: str
+    local: bool = False
 
     def label(self) -> str:
+        if self.local:
+            return f"the local folder {self.repo}"
         return f"{self.repo}@{self.sha[:12]}" if self.sha else self.repo
 
 
@@ -53,6 +56,7 @@ class StoredCell:
     repo: str
     sha: str
     proven_at: float = field(default_factory=time.time)
+    local: bool = False  # proven on a folder of this machine: kept here, never shared or published
 
     @property
     def digest(self) -> str:
@@ -68,6 +72,7 @@ class StoredCell:
             return None
         key, case, subjects = document.get("key"), document.get("case"), document.get("subjects")
         repo, sha, proven_at = document.get("repo"), document.get("sha"), document.get("proven_at", 0.0)
+        local = document.get("local", False)
         if not (
             isinstance(key, dict)
             and all(isinstance(v, str) for v in key.values())
@@ -77,6 +82,7 @@ class StoredCell:
             and isinstance(repo, str)
             and isinstance(sha, str)
             and isinstance(proven_at, (int, float))
+            and isinstance(local, bool)
         ):
             return None
         parsed: dict[str, dict[str, Any]] = {}
@@ -96,7 +102,7 @@ class StoredCell:
                 "reason": reason[:MAX_TEXT],
                 "notes": [n[:MAX_TEXT] for n in notes[:20]],
             }
-        return cls(key, case, parsed, repo[:300], sha[:64], float(proven_at))
+        return cls(key, case, parsed, repo[:300], sha[:64], float(proven_at), local)
 
 
 class SharedCells(Protocol):
@@ -147,7 +153,7 @@ class CellStore:
         if any(s["outcome"] not in SHAREABLE_OUTCOMES for s in cell.subjects.values()):
             return  # could not check: nothing to share
         self._memory[cell.digest] = cell
-        if self.shared is not None:
+        if self.shared is not None and not cell.local:
             self.shared.add(cell)
         if self.folder is None:
             return
@@ -173,9 +179,10 @@ def sharing(store: CellStore) -> Iterator[CellStore]:
 
 
 @contextlib.contextmanager
-def proving(repo: str, sha: str) -> Iterator[None]:
-    """Cells the matrix proves inside are recorded as proven on repo@sha."""
-    token = _origin.set(Origin(repo, sha))
+def proving(repo: str, sha: str, *, local: bool = False) -> Iterator[None]:
+    """Cells the matrix proves inside are recorded as proven on repo@sha (`local`: on the folder
+    `repo` of this machine; such cells serve only later checks of local folders)."""
+    token = _origin.set(Origin(repo, sha, local))
     try:
         yield
     finally:
@@ -199,7 +206,9 @@ class MatrixCells:
         cell = self.store.get(cell_key(version, column, self.case, self.probe), self.case)
         if cell is None or not set(self.subjects) <= set(cell.subjects):
             return None
-        proven_on = Origin(cell.repo, cell.sha).label()
+        if cell.local and not (self.origin is not None and self.origin.local):
+            return None  # a folder of this machine proves nothing a Hub repo's PR could cite
+        proven_on = Origin(cell.repo, cell.sha, cell.local).label()
         return {s: {**cell.subjects[s], "proven_on": proven_on} for s in self.subjects}
 
     def record(self, version: str, column: str, cells: dict[str, Any]) -> None:
@@ -217,6 +226,7 @@ class MatrixCells:
                 "subjects": subjects,
                 "repo": self.origin.repo,
                 "sha": self.origin.sha,
+                "local": self.origin.local,
             }
         )
         if stored is not None:

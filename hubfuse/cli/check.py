@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from hubfuse.cli.flags import (
 from hubfuse.cli.options import CheckOptions, downstream_plan
 from hubfuse.settings import MODE as MODE_SETTING
 from hubfuse.settings import TIMEOUT as TIMEOUT_SETTING
+from hubfuse.source import LocalSource, RemoteSource, RepoSource
 
 
 def _check_options(f: Any) -> Any:
@@ -37,6 +40,16 @@ def _check_options(f: Any) -> Any:
     return f
 
 
+def _proving(source: RepoSource) -> AbstractContextManager[None]:
+    from hubfuse.check import cell_store
+
+    if isinstance(source, LocalSource):
+        return cell_store.proving(str(source.folder.resolve()), "", local=True)
+    if isinstance(source, RemoteSource):
+        return cell_store.proving(source.repo_id, source.sha)
+    return contextlib.nullcontext()
+
+
 def _run_check(options: CheckOptions) -> None:
     from hubfuse.check.modes import CheckRequest
     from hubfuse.check.verify import open_source, verify
@@ -51,7 +64,9 @@ def _run_check(options: CheckOptions) -> None:
         timeout=options.timeout_s,
         downstream=options.downstream,
     )
-    report = verify(open_source(options.source), request)
+    source = open_source(options.source)
+    with _proving(source):  # the matrix cells this check proves, kept for later checks of the case
+        report = verify(source, request)
     if options.report_dir:
         write_report_dir(report, options.report_dir)
     append_step_summary(render_markdown(report))
