@@ -3,7 +3,7 @@
 newest_transformers.py                               print it
 newest_transformers.py install VENV VERSION CONSTRAINTS
     install that release into VENV with every requirement the index can satisfy
-    (hubfuse/check/envs.py, the matrix's own installer); print those left out, one a line
+    (hubfuse/check/envs.py with uv.py, the matrix's own installer); print those left out, one a line
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import tomllib
 from packaging.requirements import Requirement
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hubfuse.check.envs import install_leaving_out_unavailable, transformers_releases
+from hubfuse.check.envs import install_leaving_out_unavailable
+from hubfuse.check.releases import transformers_releases
 
 
 def newest() -> str:

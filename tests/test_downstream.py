@@ -19,7 +19,7 @@ import pytest
 from cli_env import hubfuse_env, run_hubfuse
 from huggingface_hub import HfApi
 
-from hubfuse.check import envs
+from hubfuse.check import env_commands, envs, envs_root, shared_torch, uv
 from hubfuse.check.downstream import (
     DEFAULT_ENV_VAR,
     DownstreamPlan,
@@ -105,7 +105,7 @@ def test_qwen2_5_vl_is_ignored_then_crashes_then_silently_random(checkpoints, tm
         capture_output=True,
         text=True,
         check=True,
-        env=envs.shared_torch_environ(),
+        env=shared_torch.shared_torch_environ(),
     ).stdout.strip()
     assert "/shared-torch-" in torch_file
     # Without the caller naming its torch, the environment has none: it holds no path of its own.
@@ -159,10 +159,10 @@ def test_a_family_unsafe_on_the_installed_release_still_gets_every_cell(checkpoi
 
 
 def test_a_failed_environment_creation_leaves_nothing_behind():
-    with pytest.raises(envs.EnvError, match=r"uv pip install transformers==0\.0\.1") as raised:
+    with pytest.raises(env_commands.EnvError, match=r"uv pip install transformers==0\.0\.1") as raised:
         envs.ensure_env("0.0.1")
-    assert not isinstance(raised.value, envs.RequirementUnavailable)  # no release, not a missing dependency
-    root = envs.envs_root()
+    assert not isinstance(raised.value, uv.RequirementUnavailable)  # no release, not a missing dependency
+    root = envs_root.envs_root()
     assert not list(root.glob("env-transformers-0.0.1-*"))
     assert not list(root.glob(".building-env-transformers-0.0.1-*"))
 
@@ -185,9 +185,9 @@ def index_without_kernels(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
     monkeypatch.setenv("HUBFUSE_ENVS", str(tmp_path / "envs"))
-    envs.pip_configuration.cache_clear()
+    uv.pip_configuration.cache_clear()
     yield wheels
-    envs.pip_configuration.cache_clear()
+    uv.pip_configuration.cache_clear()
 
 
 def test_a_release_whose_requirement_is_missing_is_unavailable_beside_a_stand_in(
@@ -228,7 +228,9 @@ def test_a_release_whose_requirement_is_missing_is_unavailable_beside_a_stand_in
 
     # The stand-in's name and record say what was left out.
     without = ("kernels",)
-    stand_in_env = envs.Env("5.25.0", (), envs.envs_root() / envs.env_name("5.25.0", (), without), without)
+    stand_in_env = envs.Env(
+        "5.25.0", (), envs_root.envs_root() / envs.env_name("5.25.0", (), without), without
+    )
     assert "without-kernels" in stand_in_env.path.name
     assert envs.build_record(stand_in_env)["left_out"] == ["kernels<0.20,>=0.19.1"]
 
@@ -242,7 +244,7 @@ def test_uv_gets_pips_index_settings(tmp_path):
     config.write_text(
         f"[global]\nextra-index-url = file:///nowhere/a file:///nowhere/b\nconstraint = {constraint}\n"
     )
-    script = "from hubfuse.check import envs; import json; print(json.dumps(envs.pip_configuration()))"
+    script = "from hubfuse.check import uv; import json; print(json.dumps(uv.pip_configuration()))"
     env = {
         **os.environ,
         "PIP_CONFIG_FILE": str(config),
@@ -387,7 +389,7 @@ def test_cached_verdicts_and_ledger_records_are_keyed_by_the_matrix(tmp_path):
 def test_uvs_explanation_is_read_however_uv_wraps_it() -> None:
     """uv wraps its resolver explanation to the terminal's width (this one is from a CI run, where
     `.ci/run` read the 5.25.0 cell as `error`): the missing requirement is found in any wrapping."""
-    from hubfuse.check.envs import _unavailable_requirement
+    from hubfuse.check.uv import unavailable_requirement
 
     wrapped = (
         "error: No solution found when resolving dependencies\n"
@@ -397,12 +399,12 @@ def test_uvs_explanation_is_read_however_uv_wraps_it() -> None:
         "         And because you require transformers==5.25.0, we can conclude that your\n"
         "         requirements are unsatisfiable.\n"
     )
-    assert _unavailable_requirement(wrapped) == "kernels>=0.19.1,<0.20"
-    assert _unavailable_requirement(" ".join(wrapped.split())) == "kernels>=0.19.1,<0.20"
+    assert unavailable_requirement(wrapped) == "kernels>=0.19.1,<0.20"
+    assert unavailable_requirement(" ".join(wrapped.split())) == "kernels>=0.19.1,<0.20"
     # A release alone in the locations uv may use: "all versions of transformers depend on".
     alone = (
         "  cause: Because kernels was not found in the provided package locations and all versions of\n"
         "         transformers depend on kernels>=0.19.1,<0.20, we can conclude that all versions of\n"
         "         transformers cannot be used."
     )
-    assert _unavailable_requirement(alone) == "kernels>=0.19.1,<0.20"
+    assert unavailable_requirement(alone) == "kernels>=0.19.1,<0.20"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cli_env import assert_one_line_error, run_hubfuse
 
-from hubfuse.check import envs
+from hubfuse.check import envs, envs_root, shared_torch
 from hubfuse.check.downstream import DownstreamPlan, MatrixInputs, run_matrix
 from hubfuse.errors import BadInputError
 
@@ -41,7 +41,7 @@ def test_a_planted_environment_is_never_run_and_probes_get_no_token(
     checkpoints, tmp_path, monkeypatch
 ) -> None:
     # A private environments root, the test cache's uv cache (warm: the build takes seconds).
-    shared_cache = envs.envs_root() / "uv-cache"
+    shared_cache = envs_root.envs_root() / "uv-cache"
     root = tmp_path / "envs"
     root.mkdir(mode=0o700)
     monkeypatch.setenv("HUBFUSE_ENVS", str(root))
@@ -64,7 +64,7 @@ def test_a_planted_environment_is_never_run_and_probes_get_no_token(
     assert envs.build_record(envs.Env("5.24.0", (), planted)) is None
 
     # Planted too: a fake torch in the shared-torch folder every probe puts on its path.
-    shared = Path(envs.shared_torch_environ()[envs.SHARED_TORCH_VAR])
+    shared = Path(shared_torch.shared_torch_environ()[shared_torch.SHARED_TORCH_VAR])
     (shared / "torch").unlink()
     (shared / "torch").mkdir()
     torch_ran = tmp_path / "PLANTED-TORCH-RAN"
@@ -127,10 +127,10 @@ def test_an_environments_root_others_can_write_is_refused(checkpoints, tmp_path,
     # A folder above it that others can write is as bad; a sticky one (like /tmp) is not.
     monkeypatch.setenv("HUBFUSE_ENVS", str(open_root / "envs"))
     with pytest.raises(BadInputError, match=r"world-writable.*can be written by another user"):
-        envs.envs_root()
+        envs_root.envs_root()
     open_root.chmod(0o777 | stat.S_ISVTX)
-    assert envs.envs_root() == (open_root / "envs").resolve()
+    assert envs_root.envs_root() == (open_root / "envs").resolve()
     (open_root / "envs").mkdir(mode=0o775)
     (open_root / "envs").chmod(0o775)
     with pytest.raises(BadInputError, match="mode 775"):
-        envs.envs_root()
+        envs_root.envs_root()

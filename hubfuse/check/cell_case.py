@@ -29,8 +29,18 @@ from hubfuse.safetensors_header import TensorLocation
 CASE_FORMAT = 1
 LAYER_PLACEHOLDER = "#"
 # What the cells are made of: a change to any of these files is another probe, so cells an older
-# probe proved never count.
-PROBE_FILES = ("downstream_probe.py", "transformers_fusion.py", "downstream.py", "envs.py")
+# probe proved never count. The environment modules are those envs.py was split into.
+PROBE_FILES = (
+    "downstream_probe.py",
+    "transformers_fusion.py",
+    "downstream.py",
+    "envs.py",
+    "envs_root.py",
+    "env_commands.py",
+    "uv.py",
+    "shared_torch.py",
+    "releases.py",
+)
 _ABSENT = "<absent>"
 
 

@@ -34,10 +34,11 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from hubfuse import settings
-from hubfuse.check import envs
+from hubfuse.check import env_commands, envs, envs_root, shared_torch, uv
 from hubfuse.check.cell_case import CellCase
 from hubfuse.check.cell_store import MatrixCells
 from hubfuse.check.matrix_progress import MatrixProgress
+from hubfuse.check.releases import transformers_releases
 from hubfuse.check.verdict import (
     OUTPUT_TOLERANCE,
     PASSING_OUTCOMES,
@@ -81,7 +82,7 @@ class DownstreamPlan:
             "selection": self.selection,
             "gating": list(self.gating),
             "outside": list(self.outside),
-            "torch": envs.installed_torch() if self.enabled else None,
+            "torch": envs_root.installed_torch() if self.enabled else None,
         }
 
     def describe(self) -> str:
@@ -141,7 +142,7 @@ def resolve_plan(requested: str | None) -> DownstreamPlan:
         return DownstreamPlan(NONE)
     if requested is not None:
         parse_spec(requested)  # a bad specifier is refused before the index is asked
-    releases = envs.transformers_releases()
+    releases = transformers_releases()
     if default_spec is None:
         default = default_matrix(releases)
     else:
@@ -168,7 +169,9 @@ def environment_columns() -> dict[str, str | None]:
     for name, extras in envs.ENV_EXTRAS.items():
         reasons = [r for r in (envs.extra_unavailable(e) for e in extras) if r]
         columns[name] = (
-            f"cannot be installed beside torch {envs.installed_torch()}: {reasons[0]}" if reasons else None
+            f"cannot be installed beside torch {envs_root.installed_torch()}: {reasons[0]}"
+            if reasons
+            else None
         )
     return columns
 
@@ -289,9 +292,9 @@ def _run_cells(
     start = time.monotonic()
     try:
         env, created = envs.ensure_env(version, extras)
-    except envs.RequirementUnavailable as exc:
+    except uv.RequirementUnavailable as exc:
         missing = exc
-    except envs.EnvError as exc:
+    except env_commands.EnvError as exc:
         return [(column, _failed(subjects, f"environment: {exc}"), False)]
     else:
         on_environment(created, time.monotonic() - start)
@@ -305,7 +308,7 @@ def _run_cells(
         on_environment(created, time.monotonic() - start)
         stand_in_work = work.with_name(f"{work.name}-without-{missing.name}")
         stand_in = _run_cell(env, inputs, stand_in_work, timeout, probe_slots, switched_off)
-    except envs.EnvError as exc:
+    except env_commands.EnvError as exc:
         stand_in = _failed(subjects, f"environment: {exc}")
     note = f"stand-in: transformers {version} without {missing.requirement}" + "".join(
         f", {name}={value}" for name, value in switched_off.items()
@@ -348,7 +351,7 @@ def _run_cell(
     (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
     result_file = work / "result.json"
     probe_env = {
-        **envs.shared_torch_environ(),
+        **shared_torch.shared_torch_environ(),
         "HF_HUB_OFFLINE": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TOKENIZERS_PARALLELISM": "false",
