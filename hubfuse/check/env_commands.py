@@ -1,8 +1,8 @@
 """The commands an environment step runs, and the one error every step raises.
 
 `run_command` runs a command without Hub tokens, within INSTALL_TIMEOUT_S; a failure is one line
-(uv's `cause:` line when it gives one, else stderr's last line) as an `EnvError`, whose cause keeps
-the whole stderr. The matrix reports an `EnvError` as the cell's `error`.
+(uv's `cause:` line when it gives one, else stderr's last line that is no warning or hint) as an
+`EnvError`, whose cause keeps the whole stderr. The matrix reports an `EnvError` as the cell's `error`.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 `envs_root()` is `HUBFUSE_ENVS` (default `$HF_HOME/hubfuse/envs`), refused when another user can
 write it or a folder above it (`refuse_shared_folder`). Names under it carry the installed torch
-and the Python (`installed_torch`, `python_tag`). What lies there changes only by a rename: a file
-through `atomic_write`, an untrusted folder moved aside before it is deleted (`discard`).
+and the Python (`installed_torch`, `python_tag`). hubfuse's own records there are replaced by a
+rename (`atomic_write`), and a folder it does not trust is moved aside before it is deleted
+(`discard`), never followed through its links.
 """
 
 from __future__ import annotations
