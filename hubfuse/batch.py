@@ -25,7 +25,8 @@ from hubfuse.fusion.downstream import DownstreamPlan, matrix_digest, resolve_pla
 from hubfuse.hub import Hub
 from hubfuse.ledger import HubLedger, Ledger, LocalLedger, Record, error_backoff_s
 from hubfuse.log import log, redact
-from hubfuse.pipeline import PublishOptions, PublishReport, publish
+from hubfuse.publish.run import publish
+from hubfuse.publish.types import PublishOptions, PublishReport
 from hubfuse.shared_cells import HubCells
 from hubfuse.spec import Spec
 

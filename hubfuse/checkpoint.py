@@ -25,6 +25,8 @@ NEVER_COPIED_SUFFIXES = (".py", ".pyc", *PICKLE_SUFFIXES)
 REMOTE_CODE_KEYS = ("auto_map", "custom_pipelines")
 # Besides config.json and the weights, the one file transformers reads when loading a model.
 LOADED_SIDE_FILES = ("generation_config.json",)
+# The files of a Hub repo that verification downloads.
+WEIGHT_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "generation_config.json"]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hubfuse.fusion.downstream import DEFAULT_ENV_VAR, DownstreamPlan, resolve_plan
 from hubfuse.log import log
-from hubfuse.pipeline import Action, PublishOptions, PublishReport
+from hubfuse.publish.types import Action, PublishOptions, PublishReport
 
 DEMO_USER = "demo"
 DEMO_ORG = "hubfuse-demo"
@@ -93,8 +93,8 @@ def run_demo(data_dir: Path) -> PublishReport:
 
     from hubfuse.hub import Hub
     from hubfuse.localhub import LocalHub
-    from hubfuse.pipeline import publish
-    from hubfuse.report import local_hub_pages
+    from hubfuse.publish.rendering import local_hub_pages
+    from hubfuse.publish.run import publish
 
     with LocalHub(data_dir / "hub") as hub_server:
         endpoint = hub_server.endpoint

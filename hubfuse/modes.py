@@ -98,7 +98,7 @@ def check_source(
             downstream=downstream,
         )
     if checkpoint is None:
-        from hubfuse.pipeline import WEIGHT_PATTERNS
+        from hubfuse.checkpoint import WEIGHT_PATTERNS
 
         assert isinstance(source, RemoteSource) and source.hub is not None
         source.refuse_oversized_json(WEIGHT_PATTERNS)  # from the listing, before a download

@@ -32,7 +32,8 @@ from hubfuse.fusion.downstream import (
 )
 from hubfuse.fusion.verdict import CheckReport, LoadCheck
 from hubfuse.localhub import LocalHub
-from hubfuse.report import release_story, render_text
+from hubfuse.render.report import render_text
+from hubfuse.render.tables import release_story
 
 VERSIONS = ("5.5.4", "5.13.1", "5.24.0")
 SMALL_MATRIX = " || ".join(f"=={v}" for v in VERSIONS)
@@ -173,7 +174,7 @@ def test_a_release_whose_requirement_is_missing_is_unavailable_beside_a_stand_in
     off) runs for real beside it, labelled, not gating."""
     from hubfuse.fusion.downstream import apply_matrix
     from hubfuse.fusion.verdict import FamilyResult
-    from hubfuse.report import first_reasons, matrix_rows
+    from hubfuse.render.tables import first_reasons, matrix_rows
 
     source = checkpoints("qwen3_vl")
     inputs = MatrixInputs(source, _config_only_copy(source, tmp_path / "downstream"), None)
@@ -332,7 +333,8 @@ def test_cached_verdicts_and_ledger_records_are_keyed_by_the_matrix(tmp_path):
     from hubfuse.fusion.downstream import matrix_digest
     from hubfuse.fusion.verdict import DownstreamCell, FamilyResult
     from hubfuse.ledger import Record
-    from hubfuse.pipeline import PublishOptions, Source, verdict_key
+    from hubfuse.publish.steps import Source, verdict_key
+    from hubfuse.publish.types import PublishOptions
     from hubfuse.verdict_cache import VerdictCache
 
     family = FamilyResult("patch_embeddings", "safe")

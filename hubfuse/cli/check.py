@@ -39,7 +39,13 @@ def _check_options(f: Any) -> Any:
 def _run_check(options: CheckOptions) -> None:
     from hubfuse.fusion.families import check_requested_families
     from hubfuse.modes import check_source, open_source
-    from hubfuse.report import append_step_summary, render_markdown, render_text, to_json, write_report_dir
+    from hubfuse.render.report import (
+        append_step_summary,
+        render_markdown,
+        render_text,
+        to_json,
+        write_report_dir,
+    )
 
     check_requested_families(options.families)
     report = check_source(

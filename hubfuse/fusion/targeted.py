@@ -49,7 +49,7 @@ def check_targeted(
     downstream: DownstreamPlan | None = None,
 ) -> CheckReport:
     """`artifacts_dir/<family>` keeps, for each safe family, what a shard-by-shard variant needs:
-    the twin's verified fused-layout save and `variant.json` (`hubfuse.variant_shards`)."""
+    the twin's verified fused-layout save and `variant.json` (`hubfuse.publish.variant_shards`)."""
     work = Path(tempfile.mkdtemp(prefix="hubfuse-targeted-"))
     try:
         config_dir = work / "config"
