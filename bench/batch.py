@@ -275,7 +275,7 @@ def check_results(endpoint: str, token: str, org: str, kinds: dict[str, str], sh
     from huggingface_hub import HfApi, hf_hub_download
 
     from hubfuse.batch import Shard
-    from hubfuse.cards import PR_TITLE_SUFFIX
+    from hubfuse.render.markers import PR_TITLE_SUFFIX
 
     api = HfApi(endpoint=endpoint, token=token)
     path = hf_hub_download(

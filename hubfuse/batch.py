@@ -25,7 +25,8 @@ from hubfuse.errors import BadInputError, BudgetExhaustedError, ConflictError, E
 from hubfuse.hub import Hub
 from hubfuse.ledger import HubLedger, Ledger, LocalLedger, Record, error_backoff_s
 from hubfuse.log import log, redact
-from hubfuse.pipeline import PublishOptions, PublishReport, publish
+from hubfuse.publish.run import publish
+from hubfuse.publish.types import PublishOptions, PublishReport
 from hubfuse.settings import DEFAULT_TIMEOUT_S, MODE
 from hubfuse.spec import Spec
 

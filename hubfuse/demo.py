@@ -18,7 +18,7 @@ from hubfuse import settings
 from hubfuse.check.downstream import DownstreamPlan
 from hubfuse.cli.options import downstream_plan
 from hubfuse.log import log
-from hubfuse.pipeline import Action, PublishOptions, PublishReport
+from hubfuse.publish.types import Action, PublishOptions, PublishReport
 
 DEMO_USER = "demo"
 DEMO_ORG = "hubfuse-demo"
@@ -95,8 +95,8 @@ def run_demo(data_dir: Path) -> PublishReport:
 
     from hubfuse.hub import Hub
     from hubfuse.localhub import LocalHub
-    from hubfuse.pipeline import publish
-    from hubfuse.report import local_hub_pages
+    from hubfuse.publish.rendering import local_hub_pages
+    from hubfuse.publish.run import publish
 
     with LocalHub(data_dir / "hub") as hub_server:
         endpoint = hub_server.endpoint

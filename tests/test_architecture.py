@@ -32,26 +32,8 @@ def _under(name: str, *prefixes: str) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-# Where the modules of the layout before the redesign belong (issue 16), while they still exist.
-_BEFORE_REDESIGN = {
-    "hubfuse.synth": None,
-    "hubfuse.fusion": CHECK,
-    "hubfuse.modes": CHECK,
-    "hubfuse.shared_cells": CHECK,
-    "hubfuse.report": RENDER,
-    "hubfuse.cards": RENDER,
-    "hubfuse.pipeline": PUBLISH,
-    "hubfuse.variant_copies": PUBLISH,
-    "hubfuse.variant_shards": PUBLISH,
-    "hubfuse.verdict_cache": PUBLISH,
-}
-
-
 def floor_of(name: str) -> int | None:
     """The floor a hubfuse module belongs to; None for the two that stand apart (localhub, testing)."""
-    for prefix, floor in _BEFORE_REDESIGN.items():
-        if _under(name, prefix):
-            return floor
     if _under(name, "hubfuse.localhub", "hubfuse.testing"):
         return None
     if _under(name, "hubfuse.cli", "hubfuse.demo", "hubfuse.__main__"):

@@ -32,7 +32,8 @@ from hubfuse.check.verdict import CheckReport, LoadCheck
 from hubfuse.configedit import set_top_level_key
 from hubfuse.errors import BadInputError
 from hubfuse.localhub import LocalHub
-from hubfuse.report import release_story, render_text
+from hubfuse.render.report import render_text
+from hubfuse.render.tables import release_story
 
 VERSIONS = ("5.5.4", "5.13.1", "5.24.0")
 SMALL_MATRIX = " || ".join(f"=={v}" for v in VERSIONS)
@@ -198,7 +199,7 @@ def test_a_release_whose_requirement_is_missing_is_unavailable_beside_a_stand_in
     for real beside it, labelled, not gating."""
     from hubfuse.check.downstream import apply_matrix
     from hubfuse.check.verdict import FamilyResult
-    from hubfuse.report import first_reasons, matrix_rows
+    from hubfuse.render.tables import first_reasons, matrix_rows
 
     source = checkpoints("qwen3_vl")
     inputs = MatrixInputs(source, _config_only_copy(source, tmp_path / "downstream"), None)
@@ -360,7 +361,8 @@ def test_cached_verdicts_and_ledger_records_are_keyed_by_the_matrix(tmp_path):
     from hubfuse.check.verdict import DownstreamCell, FamilyResult
     from hubfuse.check.verdict_cache import VerdictCache
     from hubfuse.ledger import Record
-    from hubfuse.pipeline import PublishOptions, Source, verdict_key
+    from hubfuse.publish.steps import Source, verdict_key
+    from hubfuse.publish.types import PublishOptions
 
     family = FamilyResult("patch_embeddings", "safe")
     family.downstream.versions = ["5.24.0"]

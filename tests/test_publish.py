@@ -352,9 +352,10 @@ def test_weight_upload_dropped_midway_is_retried_without_duplicates(hub, api, ch
 
 
 def test_repo_moving_after_verification_is_verified_again(hub, api, checkpoints, tmp_path, monkeypatch):
-    from hubfuse import pipeline
     from hubfuse.check.verdict_cache import VerdictCache
     from hubfuse.hub import Hub
+    from hubfuse.publish import run as pipeline
+    from hubfuse.publish.types import PublishOptions
 
     repo = "org/racing-model"
     first_sha = seed(api, repo, checkpoints(SAFE))
@@ -371,7 +372,7 @@ def test_repo_moving_after_verification_is_verified_again(hub, api, checkpoints,
     monkeypatch.setattr(pipeline, "verify", verify_then_someone_pushes)
     report = pipeline.publish(
         Hub(endpoint=hub.endpoint, token=hub.alice),
-        pipeline.PublishOptions(repo_id=repo),
+        PublishOptions(repo_id=repo),
         cache=VerdictCache(tmp_path / "verdicts"),
     )
     second_sha = api.repo_info(repo).sha

@@ -78,7 +78,8 @@ def secret_forms(secret: str) -> set[str]:
 
 
 def test_own_prs_only_token_never_shows_and_a_failed_publish_still_reports(hub, checkpoints, tmp_path):
-    from hubfuse.cards import PR_MARKER, Marker, pr_title
+    from hubfuse.render.cards import pr_title
+    from hubfuse.render.markers import PR_MARKER, Marker
 
     repo = "org/spoofed"
     sha = seed(hub, repo, checkpoints(SAFE))

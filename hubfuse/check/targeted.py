@@ -78,7 +78,7 @@ class TargetedMode:
 
     def keep_artifacts(self, work: Path, target: Path) -> None:
         """What a shard-by-shard variant needs: the twin's verified fused-layout save and
-        `variant.json` (`hubfuse.variant_shards`)."""
+        `variant.json` (`hubfuse.publish.variant_shards`)."""
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         shutil.copytree(work / "twin-check" / "fused", target / "twin-fused")

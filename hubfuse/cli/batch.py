@@ -49,7 +49,7 @@ def run(
     """Run the publish pipeline over every repo a batch SPEC (workflows/*.yml) selects."""
     from hubfuse import batch
     from hubfuse.hub import Hub, RequestBudget
-    from hubfuse.report import append_step_summary, to_json
+    from hubfuse.render.report import append_step_summary, to_json
     from hubfuse.spec import load_spec
 
     spec = load_spec(spec_path)

@@ -53,7 +53,13 @@ def _proving(source: RepoSource) -> AbstractContextManager[None]:
 def _run_check(options: CheckOptions) -> None:
     from hubfuse.check.modes import CheckRequest
     from hubfuse.check.verify import open_source, verify
-    from hubfuse.report import append_step_summary, render_markdown, render_text, to_json, write_report_dir
+    from hubfuse.render.report import (
+        append_step_summary,
+        render_markdown,
+        render_text,
+        to_json,
+        write_report_dir,
+    )
 
     request = CheckRequest(
         families=list(options.families),

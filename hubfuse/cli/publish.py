@@ -23,7 +23,7 @@ from hubfuse.settings import MODE as MODE_SETTING
 from hubfuse.settings import TIMEOUT as TIMEOUT_SETTING
 
 if TYPE_CHECKING:
-    from hubfuse.pipeline import PublishReport
+    from hubfuse.publish.types import PublishReport
 
 
 def _exit_code_for(report: PublishReport) -> int:
@@ -33,13 +33,12 @@ def _exit_code_for(report: PublishReport) -> int:
 
 
 def _emit_publish(report: PublishReport, as_json: bool, report_dir: Path | None) -> None:
-    from hubfuse.report import (
-        append_step_summary,
+    from hubfuse.publish.rendering import (
         render_publish_markdown,
         render_publish_text,
-        to_json,
         write_publish_report_dir,
     )
+    from hubfuse.render.report import append_step_summary, to_json
 
     if report_dir:
         write_publish_report_dir(report, report_dir)
@@ -98,8 +97,8 @@ def publish(
     Talks to $HF_ENDPOINT (default: the Hugging Face Hub) with $HF_TOKEN.
     """
     from hubfuse.hub import Hub
-    from hubfuse.pipeline import PublishOptions, PublishReport
-    from hubfuse.pipeline import publish as run_publish
+    from hubfuse.publish.run import publish as run_publish
+    from hubfuse.publish.types import PublishOptions, PublishReport
 
     _check_repo_id(repo_id)
     options = PublishOptions(
@@ -128,7 +127,7 @@ def publish(
             _emit_publish(report, as_json, report_dir)
         raise
     if hub.is_local_hub():
-        from hubfuse.report import local_hub_pages
+        from hubfuse.publish.rendering import local_hub_pages
 
         report.pages = local_hub_pages(hub.endpoint, report)
     _emit_publish(report, as_json, report_dir)

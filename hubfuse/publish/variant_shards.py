@@ -8,7 +8,7 @@ repo with only that difference:
   replaced by their fused form (name, shape, bytes from the twin's verified save), every other
   tensor's bytes streamed from the source by range requests;
 - every other shard is the source's own file: a server-side copy from the pinned source revision
-  (`hubfuse.variant_copies`), streamed through only where the Hub refuses the copy.
+  (`hubfuse.publish.variant_copies`), streamed through only where the Hub refuses the copy.
 
 Each file is uploaded as soon as it is written and deleted before the next one starts, so the disk
 holds at most one shard (two counting a streamed one being uploaded), and one commit references
@@ -24,9 +24,9 @@ from typing import Any
 from hubfuse.checkpoint_compare import INDEX_FILE
 from hubfuse.errors import BadInputError
 from hubfuse.log import log
+from hubfuse.publish.variant_copies import STREAM_CHUNK_BYTES, TransferStats, VariantTransfer
 from hubfuse.safetensors_header import read_header
 from hubfuse.source import RemoteSource, WeightFile
-from hubfuse.variant_copies import STREAM_CHUNK_BYTES, TransferStats, VariantTransfer
 
 
 def variant_operations(

@@ -1,12 +1,11 @@
 """Texts hubfuse publishes on the Hub: the config pull request and the variant model card.
 
-Both carry a hidden marker (an HTML comment with a JSON object) recording hubfuse's version, the
-source commit and the families, which is how later runs recognise hubfuse's own earlier work.
+Both carry hubfuse's marker (`hubfuse.render.markers`), which is how later runs recognise
+hubfuse's own earlier work.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,72 +15,19 @@ import jinja2
 import yaml
 from packaging.version import Version
 
-from hubfuse import __version__, strictjson
+from hubfuse import __version__
 from hubfuse.boundedyaml import load_metadata
 from hubfuse.check.families import family_why
 from hubfuse.check.verdict import CheckReport
 from hubfuse.errors import BadInputError
 from hubfuse.hub_licenses import OTHER, is_hub_license
 from hubfuse.log import redact
+from hubfuse.render.markers import PR_TITLE_SUFFIX, Marker
+from hubfuse.render.tables import first_reasons, matrix_rows, release_story
 
 # Package data (so an installed wheel renders cards); the repo's top-level model_cards/ links here.
-TEMPLATES = Path(__file__).resolve().parent / "model_cards"
-PR_MARKER = "hubfuse"
-VARIANT_MARKER = "hubfuse-variant"
-PR_TITLE_SUFFIX = "(hubfuse)"
+TEMPLATES = Path(__file__).resolve().parent.parent / "model_cards"
 MIN_TRANSFORMERS = "5.24"
-
-
-@dataclass(frozen=True)
-class Marker:
-    source_sha: str
-    families: tuple[str, ...]
-    version: str
-    source: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "version": self.version,
-            "source_sha": self.source_sha,
-            "families": list(self.families),
-        }
-        if self.source:
-            document["source"] = self.source
-        return document
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Marker | None:
-        """None for anything that is not a well-formed marker."""
-        try:
-            return cls(
-                source_sha=str(data["source_sha"]),
-                families=tuple(data["families"]),
-                version=str(data.get("version", "?")),
-                source=data.get("source"),
-            )
-        except (KeyError, TypeError, AttributeError):
-            return None
-
-
-def find_marker(text: str | None, kind: str) -> Marker | None:
-    if not text:
-        return None
-    match = re.search(rf"<!--\s*{re.escape(kind)}:\s*(\{{.*?\}})\s*-->", text, flags=re.DOTALL)
-    if not match:
-        return None
-    try:
-        return Marker.from_dict(strictjson.loads(match.group(1)))
-    except ValueError:  # StrictJSONError included: PR text is anyone's input
-        return None
-
-
-def marker_from_card_data(card_data: Any) -> Marker | None:
-    """The variant marker from a repo's card metadata (as repo_info returns it), if present."""
-    data = card_data.to_dict() if hasattr(card_data, "to_dict") else card_data
-    return Marker.from_dict(data.get("hubfuse")) if isinstance(data, dict) else None
 
 
 def _environment() -> jinja2.Environment:
@@ -133,7 +79,6 @@ class MatrixTable:
 def downstream_context(report: CheckReport, *, variant: bool) -> dict[str, Any]:
     """What the PR text or the variant card says about other transformers releases."""
     from hubfuse.check.downstream import summarize
-    from hubfuse.report import first_reasons, matrix_rows, release_story
 
     tables, outside_breaks, correct, story = [], [], [], []
     selection = None
