@@ -6,7 +6,7 @@ the batch spec schema takes its keys' types and choices from them (`hubfuse.spec
 one module that reads the environment for a setting: everything else calls `Setting.value()` or
 the accessors at the bottom. Not here: the check worker's internal variables (set by hubfuse for
 its own child processes), and transformers' own `USE_HUB_KERNELS`, read by
-`fusion/transformers_fusion.py` as transformers reads it (that file must stay importable without
+`check/transformers_fusion.py` as transformers reads it (that file must stay importable without
 hubfuse: the downstream probe loads it by path in other releases' environments).
 
 Resolution, once per command (`resolve`): the flag, else the batch spec's key, else the

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from typing import Any
 from hubfuse.check import downstream as downstream_matrix
 from hubfuse.check import worker
 from hubfuse.check.cell_case import case_for
-from hubfuse.check.modes import CheckRequest, FamilyOutcome
+from hubfuse.check.modes import CheckRequest, FamilyOutcome, StopUnsafe, settle, timed
 from hubfuse.check.proofs import full_mode_proofs
 from hubfuse.check.reasons import (
     is_unclean,
@@ -43,10 +41,6 @@ from hubfuse.configedit import set_top_level_key
 from hubfuse.log import log
 from hubfuse.machine import loads_that_fit
 from hubfuse.transformers_info import modeling_modules
-
-
-class _Unsafe(Exception):
-    """Stop checking a family: the reasons already recorded make it unsafe."""
 
 
 class FullMode:
@@ -125,27 +119,12 @@ class FamilyCheck:
         self.dtype: str | None = None
 
     def run(self) -> FamilyResult:
-        try:
-            self._check()
-        except _Unsafe:
-            self.result.verdict = "unsafe"
-        except worker.WorkerFailure as failure:
-            self.result.verdict = "error"
-            self.result.reasons.append(f"{failure} (--report-dir keeps the worker logs)")
-        if self.result.verdict == "safe" and self.result.reasons:
-            self.result.verdict = "unsafe"
-        return self.result
-
-    def _timed(self, stage: str, func: Callable[[], Any]) -> Any:
-        start = time.monotonic()
-        try:
-            return func()
-        finally:
-            self.result.timings[stage] = round(time.monotonic() - start, 3)
+        return settle(self.result, self._check)
 
     def _probe(self, stage: str, probe: str, *args: Any) -> dict[str, Any]:
         log.info(f"  {stage}")
-        return self._timed(
+        return timed(
+            self.result,
             stage,
             lambda: worker.run_isolated(
                 probe,
@@ -172,7 +151,7 @@ class FamilyCheck:
         downstream = self._downstream_copy()
         if reference["transforms_error"]:
             self._fail(transforms_error_reason(self.family, reference["transforms_error"]))
-            raise _Unsafe
+            raise StopUnsafe
         self.dtype = reference.get("dtype")
         plain = reference["plain_load"]
         if is_unclean(plain, mismatched=False):
@@ -194,11 +173,11 @@ class FamilyCheck:
             if not failure.raised:
                 raise
             self._fail(f"the fused load raises {failure}")
-            raise _Unsafe from None
+            raise StopUnsafe from None
 
         self.result.fused_modules = fused_load["fused_modules"]
         self._judge_load("fused load", fused_load, reference["reference_modules"], LoadCheck())
-        self._timed("roundtrip", lambda: self._judge_roundtrip(resave))
+        timed(self.result, "roundtrip", lambda: self._judge_roundtrip(resave))
 
         jobs = {"downstream": downstream, "fused_layout": fused}
         with ThreadPoolExecutor(max_workers=_concurrent_loads(self.checkpoint, len(jobs))) as pool:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from hubfuse import __version__
 from hubfuse.check import worker
@@ -23,6 +25,8 @@ from hubfuse.check.verdict import CheckReport, FamilyResult
 from hubfuse.log import log
 from hubfuse.machine import available_memory_bytes
 from hubfuse.settings import DEFAULT_TIMEOUT_S, MODE
+
+T = TypeVar("T")
 
 DISK_FACTOR_REMOTE = 3.0
 DISK_FACTOR_LOCAL = 2.0
@@ -70,6 +74,34 @@ class CheckRequest:
 class FamilyOutcome:
     result: FamilyResult
     dtype: str | None  # the checkpoint's dtype, where the check learnt it
+
+
+class StopUnsafe(Exception):
+    """Raised by a family check that found the family unsafe (its reason recorded): nothing more to prove."""
+
+
+def settle(result: FamilyResult, check: Callable[[], None]) -> FamilyResult:
+    """Run `check`, which records its reasons on `result`, and settle the verdict, in either mode:
+    a failed worker is `error` (could not check); any reason on a `safe` verdict makes it `unsafe`."""
+    try:
+        check()
+    except StopUnsafe:
+        result.verdict = "unsafe"
+    except worker.WorkerFailure as failure:
+        result.verdict = "error"
+        result.reasons.append(f"{failure} (--report-dir keeps the worker logs)")
+    if result.verdict == "safe" and result.reasons:
+        result.verdict = "unsafe"
+    return result
+
+
+def timed(result: FamilyResult, stage: str, func: Callable[[], T]) -> T:
+    """`func()`, its wall time kept in the report's timings under `stage`."""
+    start = time.monotonic()
+    try:
+        return func()
+    finally:
+        result.timings[stage] = round(time.monotonic() - start, 3)
 
 
 class CheckMode(Protocol):

@@ -26,7 +26,7 @@ from typing import Any
 from hubfuse.check import worker
 from hubfuse.check.families import family_names
 from hubfuse.check.full import FamilyCheck, apply_downstream_matrix
-from hubfuse.check.modes import CheckRequest, FamilyOutcome
+from hubfuse.check.modes import CheckRequest, FamilyOutcome, settle, timed
 from hubfuse.check.proofs import POINTS, point_of, proof
 from hubfuse.check.reasons import (
     is_unclean,
@@ -110,13 +110,7 @@ class _TargetedCheck:
         self._save_names: tuple[bool, int] = (True, 0)
 
     def run(self) -> FamilyResult:
-        try:
-            self._check()
-        except worker.WorkerFailure as failure:
-            self.result.verdict = "error"
-            self.result.reasons.append(f"{failure} (--report-dir keeps the worker logs)")
-        if self.result.verdict == "safe" and self.result.reasons:
-            self.result.verdict = "unsafe"
+        settle(self.result, self._check)
         self.result.proofs = [
             self.proofs.get(point) or proof(point, None, self._unreached_how(), "-") for point in POINTS
         ]
@@ -128,20 +122,18 @@ class _TargetedCheck:
         return "not reached: an earlier point failed"
 
     def _probe(self, stage: str, probe: str, *args: Any) -> dict[str, Any]:
-        import time
-
         log.info(f"  {stage}")
-        start = time.monotonic()
-        try:
-            return worker.run_isolated(
+        return timed(
+            self.result,
+            stage,
+            lambda: worker.run_isolated(
                 probe,
                 *args,
                 log_path=self.work / f"{stage}.log",
                 timeout=self.timeout,
                 module=TARGETED_PROBES,
-            )
-        finally:
-            self.result.timings[stage] = round(time.monotonic() - start, 3)
+            ),
+        )
 
     def _fail(self, point: str, reason: str, how: str, tensors: str) -> None:
         self.result.reasons.append(reason)
