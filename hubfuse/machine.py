@@ -1,7 +1,8 @@
-"""What this machine has to spare: the one place hubfuse reads the machine's memory."""
+"""What this machine has to spare: the one place hubfuse reads the machine's memory and cores."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")  # cgroup v2: a container's own limit
@@ -32,6 +33,14 @@ def total_memory_bytes() -> int:
     if limit.isdigit() and (total == 0 or int(limit) < total):
         return int(limit)
     return total
+
+
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def loads_that_fit(weights_bytes: int, bytes_per_weight_byte: float, wanted: int) -> int:

@@ -17,14 +17,16 @@ ENTRY, PUBLISH, RENDER, CHECK, BASE = 4, 3, 2, 1, 0
 FLOOR_NAMES = {ENTRY: "commands", PUBLISH: "publish", RENDER: "render", CHECK: "check", BASE: "base"}
 MAX_LINES = 500
 # Modules that may read the process environment: the settings (every user setting), the child
-# environments' token stripping, the worker's internal variables, and the two modules that also run
-# inside a release's environment, where hubfuse is not importable (they read transformers' own flag).
+# environments' token stripping, the worker's internal variables, and the three modules that also run
+# inside a release's environment, where hubfuse is not importable (they read transformers' own flag,
+# and the shared torch's folder).
 ENVIRONMENT_READERS = {
     "hubfuse.settings",
     "hubfuse.childenv",
     "hubfuse.check.worker",
     "hubfuse.check.transformers_fusion",
     "hubfuse.check.downstream_probe",
+    "hubfuse.check.probe_host",
 }
 
 

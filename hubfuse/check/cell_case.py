@@ -32,6 +32,8 @@ LAYER_PLACEHOLDER = "#"
 # probe proved never count. The environment modules are those envs.py was split into.
 PROBE_FILES = (
     "downstream_probe.py",
+    "probe_host.py",
+    "probe_launch.py",
     "transformers_fusion.py",
     "downstream.py",
     "envs.py",

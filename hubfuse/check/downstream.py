@@ -18,9 +18,9 @@ can say which releases outside the range break. `none` turns the matrix off.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +34,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from hubfuse import settings
-from hubfuse.check import env_commands, envs, envs_root, shared_torch, uv
+from hubfuse.check import env_commands, envs, envs_root, probe_launch, shared_torch, uv
 from hubfuse.check.cell_case import CellCase
 from hubfuse.check.cell_store import MatrixCells
 from hubfuse.check.matrix_progress import MatrixProgress
@@ -48,11 +48,10 @@ from hubfuse.check.verdict import (
 )
 from hubfuse.errors import BadInputError
 from hubfuse.log import log
-from hubfuse.machine import loads_that_fit
+from hubfuse.machine import cores, loads_that_fit
 
 # transformers/fusion_mapping.py exists from this release on; earlier ones ignore the key.
 FIRST_FUSION_RELEASE = Version("5.6.0")
-PROBE = Path(__file__).resolve().parent / "downstream_probe.py"
 DEFAULT_ENV_VAR = str(settings.DOWNSTREAM_DEFAULT.env)
 NONE = "none"
 # Environments built at once, each taking about this much memory (uv, then the torch check).
@@ -190,10 +189,15 @@ def run_matrix(
     timeout: float,
     jobs: int,
     case: CellCase | None = None,
+    loads: int = 1,
+    launcher: probe_launch.ProbeLauncher | None = None,
 ) -> tuple[dict[str, str | None], list[DownstreamCell], list[DownstreamCell]]:
-    """(environment columns, config-PR cells, variant cells), one probe process per environment.
+    """(environment columns, config-PR cells, variant cells), one probe per environment.
 
-    With a `case`, cells proven on a repo of the same case are reused (hubfuse/check/cell_store.py).
+    `jobs` probes run at once, and `loads` scenario processes in all (each probe runs its
+    scenarios `loads // probes` at a time). With a `case`, cells proven on a repo of the same case
+    are reused (hubfuse/check/cell_store.py). `launcher`: one `probe_launcher` made earlier (its
+    host may have started already); by default one for this run.
     """
     columns = environment_columns()
     tasks = [
@@ -228,9 +232,8 @@ def run_matrix(
             column,
             inputs,
             cell_work,
-            timeout,
+            ProbeRun(launcher, timeout, probe_slots, scenario_jobs),
             leave_out,
-            probe_slots,
             lambda built, waited: progress.environment(version, column, built, waited),
         )
         own = results[0][1]
@@ -241,8 +244,12 @@ def run_matrix(
     # Environments build side by side (uv waits on the index and the disk more than on the CPU);
     # the probes, which hold the model, take one of `jobs` slots each.
     probe_slots = threading.BoundedSemaphore(max(1, jobs))
+    scenario_jobs = max(1, loads // max(1, min(jobs, len(to_run))))
     builders = loads_that_fit(ENV_BUILD_BYTES, 1.0, ENV_BUILD_JOBS)
-    with ThreadPoolExecutor(max_workers=max(1, jobs, min(builders, len(to_run)))) as pool:
+    with (
+        contextlib.nullcontext(launcher) if launcher else probe_launcher(to_run, work) as launcher,
+        ThreadPoolExecutor(max_workers=max(1, jobs, min(builders, len(to_run)))) as pool,
+    ):
         ran = {(v, c): results for v, c, results in pool.map(one, to_run)}
     progress.finish()
     outcomes = [(v, [(c, reused[(v, c)], False)] if (v, c) in reused else ran[(v, c)]) for v, c in tasks]
@@ -273,14 +280,23 @@ def _outcomes(cells: dict[str, Any]) -> str:
 
 
 # -- honest cells: a release whose requirement the index lacks (begin) ----------------------------
+@dataclass(frozen=True)
+class ProbeRun:
+    """How this matrix run starts its probes."""
+
+    launcher: probe_launch.ProbeLauncher
+    timeout: float
+    slots: threading.BoundedSemaphore  # probes at once
+    scenario_jobs: int  # scenarios at once within a probe
+
+
 def _run_cells(
     version: str,
     column: str,
     inputs: MatrixInputs,
     work: Path,
-    timeout: float,
+    probes: ProbeRun,
     leave_out: str,
-    probe_slots: threading.BoundedSemaphore,
     on_environment: Callable[[float | None, float], None] = lambda built, waited: None,
 ) -> list[tuple[str, dict[str, Any], bool]]:
     """[(column, cells by subject, stand_in)]: the release's own cells, and where its environment
@@ -298,7 +314,7 @@ def _run_cells(
         return [(column, _failed(subjects, f"environment: {exc}"), False)]
     else:
         on_environment(created, time.monotonic() - start)
-        return [(column, _run_cell(env, inputs, work, timeout, probe_slots), False)]
+        return [(column, _run_cell(env, inputs, work, probes), False)]
     reason = f"{missing}: not proven on {version}; leave it out with {leave_out}"
     unavailable = {s: {"outcome": "unavailable", "reason": reason} for s in subjects}
     switched_off = {"USE_HUB_KERNELS": "0"} if missing.name == "kernels" else {}
@@ -307,7 +323,7 @@ def _run_cells(
         env, created = envs.ensure_env(version, extras, without=(missing.name,))
         on_environment(created, time.monotonic() - start)
         stand_in_work = work.with_name(f"{work.name}-without-{missing.name}")
-        stand_in = _run_cell(env, inputs, stand_in_work, timeout, probe_slots, switched_off)
+        stand_in = _run_cell(env, inputs, stand_in_work, probes, switched_off)
     except env_commands.EnvError as exc:
         stand_in = _failed(subjects, f"environment: {exc}")
     note = f"stand-in: transformers {version} without {missing.requirement}" + "".join(
@@ -325,12 +341,38 @@ def _failed(subjects: tuple[str, ...], reason: str) -> dict[str, Any]:
     return {s: {"outcome": "error", "reason": reason} for s in subjects}
 
 
+def probe_launcher(tasks: list[tuple[str, str]], work: Path) -> probe_launch.ProbeLauncher:
+    """The launcher of the probes of these (release, column) tasks; `with` it."""
+    candidates = [envs.planned_env(version, envs.ENV_EXTRAS[column]) for version, column in tasks]
+    return probe_launch.ProbeLauncher(candidates, _probe_environ(), work / "matrix")
+
+
+def prepared_launcher(plan: DownstreamPlan | None, work: Path) -> probe_launch.ProbeLauncher:
+    """A launcher for the plan's whole matrix whose host starts now, beside the installed check."""
+    tasks = []
+    if plan is not None and plan.enabled:
+        columns = environment_columns()
+        tasks = [(v, c) for v in plan.versions for c, unavailable in columns.items() if unavailable is None]
+    launcher = probe_launcher(tasks, work)
+    launcher.start_in_background()
+    return launcher
+
+
+def _probe_environ() -> dict[str, str]:
+    return {
+        **shared_torch.shared_torch_environ(),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONWARNINGS": "ignore",
+    }
+
+
 def _run_cell(
     env: envs.Env,
     inputs: MatrixInputs,
     work: Path,
-    timeout: float,
-    probe_slots: threading.BoundedSemaphore,
+    probes: ProbeRun,
     extra_environ: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     subjects = ("config", "variant") if inputs.variant else ("config",)
@@ -346,37 +388,26 @@ def _run_cell(
         "variant": str(inputs.variant) if inputs.variant else None,
         "work_dir": str(work / "scratch"),
         "tolerances": OUTPUT_TOLERANCE,
-        "timeout_s": timeout,
+        "timeout_s": probes.timeout,
+        "scenario_jobs": probes.scenario_jobs,
     }
     (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
     result_file = work / "result.json"
-    probe_env = {
-        **shared_torch.shared_torch_environ(),
-        "HF_HUB_OFFLINE": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONWARNINGS": "ignore",
-        **(extra_environ or {}),
-    }
+    result_file.unlink(missing_ok=True)
     probe_log = work.parent.parent / f"downstream-{work.name}.log"
-    with open(probe_log, "w") as log_file, probe_slots:
-        try:
-            completed = subprocess.run(
-                [str(env.python), "-I", str(PROBE), str(work / "request.json"), str(result_file)],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=probe_env,
-                timeout=timeout * 4 + 120,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            return failed("the probe timed out")
-    if completed.returncode != 0 or not result_file.is_file():
+    with probes.slots:
+        returncode = probes.launcher.run(
+            env, work / "request.json", result_file, probe_log, probes.timeout * 4 + 120, extra_environ
+        )
+    if returncode is None:
+        return failed("the probe timed out")
+    if returncode != 0 or not result_file.is_file():
         tail = probe_log.read_text(errors="replace").strip().splitlines()
-        return failed(f"the probe exited with {completed.returncode}: {(tail or ['no output'])[-1][:300]}")
+        return failed(f"the probe exited with {returncode}: {(tail or ['no output'])[-1][:300]}")
     document = json.loads(result_file.read_text(encoding="utf-8"))
     if document.get("transformers") != version:
         return failed(f"the environment runs transformers {document.get('transformers')}, not {version}")
+    probe_launch.keep_shared_modules(env, document)
     cells: dict[str, Any] = document["cells"]
     return cells
 
@@ -414,6 +445,8 @@ def apply_matrix(
     timeout: float,
     jobs: int,
     case: CellCase | None = None,
+    loads: int = 1,
+    launcher: probe_launch.ProbeLauncher | None = None,
 ) -> None:
     """Run the matrix for a family that applies to the model, whatever its installed verdict; gate it.
 
@@ -426,7 +459,9 @@ def apply_matrix(
     if not plan.enabled:
         return
     result.downstream.versions = result.fused_layout.versions = list(plan.versions)
-    columns, config_cells, variant_cells = run_matrix(plan, inputs, work, timeout, jobs, case)
+    columns, config_cells, variant_cells = run_matrix(
+        plan, inputs, work, timeout, jobs, case, loads, launcher
+    )
     result.downstream.environments = result.fused_layout.environments = columns
     result.downstream.cells, result.fused_layout.cells = config_cells, variant_cells
     failures = summarize(config_cells)
@@ -440,3 +475,8 @@ def matrix_jobs(weights_bytes: int) -> int:
     wanted = settings.DOWNSTREAM_JOBS.value()
     # A probe holds about two copies of the model at once (the repeat loads).
     return loads_that_fit(weights_bytes, 2.4, wanted)
+
+
+def matrix_loads(weights_bytes: int) -> int:
+    """How many scenario processes of all probes run at once: one per core, capped by memory."""
+    return loads_that_fit(weights_bytes, 2.4, cores())

@@ -4,9 +4,10 @@ Self-contained on purpose (standard library, torch, transformers, safetensors): 
 hubfuse, whose code targets the installed transformers. What it needs of transformers' fusion
 internals comes from the one adapter, `transformers_fusion.py` beside this file, loaded by its path
 (it is standalone too). Started once per environment as
-`python -I downstream_probe.py REQUEST.json RESULT.json`; it imports torch and transformers once,
+`python -I downstream_probe.py REQUEST.json RESULT.json`, or forked from the probe host
+(`probe_host.py`, which has torch imported already); it imports torch and transformers once,
 then forks a fresh child per scenario (transformers' fusion registry is process-global and sticky),
-and judges the scenarios into one word per cell. A release that does not know the model's
+`scenario_jobs` of them at once, and judges the scenarios into one word per cell. A release that does not know the model's
 architecture at all (no plain load either) runs no scenario: its cells are `unsupported`.
 
 Scenarios, each in its own child:
@@ -174,31 +175,59 @@ def _probe_step(step: str) -> Iterator[None]:
         raise ProbeError(f"{step} failed: {_describe(exc)}") from exc
 
 
-def run_forked(name: str, request: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """The scenario in a fresh child process; {"value": ...}, {"raised": ...} or {"died": ...}."""
-    read_end, write_end = os.pipe()
+def start_forked(name: str, request: dict[str, Any], out_dir: Path) -> tuple[int, Path]:
+    """The scenario in a fresh child process, which writes its outcome to the returned file."""
+    outcome_file = out_dir / f"{name}.outcome.json"
+    outcome_file.unlink(missing_ok=True)
     pid = os.fork()
     if pid == 0:
-        os.close(read_end)
         signal.alarm(int(request.get("timeout_s", 1800)))
         try:
             payload = {"value": scenario(name, request, out_dir)}
         except BaseException as exc:
             payload = {"raised": _describe(exc), "traceback": traceback.format_exc()[-4000:]}
-        with os.fdopen(write_end, "w") as pipe:
-            json.dump(payload, pipe)
+        partial = outcome_file.with_suffix(".partial")
+        partial.write_text(json.dumps(payload), encoding="utf-8")
+        partial.rename(outcome_file)
         os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        text = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    if text:
-        return json.loads(text)
+    return pid, outcome_file
+
+
+def forked_outcome(outcome_file: Path, status: int) -> dict[str, Any]:
+    """{"value": ...}, {"raised": ...} or {"died": ...} of a reaped scenario child."""
+    if outcome_file.is_file():
+        outcome: dict[str, Any] = json.loads(outcome_file.read_text(encoding="utf-8"))
+        return outcome
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
         why = "timed out" if signum == signal.SIGALRM else f"killed by signal {signum}"
         return {"died": f"the process {why}"}
-    return {"died": f"the process exited with {os.WEXITSTATUS(status)} and no result"}
+    return {"died": f"the process exited with {os.waitstatus_to_exitcode(status)} and no result"}
+
+
+def run_scenarios(
+    names: list[str], request: dict[str, Any], out_dir: Path
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Each scenario in its own fresh child, `scenario_jobs` at once; (outcomes, seconds) by name.
+
+    The children are forked from this one thread (no other thread holds a lock at a fork).
+    """
+    jobs = max(1, int(request.get("scenario_jobs", 1)))
+    waiting, running = list(names), {}
+    results: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            name = waiting.pop(0)
+            pid, outcome_file = start_forked(name, request, out_dir)
+            running[pid] = (name, outcome_file, time.monotonic())
+        pid, status = os.wait()
+        if pid not in running:
+            continue
+        name, outcome_file, started = running.pop(pid)
+        results[name] = forked_outcome(outcome_file, status)
+        seconds[name] = round(time.monotonic() - started, 3)
+    return {name: results[name] for name in names}, {name: seconds[name] for name in names}
 
 
 # -- judging ------------------------------------------------------------------------------------
@@ -379,24 +408,42 @@ def unknown_architecture(source: str) -> str | None:
     return None
 
 
-def main() -> None:
-    request_path, result_path = Path(sys.argv[1]), Path(sys.argv[2])
+def shared_modules() -> list[str]:
+    """The shared torch's modules (torch and its own requirements) this process holds, in import order.
+
+    Taken once `transformers.modeling_utils` is imported, before any model: what every probe of this
+    environment imports whatever the model. The probe host (`probe_host.py`) imports no more than
+    the records of the environments it serves have in common.
+    """
+    shared = os.environ.get("HUBFUSE_SHARED_TORCH")
+    if not shared:
+        return []
+    prefix = os.path.join(os.path.abspath(shared), "")
+    return [
+        name
+        for name, module in list(sys.modules.items())
+        if os.path.abspath(getattr(module, "__file__", None) or "/").startswith(prefix)
+    ]
+
+
+def probe(request_path: Path, result_path: Path, started: str = "a fresh interpreter") -> None:
+    """The whole probe of one environment: scenarios, judged cells, one result document."""
+    probe_start = time.monotonic()
     request = json.loads(request_path.read_text(encoding="utf-8"))
     out_dir = Path(request["work_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     import torch
     import transformers
+    import transformers.modeling_utils
 
+    shared = shared_modules()
     torch.set_num_threads(max(1, int(request.get("threads", 1))))
     _adapter()  # once, before the scenarios fork
     names = ["plain", "config", "plain_after_config"] + (["variant"] if request.get("variant") else [])
     subjects = ("config", "variant") if request.get("variant") else ("config",)
     unknown = unknown_architecture(request["source"])
-    results, seconds = {}, {}
-    for name in names if unknown is None else []:
-        start = time.monotonic()
-        results[name] = run_forked(name, request, out_dir)
-        seconds[name] = round(time.monotonic() - start, 3)
+    scenarios_start = time.monotonic()
+    results, seconds = run_scenarios(names if unknown is None else [], request, out_dir)
     cells = {}
     for subject in subjects:
         if unknown is not None:
@@ -405,6 +452,13 @@ def main() -> None:
         outcome, reason, notes = judge_cell(request, results, subject)
         cells[subject] = {"outcome": outcome, "reason": reason, "notes": notes}
     tracebacks = {n: r["traceback"] for n, r in results.items() if "traceback" in r}
+    print(
+        f"probe of transformers {transformers.__version__}, started from {started}: imports"
+        f" {scenarios_start - probe_start:.1f} s, then "
+        + (", ".join(f"{n} {t:.1f} s" for n, t in seconds.items()) or "no scenario")
+        + f" ({len(names) if unknown is None else 0} scenarios, {request.get('scenario_jobs', 1)} at a time)",
+        flush=True,
+    )
     result_path.write_text(
         json.dumps(
             {
@@ -414,10 +468,16 @@ def main() -> None:
                 "failures": {n: _failed(r) for n, r in results.items() if _failed(r)},
                 "tracebacks": tracebacks,
                 "seconds": seconds,
+                "started": started,
+                "shared_modules": shared,
             }
         ),
         encoding="utf-8",
     )
+
+
+def main() -> None:
+    probe(Path(sys.argv[1]), Path(sys.argv[2]))
 
 
 if __name__ == "__main__":

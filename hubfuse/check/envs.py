@@ -108,6 +108,12 @@ def _normalized(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted({canonicalize_name(name) for name in names}))
 
 
+def planned_env(transformers: str, extras: tuple[str, ...] = (), without: Iterable[str] = ()) -> Env:
+    """The environment `ensure_env` builds for these arguments (it may not exist yet)."""
+    left_out = _normalized(without)
+    return Env(transformers, extras, envs_root() / env_name(transformers, extras, left_out), left_out)
+
+
 def ensure_env(
     transformers: str, extras: tuple[str, ...] = (), *, without: Iterable[str] = ()
 ) -> tuple[Env, float | None]:
@@ -117,9 +123,8 @@ def ensure_env(
     requirement the index lacks). Raises RequirementUnavailable when the release needs what the
     index cannot satisfy, EnvError on any other failure.
     """
-    left_out = _normalized(without)
-    root = envs_root()
-    env = Env(transformers, extras, root / env_name(transformers, extras, left_out), left_out)
+    env = planned_env(transformers, extras, without)
+    left_out, root = env.without, envs_root()
     if build_record(env) is not None:
         return env, None
     start = time.monotonic()

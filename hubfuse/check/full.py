@@ -20,6 +20,7 @@ from hubfuse.check import downstream as downstream_matrix
 from hubfuse.check import worker
 from hubfuse.check.cell_case import case_for
 from hubfuse.check.modes import CheckRequest, FamilyOutcome, StopUnsafe, settle, timed
+from hubfuse.check.probe_launch import ProbeLauncher
 from hubfuse.check.proofs import full_mode_proofs
 from hubfuse.check.reasons import (
     is_unclean,
@@ -48,9 +49,12 @@ class FullMode:
 
     name = "full"
 
-    def __init__(self, checkpoint: Checkpoint, request: CheckRequest) -> None:
+    def __init__(
+        self, checkpoint: Checkpoint, request: CheckRequest, launcher: ProbeLauncher | None = None
+    ) -> None:
         self.checkpoint = checkpoint
         self.request = request
+        self.launcher = launcher  # the downstream probes' (its host may be starting already)
         self.where = str(checkpoint.path)
         self.model_type = checkpoint.model_type
         self.architecture = checkpoint.architecture
@@ -65,7 +69,9 @@ class FullMode:
         result = check.run()
         result.proofs = full_mode_proofs(result, len(index_checkpoint(checkpoint.path)))
         if request.downstream is not None:
-            apply_downstream_matrix(result, request.downstream, checkpoint, work, request.timeout)
+            apply_downstream_matrix(
+                result, request.downstream, checkpoint, work, request.timeout, self.launcher
+            )
         return FamilyOutcome(result, check.dtype)
 
     def keep_artifacts(self, work: Path, target: Path) -> None:
@@ -84,6 +90,7 @@ def apply_downstream_matrix(
     checkpoint: Checkpoint,
     work: Path,
     timeout: float,
+    launcher: ProbeLauncher | None = None,
 ) -> None:
     fused = work / "fused"
     # The fused-layout save is a variant only where the installed release proved it.
@@ -92,9 +99,8 @@ def apply_downstream_matrix(
     weights = checkpoint.weight_bytes
     case = case_for(checkpoint, result.name, result.fused_modules, index_checkpoint(checkpoint.path))
     with log.group(f"downstream matrix for {result.name}"):
-        downstream_matrix.apply_matrix(
-            result, plan, inputs, work, timeout, downstream_matrix.matrix_jobs(weights), case
-        )
+        jobs, loads = downstream_matrix.matrix_jobs(weights), downstream_matrix.matrix_loads(weights)
+        downstream_matrix.apply_matrix(result, plan, inputs, work, timeout, jobs, case, loads, launcher)
 
 
 class FamilyCheck:

@@ -27,6 +27,7 @@ from hubfuse.check import worker
 from hubfuse.check.families import family_names
 from hubfuse.check.full import FamilyCheck, apply_downstream_matrix
 from hubfuse.check.modes import CheckRequest, FamilyOutcome, settle, timed
+from hubfuse.check.probe_launch import ProbeLauncher
 from hubfuse.check.proofs import POINTS, point_of, proof
 from hubfuse.check.reasons import (
     is_unclean,
@@ -51,9 +52,12 @@ class TargetedMode:
 
     name = "targeted"
 
-    def __init__(self, source: RepoSource, request: CheckRequest, work: Path) -> None:
+    def __init__(
+        self, source: RepoSource, request: CheckRequest, work: Path, launcher: ProbeLauncher | None = None
+    ) -> None:
         self.source = source
         self.request = request
+        self.launcher = launcher  # the downstream probes' (its host may be starting already)
         self.config_dir = work / "config"
         self.config_dir.mkdir()
         (self.config_dir / "config.json").write_text(source.config_text(), encoding="utf-8")
@@ -104,6 +108,7 @@ class _TargetedCheck:
         # The downstream matrix runs on the twin: the real config and key names, the real bytes
         # of what the family touches (everything a release's config-only load can get wrong).
         self.downstream = mode.request.downstream
+        self.launcher = mode.launcher
         self.result = FamilyResult(name=family, verdict="safe")
         self.proofs: dict[str, dict[str, Any]] = {}
         self.dtype: str | None = None
@@ -272,7 +277,9 @@ class _TargetedCheck:
         result.fused_layout = twin_result.fused_layout
         result.timings.update({f"twin_{k}": v for k, v in twin_result.timings.items()})
         if self.downstream is not None:
-            apply_downstream_matrix(result, self.downstream, checkpoint, twin_work, self.timeout)
+            apply_downstream_matrix(
+                result, self.downstream, checkpoint, twin_work, self.timeout, self.launcher
+            )
         twin_keys = checkpoint_key_count(twin)
         on_twin = f"{', '.join(touched)} (real bytes) in a {twin_keys}-tensor twin"
         failed = {point_of(reason) for reason in twin_result.reasons}

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hubfuse.check.downstream import prepared_launcher
 from hubfuse.check.families import family_names
 from hubfuse.check.full import FullMode
 from hubfuse.check.modes import CheckMode, CheckRequest, Machine, check_families, choose_mode
@@ -70,12 +71,13 @@ def verify(source: RepoSource, request: CheckRequest) -> CheckReport:
         weight_bytes = checkpoint.weight_bytes
     chosen = mode_for(source, request, weight_bytes=weight_bytes)
     log.info(f"{source.label}: {chosen} mode" + (" (auto)" if request.mode == "auto" else ""))
-    with _scratch_dir(chosen) as work:
+    # The downstream probes' host starts now: it imports torch while the installed check runs.
+    with _scratch_dir(chosen) as work, prepared_launcher(request.downstream, work) as launcher:
         mode: CheckMode
         if chosen == "targeted":
-            mode = TargetedMode(source, request, work)
+            mode = TargetedMode(source, request, work, launcher)
         else:
-            mode = FullMode(checkpoint or _download(source, request), request)
+            mode = FullMode(checkpoint or _download(source, request), request, launcher)
         report = check_families(mode, request, work, source=source.label)
     return report
 
