@@ -39,9 +39,12 @@ from hubfuse.testing import synth
 
 DATA = REPO / "bench" / ".data"
 CREATED = re.compile(r"created (\S+) in ([\d.]+) s")
+PROBE_HOST = re.compile(r"probe host: .*")
 
 
-def run_check(folder: Path, envs_dir: Path, uv_cache: Path, versions: str | None) -> dict[str, Any]:
+def run_check(
+    folder: Path, envs_dir: Path, uv_cache: Path, versions: str | None, **extra: str
+) -> dict[str, Any]:
     env = {
         **os.environ,
         "HUBFUSE_ENVS": str(envs_dir),
@@ -52,6 +55,7 @@ def run_check(folder: Path, envs_dir: Path, uv_cache: Path, versions: str | None
     env.pop("HUBFUSE_DOWNSTREAM_VERSIONS", None)
     if versions:
         env["HUBFUSE_DOWNSTREAM_VERSIONS"] = versions
+    env.update(extra)
     command = [sys.executable, "-m", "hubfuse", "check", str(folder), "--json"]
     load_before = os.getloadavg()
     start = time.monotonic()
@@ -74,6 +78,7 @@ def run_check(folder: Path, envs_dir: Path, uv_cache: Path, versions: str | None
         "env_creation_total_s": round(sum(created.values()), 1),
         "envs_disk_mb": round(disk_mb(envs_dir), 1),
         "versions": family["downstream"]["versions"],
+        "probe_host": PROBE_HOST.findall(result.stderr),
         "environments": family["downstream"]["environments"],
         "cells": family["downstream"]["cells"],
         "variant_cells": family["fused_layout"]["cells"],
@@ -84,14 +89,38 @@ ENVS, UV_CACHE = DATA / "matrix-envs", DATA / "matrix-uv-cache"
 REASON_CHARS = 90
 
 
+RUNS = {
+    "first": "first",
+    "second": "second (cells from the local cache)",
+    "probes": "warm environments, no cell cache: every probe runs",
+    "installed": "the installed check alone (matrix off)",
+}
+
+
 def measure(name: str, folder: Path, versions: str | None, *, fresh: bool) -> dict[str, Any]:
-    """Two runs; `fresh`: the first one starts without environments and without a uv cache."""
+    """Four runs; `fresh`: the first one starts without environments and without a uv cache.
+
+    Then the second (cells from the local cache), a rerun with every probe running
+    (`HUBFUSE_CELL_CACHE=none`) and the installed check alone, which a release's probes are
+    measured against: (probes - installed) / releases.
+    """
     if fresh:
         shutil.rmtree(ENVS, ignore_errors=True)
         shutil.rmtree(UV_CACHE, ignore_errors=True)
     first = run_check(folder, ENVS, UV_CACHE, versions)
     second = run_check(folder, ENVS, UV_CACHE, versions)
-    return {"checkpoint": name, "fresh_envs": fresh, "first": first, "second": second}
+    probes = run_check(folder, ENVS, UV_CACHE, versions, HUBFUSE_CELL_CACHE="none")
+    installed = run_check(folder, ENVS, UV_CACHE, "none", HUBFUSE_CELL_CACHE="none")
+    releases = len(first["versions"]) or 1
+    return {
+        "checkpoint": name,
+        "fresh_envs": fresh,
+        "first": first,
+        "second": second,
+        "probes": probes,
+        "installed": installed,
+        "per_release_s": round((probes["wall_s"] - installed["wall_s"]) / releases, 2),
+    }
 
 
 def large_checkpoint(size_gb: float) -> Path:
@@ -124,12 +153,14 @@ def markdown(result: dict[str, Any]) -> str:
         md_rule("---", "---", "---:", "---:", "---:", "---:", "---", "---"),
     ]
     for measured in result["runs"]:
-        for run in ("first", "second"):
+        for run, label in RUNS.items():
+            if run not in measured:
+                continue
             r = measured[run]
             lines.append(
                 md_row(
                     measured["checkpoint"],
-                    run,
+                    label,
                     f"{r['wall_s']} s",
                     r["envs_created"],
                     f"{r['env_creation_total_s']} s",
@@ -138,6 +169,15 @@ def markdown(result: dict[str, Any]) -> str:
                     _load_text(r),
                 )
             )
+    for measured in result["runs"]:
+        if "per_release_s" in measured:
+            host = "; ".join(measured["probes"]["probe_host"]) or "no probe host line"
+            lines += [
+                "",
+                f"{measured['checkpoint']}: one release of the warm matrix costs "
+                f"{measured['per_release_s']} s of wall time over the installed check alone "
+                f"({measured['installed']['wall_s']} s); {host}.",
+            ]
     first = result["runs"][0]["first"]
     lines += ["", f"Cells of the first run ({result['runs'][0]['checkpoint']}): config PR and variant.", ""]
     lines += [md_row("transformers", "env", "config PR", "variant", "first reason"), md_rule(*["---"] * 5)]

@@ -21,6 +21,7 @@ import pytest
 
 from hubfuse.check import envs, probe_launch
 from hubfuse.check.downstream import _probe_environ
+from hubfuse.check.shared_torch import SHARED_TORCH_VAR
 from hubfuse.check.verdict import OUTPUT_TOLERANCE
 from hubfuse.configedit import set_top_level_key
 
@@ -37,6 +38,7 @@ def _request(source: Path, downstream: Path, work: Path) -> Path:
         "tolerances": OUTPUT_TOLERANCE,
         "timeout_s": 600,
         "scenario_jobs": 2,
+        "shared_torch": _probe_environ()[SHARED_TORCH_VAR],
     }
     (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
     return work / "request.json"
@@ -65,7 +67,7 @@ def recorded(checkpoints, tmp_path_factory):
     )
     (downstream / "config.json").write_text(edited)
     (env.path / probe_launch.SHARED_MODULES_RECORD).unlink(missing_ok=True)
-    with probe_launch.ProbeLauncher([env], _probe_environ(), work / "fresh") as launcher:
+    with probe_launch.ProbeLauncher([env], _probe_environ()) as launcher:
         fresh = _probe(launcher, env, (source, downstream), work / "fresh")
         assert not launcher.forked  # no record yet: the probe starts fresh, and records
     probe_launch.keep_shared_modules(env, fresh)
@@ -78,7 +80,7 @@ def test_a_probe_forked_from_the_host_judges_as_a_fresh_one(recorded, tmp_path):
     record = probe_launch.shared_modules_record(env)
     assert record and {"torch", "torch._dynamo"} <= set(record)  # what the host preloads
 
-    with probe_launch.ProbeLauncher([env], _probe_environ(), tmp_path) as launcher:
+    with probe_launch.ProbeLauncher([env], _probe_environ()) as launcher:
         forked = _probe(launcher, env, inputs, tmp_path / "forked")
         assert launcher.forked == [env.path.name] and not launcher.refused
 
@@ -113,7 +115,7 @@ def _changed_file(copy: envs.Env) -> str:
 
 
 def _shadowing_module(copy: envs.Env) -> str:
-    shared = Path(_probe_environ()["HUBFUSE_SHARED_TORCH"])
+    shared = Path(_probe_environ()[SHARED_TORCH_VAR])
     shutil.copytree(shared / "mpmath", _site(copy) / "mpmath")  # same bytes, found first
     return "mpmath resolves to .*/site-packages/mpmath/__init__.py there"
 
@@ -128,7 +130,7 @@ def test_the_host_refuses_an_environment_that_would_import_other_files(recorded,
     env, inputs, _ = recorded
     copy = _copy_env(env, tmp_path / "copy")
     expected = change(copy)
-    with probe_launch.ProbeLauncher([env, copy], _probe_environ(), tmp_path) as launcher:
+    with probe_launch.ProbeLauncher([env, copy], _probe_environ()) as launcher:
         document = _probe(launcher, copy, inputs, tmp_path / "copy-probe")
         assert not launcher.forked
         assert list(launcher.refused) == [copy.path.name]
@@ -139,7 +141,7 @@ def test_the_host_refuses_an_environment_that_would_import_other_files(recorded,
 
 def test_a_stand_in_with_its_own_variables_starts_fresh(recorded, tmp_path):
     env, inputs, fresh = recorded
-    with probe_launch.ProbeLauncher([env], _probe_environ(), tmp_path) as launcher:
+    with probe_launch.ProbeLauncher([env], _probe_environ()) as launcher:
         document = _probe(launcher, env, inputs, tmp_path / "stand-in", USE_HUB_KERNELS="0")
         assert not launcher.forked
     assert document["started"] == probe_launch.FRESH

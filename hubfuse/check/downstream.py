@@ -3,7 +3,8 @@
 A `fusion_config` merged into a repo's config.json reaches every user, whatever transformers they
 run. For each release of the plan and each environment column (`base`: nothing optional installed;
 `torchvision`: where it can be installed beside the shared torch), the probe
-(`downstream_probe.py`, started once per environment) loads the checkpoint the way a user does and
+(`downstream_probe.py`, forked from the probe host where that is exact, else started fresh;
+`probe_launch.py`) loads the checkpoint the way a user does and
 gives one word per cell: safe, ignored, unsupported (the release does not know the architecture),
 crash, unsafe or error. A family stays safe only when every gating cell is safe, ignored or
 unsupported; an unsupported release is never part of the releases a verdict holds for.
@@ -247,7 +248,7 @@ def run_matrix(
     scenario_jobs = max(1, loads // max(1, min(jobs, len(to_run))))
     builders = loads_that_fit(ENV_BUILD_BYTES, 1.0, ENV_BUILD_JOBS)
     with (
-        contextlib.nullcontext(launcher) if launcher else probe_launcher(to_run, work) as launcher,
+        contextlib.nullcontext(launcher) if launcher else probe_launcher(to_run) as launcher,
         ThreadPoolExecutor(max_workers=max(1, jobs, min(builders, len(to_run)))) as pool,
     ):
         ran = {(v, c): results for v, c, results in pool.map(one, to_run)}
@@ -341,19 +342,19 @@ def _failed(subjects: tuple[str, ...], reason: str) -> dict[str, Any]:
     return {s: {"outcome": "error", "reason": reason} for s in subjects}
 
 
-def probe_launcher(tasks: list[tuple[str, str]], work: Path) -> probe_launch.ProbeLauncher:
+def probe_launcher(tasks: list[tuple[str, str]]) -> probe_launch.ProbeLauncher:
     """The launcher of the probes of these (release, column) tasks; `with` it."""
     candidates = [envs.planned_env(version, envs.ENV_EXTRAS[column]) for version, column in tasks]
-    return probe_launch.ProbeLauncher(candidates, _probe_environ(), work / "matrix")
+    return probe_launch.ProbeLauncher(candidates, _probe_environ())
 
 
-def prepared_launcher(plan: DownstreamPlan | None, work: Path) -> probe_launch.ProbeLauncher:
+def prepared_launcher(plan: DownstreamPlan | None) -> probe_launch.ProbeLauncher:
     """A launcher for the plan's whole matrix whose host starts now, beside the installed check."""
     tasks = []
     if plan is not None and plan.enabled:
         columns = environment_columns()
         tasks = [(v, c) for v in plan.versions for c, unavailable in columns.items() if unavailable is None]
-    launcher = probe_launcher(tasks, work)
+    launcher = probe_launcher(tasks)
     launcher.start_in_background()
     return launcher
 
@@ -390,6 +391,7 @@ def _run_cell(
         "tolerances": OUTPUT_TOLERANCE,
         "timeout_s": probes.timeout,
         "scenario_jobs": probes.scenario_jobs,
+        "shared_torch": probes.launcher.environ.get(shared_torch.SHARED_TORCH_VAR, ""),
     }
     (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
     result_file = work / "result.json"

@@ -408,14 +408,13 @@ def unknown_architecture(source: str) -> str | None:
     return None
 
 
-def shared_modules() -> list[str]:
+def shared_modules(shared: str) -> list[str]:
     """The shared torch's modules (torch and its own requirements) this process holds, in import order.
 
     Taken once `transformers.modeling_utils` is imported, before any model: what every probe of this
     environment imports whatever the model. The probe host (`probe_host.py`) imports no more than
     the records of the environments it serves have in common.
     """
-    shared = os.environ.get("HUBFUSE_SHARED_TORCH")
     if not shared:
         return []
     prefix = os.path.join(os.path.abspath(shared), "")
@@ -436,7 +435,7 @@ def probe(request_path: Path, result_path: Path, started: str = "a fresh interpr
     import transformers
     import transformers.modeling_utils
 
-    shared = shared_modules()
+    shared = shared_modules(request.get("shared_torch", ""))
     torch.set_num_threads(max(1, int(request.get("threads", 1))))
     _adapter()  # once, before the scenarios fork
     names = ["plain", "config", "plain_after_config"] + (["variant"] if request.get("variant") else [])

@@ -221,9 +221,8 @@ def serve(host: Host) -> None:
 
 def main() -> None:
     environ = dict(os.environ)
-    names = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
-    shared = os.environ.get("HUBFUSE_SHARED_TORCH", "")
-    misses = preload(names, os.path.abspath(shared))
+    preloaded = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
+    misses = preload(preloaded["modules"], os.path.abspath(preloaded["shared_torch"]))
     host = Host(misses, environ)
     _answer({"ready": len(host.loaded)})
     serve(host)

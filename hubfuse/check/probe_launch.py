@@ -2,8 +2,8 @@
 
 A probe started fresh (`python -I downstream_probe.py`) spends about 2.5 s of its 4 s of imports
 on the shared torch, the same files in every environment. The probe host (`probe_host.py`, one
-process per matrix run, started from the first environment that has a record) imports them once
-and forks each probe from there. It imports only modules that every environment it serves had
+process per process life, so a batch of many repos starts it once; started from the first
+environment that has a record) imports them once and forks each probe from there. It imports only modules that every environment it serves had
 imported before any model when its own probe last ran fresh (the record
 `hubfuse-shared-modules.json`, kept beside the environment's build record), and it refuses any
 environment that would not import the very same files (`probe_host.Host.differences`); such an
@@ -13,11 +13,14 @@ fresh. A fresh probe writes its environment's record.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from typing import IO, Any
 from hubfuse.check import envs
 from hubfuse.check.env_commands import EnvError, run_command
 from hubfuse.check.envs_root import atomic_write
+from hubfuse.check.shared_torch import SHARED_TORCH_VAR
 from hubfuse.childenv import without_hub_tokens
 from hubfuse.log import log
 
@@ -81,14 +85,18 @@ def _common(records: list[list[str]]) -> list[str]:
 class _Host:
     """The running probe host: jobs in on stdin, answers out on stdout, read by one thread."""
 
-    def __init__(self, reference: envs.Env, preload: list[str], environ: dict[str, str], work: Path) -> None:
-        work.mkdir(parents=True, exist_ok=True)
-        preload_file = work / "probe-host-preload.json"
-        preload_file.write_text(json.dumps(preload), encoding="utf-8")
-        self.log_file = work / "probe-host.log"
+    def __init__(self, reference: envs.Env, preload: list[str], environ: dict[str, str]) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="hubfuse-probe-host-"))
+        preload_file = self.work / "preload.json"
+        preload_file.write_text(
+            json.dumps({"shared_torch": environ.get(SHARED_TORCH_VAR, ""), "modules": preload}),
+            encoding="utf-8",
+        )
+        self.log_file = self.work / "host.log"
         self.reference = reference
         self._answers: dict[str, queue.Queue[dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self._jobs = 0
         self._ready: queue.Queue[dict[str, Any]] = queue.Queue()
         with open(self.log_file, "w") as log_handle:
             try:
@@ -130,6 +138,8 @@ class _Host:
         """The forked probe's exit code, why the host refused it (str), or None: timed out."""
         answers: queue.Queue[dict[str, Any]] = queue.Queue()
         with self._lock:
+            self._jobs += 1
+            job = {**job, "id": str(self._jobs)}
             self._answers[job["id"]] = answers
             if self.process.poll() is not None or self.process.stdin is None:
                 return "the probe host ended"
@@ -162,14 +172,37 @@ class _Host:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+# One host per (reference environment, preload, variables) for this process's life: a batch run
+# of many repos starts it once. Each job is checked against the files the host holds, whenever it comes.
+_hosts: dict[tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]], _Host] = {}
+_hosts_lock = threading.Lock()
+
+
+def _shared_host(reference: envs.Env, preload: list[str], environ: dict[str, str]) -> _Host:
+    key = (str(reference.path), tuple(preload), tuple(sorted(environ.items())))
+    with _hosts_lock:
+        host = _hosts.get(key)
+        if host is None or host.process.poll() is not None:
+            host = _hosts[key] = _Host(reference, preload, environ)
+        return host
+
+
+@atexit.register
+def _close_hosts() -> None:
+    with _hosts_lock:
+        for host in _hosts.values():
+            host.close()
+        _hosts.clear()
 
 
 class ProbeLauncher:
-    """Starts the probes of one matrix run; `with` it, so the host ends with the run."""
+    """Starts the probes of one matrix run; `with` it (it says what it forked when the run ends)."""
 
-    def __init__(self, candidates: list[envs.Env], environ: dict[str, str], work: Path) -> None:
+    def __init__(self, candidates: list[envs.Env], environ: dict[str, str]) -> None:
         self.environ = without_hub_tokens(environ)
-        self.work = work
         records = {env.path: r for env in candidates if (r := shared_modules_record(env)) is not None}
         self._served = set(records)
         # The host runs in the first candidate that has a record.
@@ -178,7 +211,6 @@ class ProbeLauncher:
         self._host: _Host | None = None
         self._host_failed = False
         self._lock = threading.Lock()
-        self._jobs = 0
         self.forked: list[str] = []
         self.refused: dict[str, str] = {}
 
@@ -199,9 +231,6 @@ class ProbeLauncher:
             started.wait()  # the thread holds the lock: a run() from now on waits for the host
 
     def __exit__(self, *exc: object) -> None:
-        with self._lock:  # after a start in progress
-            if self._host is not None:
-                self._host.close()
         if self.forked or self.refused:
             log.info(
                 f"  probe host: shared torch imported once ({len(self._preload)} modules), "
@@ -213,7 +242,7 @@ class ProbeLauncher:
         """The host (started on first use, from the reference environment); the caller holds the lock."""
         if self._host is None and not self._host_failed and self._reference is not None:
             try:
-                self._host = _Host(self._reference, self._preload, self.environ, self.work)
+                self._host = _shared_host(self._reference, self._preload, self.environ)
             except EnvError as exc:
                 self._host_failed = True
                 log.warning(f"  {exc}: every probe starts fresh")
@@ -241,11 +270,7 @@ class ProbeLauncher:
             except EnvError as exc:
                 self.refused[env.path.name] = str(exc)
         if host is not None and start is not None:
-            with self._lock:
-                self._jobs += 1
-                job_id = str(self._jobs)
             job = {
-                "id": job_id,
                 "sys_path": start.sys_path,
                 "prefix": start.prefix,
                 "executable": start.executable,

@@ -72,7 +72,7 @@ def verify(source: RepoSource, request: CheckRequest) -> CheckReport:
     chosen = mode_for(source, request, weight_bytes=weight_bytes)
     log.info(f"{source.label}: {chosen} mode" + (" (auto)" if request.mode == "auto" else ""))
     # The downstream probes' host starts now: it imports torch while the installed check runs.
-    with _scratch_dir(chosen) as work, prepared_launcher(request.downstream, work) as launcher:
+    with _scratch_dir(chosen) as work, prepared_launcher(request.downstream) as launcher:
         mode: CheckMode
         if chosen == "targeted":
             mode = TargetedMode(source, request, work, launcher)
