@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from hubfuse.check import envs, probe_launch
+from hubfuse.check import envs, probe_launch, transformers_fusion
 from hubfuse.check.downstream import _probe_environ
 from hubfuse.check.shared_torch import SHARED_TORCH_VAR
 from hubfuse.check.verdict import OUTPUT_TOLERANCE
@@ -67,11 +67,27 @@ def recorded(checkpoints, tmp_path_factory):
     )
     (downstream / "config.json").write_text(edited)
     (env.path / probe_launch.SHARED_MODULES_RECORD).unlink(missing_ok=True)
-    with probe_launch.ProbeLauncher([env], _probe_environ()) as launcher:
+    with probe_launch.ProbeLauncher([], _probe_environ()) as launcher:
         fresh = _probe(launcher, env, (source, downstream), work / "fresh")
-        assert not launcher.forked  # no record yet: the probe starts fresh, and records
+        assert not launcher.forked  # not a candidate of this launcher: the probe starts fresh, and records
     probe_launch.keep_shared_modules(env, fresh)
     return env, (source, downstream), fresh
+
+
+def test_with_no_record_yet_the_probe_is_forked_after_import_torch_alone(recorded, tmp_path):
+    """A machine's first matrix: the host imports torch alone, and the probe records as a fresh one."""
+    env, inputs, fresh = recorded
+    copy = _copy_env(env, tmp_path / "copy")  # the same files, hard-linked
+    (copy.path / probe_launch.SHARED_MODULES_RECORD).unlink()
+    with probe_launch.ProbeLauncher([copy], _probe_environ()) as launcher:
+        forked = _probe(launcher, copy, inputs, tmp_path / "forked")
+        assert launcher.forked == [copy.path.name] and not launcher.refused
+    assert forked["started"].startswith(probe_launch.FORKED_AFTER_ROOT)
+    assert forked["cells"] == fresh["cells"] and forked["failures"] == fresh["failures"]
+    # What a fresh start imports of the shared torch, module for module and in the same order.
+    assert forked["shared_modules"] == fresh["shared_modules"]
+    probe_launch.keep_shared_modules(copy, forked)
+    assert probe_launch.shared_modules_record(copy) == fresh["shared_modules"]
 
 
 def test_a_probe_forked_from_the_host_judges_as_a_fresh_one(recorded, tmp_path):
@@ -94,6 +110,8 @@ def test_a_probe_forked_from_the_host_judges_as_a_fresh_one(recorded, tmp_path):
     )
     # What the forked probe holds of the shared torch is what the fresh one imported, no module more.
     assert set(forked["shared_modules"]) == set(fresh["shared_modules"])
+    # 5.24.0's `_LazyModule.__dir__` is the known one: both probes ran the linear twin.
+    assert forked["lazy_module_dir"] == fresh["lazy_module_dir"] == transformers_fusion.LAZY_DIR_LINEAR
 
 
 def _copy_env(env: envs.Env, target: Path) -> envs.Env:

@@ -77,10 +77,33 @@ def test_linear_lazy_dir_matches_transformers(tmp_path):
         "before = [_LazyModule.__dir__(m) for m in mods]\n"
         "import hubfuse.check.probes\n"
         "after = [_LazyModule.__dir__(m) for m in mods]\n"
-        "assert _LazyModule.__dir__ is hubfuse.check.probes._linear_lazy_module_dir\n"
+        "assert _LazyModule.__dir__ is transformers_fusion._linear_lazy_module_dir\n"
         "assert len(mods) > 3 and before == after, 'dir() changed'\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+
+
+def test_a_lazy_dir_that_is_not_the_known_one_is_left_alone(tmp_path):
+    """A release whose `__dir__` differs in any way (here: sorted) keeps its own."""
+    import subprocess
+
+    script = (
+        "import transformers\n"
+        "from transformers.utils.import_utils import _LazyModule\n"
+        "from hubfuse.check import transformers_fusion as adapter\n"
+        "def other(self):\n"
+        "    result = list(super(_LazyModule, self).__dir__())\n"
+        "    for attr in self.__all__:\n"
+        "        if attr not in result:\n"
+        "            result.append(attr)\n"
+        "    return sorted(result)\n"
+        "_LazyModule.__dir__ = other\n"
+        "print(adapter.use_linear_lazy_module_dir())\n"
+        "assert _LazyModule.__dir__ is other\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "transformers' own (its __dir__ differs from the known one)"
 
 
 @pytest.mark.parametrize("how", ["python", "torch"])

@@ -437,7 +437,8 @@ def probe(request_path: Path, result_path: Path, started: str = "a fresh interpr
 
     shared = shared_modules(request.get("shared_torch", ""))
     torch.set_num_threads(max(1, int(request.get("threads", 1))))
-    _adapter()  # once, before the scenarios fork
+    # Once, before the scenarios fork; the same dir() results in linear time, where exact.
+    lazy_dir = _adapter().use_linear_lazy_module_dir()
     names = ["plain", "config", "plain_after_config"] + (["variant"] if request.get("variant") else [])
     subjects = ("config", "variant") if request.get("variant") else ("config",)
     unknown = unknown_architecture(request["source"])
@@ -455,7 +456,8 @@ def probe(request_path: Path, result_path: Path, started: str = "a fresh interpr
         f"probe of transformers {transformers.__version__}, started from {started}: imports"
         f" {scenarios_start - probe_start:.1f} s, then "
         + (", ".join(f"{n} {t:.1f} s" for n, t in seconds.items()) or "no scenario")
-        + f" ({len(names) if unknown is None else 0} scenarios, {request.get('scenario_jobs', 1)} at a time)",
+        + f" ({len(names) if unknown is None else 0} scenarios, {request.get('scenario_jobs', 1)} at a time;"
+        f" _LazyModule.__dir__: {lazy_dir})",
         flush=True,
     )
     result_path.write_text(
@@ -469,6 +471,7 @@ def probe(request_path: Path, result_path: Path, started: str = "a fresh interpr
                 "seconds": seconds,
                 "started": started,
                 "shared_modules": shared,
+                "lazy_module_dir": lazy_dir,
             }
         ),
         encoding="utf-8",

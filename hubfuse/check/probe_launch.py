@@ -3,12 +3,15 @@
 A probe started fresh (`python -I downstream_probe.py`) spends about 2.5 s of its 4 s of imports
 on the shared torch, the same files in every environment. The probe host (`probe_host.py`, one
 process per process life, so a batch of many repos starts it once; started from the first
-environment that has a record) imports them once and forks each probe from there. It imports only modules that every environment it serves had
-imported before any model when its own probe last ran fresh (the record
-`hubfuse-shared-modules.json`, kept beside the environment's build record), and it refuses any
-environment that would not import the very same files (`probe_host.Host.differences`); such an
-environment, one without a record yet, and a stand-in with its own environment variables, start
-fresh. A fresh probe writes its environment's record.
+environment that has a record) imports them once and forks each probe from there. It imports only
+modules that every environment it serves had imported before any model when its own probe last ran
+fresh (the record `hubfuse-shared-modules.json`, kept beside the environment's build record), and it
+refuses any environment that would not import the very same files (`probe_host.Host.differences`);
+such an environment, one without a record while others have one, and a stand-in with its own
+environment variables, start fresh. Where no environment has a record yet (a machine's first
+matrix), the host runs `import torch` alone: the first import of every probe, whatever its release.
+A fresh probe writes its environment's record, and so does one forked after `import torch` alone:
+it then imported exactly what a fresh start does, in the same order.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ HOST = Path(__file__).resolve().parent / "probe_host.py"
 SHARED_MODULES_RECORD = "hubfuse-shared-modules.json"
 HOST_READY_TIMEOUT_S = 300.0
 FRESH = "a fresh interpreter"
+ROOT_PRELOAD = ["torch"]
+FORKED_AFTER_ROOT = "forked from the probe host after `import torch` alone"
 
 
 def shared_modules_record(env: envs.Env) -> list[str] | None:
@@ -54,8 +59,9 @@ def shared_modules_record(env: envs.Env) -> list[str] | None:
 
 def keep_shared_modules(env: envs.Env, document: dict[str, Any]) -> None:
     """Record what a fresh probe of `env` imported of the shared torch (its result document)."""
-    names = document.get("shared_modules")
-    if document.get("started") == FRESH and isinstance(names, list) and names != shared_modules_record(env):
+    names, started = document.get("shared_modules"), str(document.get("started", ""))
+    exact = started == FRESH or started.startswith(FORKED_AFTER_ROOT)
+    if exact and isinstance(names, list) and names != shared_modules_record(env):
         atomic_write(env.path / SHARED_MODULES_RECORD, json.dumps(names))
 
 
@@ -204,10 +210,11 @@ class ProbeLauncher:
     def __init__(self, candidates: list[envs.Env], environ: dict[str, str]) -> None:
         self.environ = without_hub_tokens(environ)
         records = {env.path: r for env in candidates if (r := shared_modules_record(env)) is not None}
-        self._served = set(records)
-        # The host runs in the first candidate that has a record.
+        # The host runs in the first candidate that has a record; with none, in the first one probed.
         self._reference = next((env for env in candidates if env.path in records), None)
-        self._preload = _common(list(records.values())) if records else []
+        self._root_only = not records
+        self._served = set(records) if records else {env.path for env in candidates}
+        self._preload = _common(list(records.values())) if records else list(ROOT_PRELOAD)
         self._host: _Host | None = None
         self._host_failed = False
         self._lock = threading.Lock()
@@ -232,17 +239,23 @@ class ProbeLauncher:
 
     def __exit__(self, *exc: object) -> None:
         if self.forked or self.refused:
+            what = (
+                "`import torch` once (no environment had a record yet)"
+                if self._root_only
+                else f"shared torch imported once ({len(self._preload)} modules)"
+            )
             log.info(
-                f"  probe host: shared torch imported once ({len(self._preload)} modules), "
+                f"  probe host: {what}, "
                 f"{len(self.forked)} probe(s) forked from it"
                 + "".join(f"; {name} started fresh: {why}" for name, why in self.refused.items())
             )
 
-    def _start_host(self) -> _Host | None:
-        """The host (started on first use, from the reference environment); the caller holds the lock."""
-        if self._host is None and not self._host_failed and self._reference is not None:
+    def _start_host(self, first: envs.Env | None = None) -> _Host | None:
+        """The host (started on first use, in the reference environment, else `first`); the caller holds the lock."""
+        reference = self._reference or first
+        if self._host is None and not self._host_failed and reference is not None:
             try:
-                self._host = _shared_host(self._reference, self._preload, self.environ)
+                self._host = _shared_host(reference, self._preload, self.environ)
             except EnvError as exc:
                 self._host_failed = True
                 log.warning(f"  {exc}: every probe starts fresh")
@@ -262,7 +275,7 @@ class ProbeLauncher:
         host = None
         if env.path in self._served and environ == self.environ:
             with self._lock:
-                host = self._start_host()
+                host = self._start_host(env)
         start = None
         if host is not None:
             try:
@@ -278,7 +291,8 @@ class ProbeLauncher:
                 "request": str(request_file),
                 "result": str(result_file),
                 "log": str(log_file),
-                "started": f"forked from the probe host (started in {host.reference.path.name})",
+                "started": (FORKED_AFTER_ROOT if self._root_only else "forked from the probe host")
+                + f" (started in {host.reference.path.name})",
             }
             outcome = host.run(job, timeout)
             if not isinstance(outcome, str):

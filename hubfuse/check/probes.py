@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import types
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ import torch
 import transformers
 from torch import nn
 from transformers.utils import logging as hf_logging
-from transformers.utils.import_utils import _LazyModule
 
 from hubfuse.check import transformers_fusion
 from hubfuse.check.families import PLUGINS
@@ -31,23 +29,8 @@ from hubfuse.check.families import PLUGINS
 hf_logging.disable_progress_bar()
 
 
-def _linear_lazy_module_dir(self: types.ModuleType) -> list[str]:
-    """transformers' `_LazyModule.__dir__`, same result and order, in linear instead of quadratic time.
-
-    Every fused load runs `monkey_patching.apply_patches`, which calls `dir()` on each loaded
-    transformers module; the original's list-membership loop over `__all__` cost ~2.8 s per
-    fused load (measured: 30 calls, 0.09 s each), more than the load itself. Nothing else changes.
-    """
-    result = list(types.ModuleType.__dir__(self))
-    seen = set(result)
-    for attr in self.__all__:
-        if attr not in seen:
-            result.append(attr)
-            seen.add(attr)
-    return result
-
-
-_LazyModule.__dir__ = _linear_lazy_module_dir  # type: ignore[method-assign]
+# Same `dir()` result, linear time: ~2 s less per fused load (the adapter says where it applies).
+transformers_fusion.use_linear_lazy_module_dir()
 
 REFERENCE_TENSORS = "reference.safetensors"
 REFERENCE_INDEX = "reference.json"

@@ -12,7 +12,8 @@ Each generation is found by feature, never by comparing version strings:
 
 Standalone on purpose (standard library, torch and transformers only): `downstream_probe.py` runs
 inside other releases' environments, where hubfuse cannot be imported, and loads this very file by
-its path. Importing it never fuses anything.
+its path. Importing it never fuses anything. It also holds the one speed-up that both hubfuse's
+workers and the probes run, `use_linear_lazy_module_dir` (exact where it applies, else left out).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import inspect
 import os
 import re
 from importlib import metadata
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any
 
 FUSION_MODULE = "transformers.fusion_mapping"
@@ -210,3 +211,60 @@ def default_load_problem() -> str | None:
         f"and requires {requirement}, but {have}: install it (pip install '{requirement}'), "
         f"or set {HUB_KERNELS_VAR}=0 to load without hub kernels"
     )
+
+
+# -- what a fused load spends outside the load ----------------------------------------------------
+
+# transformers' `_LazyModule.__dir__` as every release from 5.5 to 5.25 has it (comments aside).
+# Every fused load runs `monkey_patching.apply_patches`, which calls `dir()` on each loaded
+# transformers module; this list-membership loop costs ~2 s per fused load, more than the load.
+_QUADRATIC_LAZY_DIR = """
+class _LazyModule(ModuleType):
+    def __dir__(self):
+        result = list(super().__dir__())
+        for attr in self.__all__:
+            if attr not in result:
+                result.append(attr)
+        return result
+"""
+LAZY_DIR_LINEAR = "linear"
+LAZY_DIR_OWN = "transformers' own"
+
+
+def _linear_lazy_module_dir(self: ModuleType) -> list[str]:
+    """The quadratic original's result, element for element and in order, in linear time."""
+    result = list(ModuleType.__dir__(self))
+    seen = set(result)
+    for attr in self.__all__:
+        if attr not in seen:
+            result.append(attr)
+            seen.add(attr)
+    return result
+
+
+def _code_identity(code: CodeType) -> tuple[Any, ...]:
+    return (code.co_code, code.co_consts, code.co_names, code.co_varnames, code.co_freevars, code.co_argcount)
+
+
+def use_linear_lazy_module_dir() -> str:
+    """Swap in `_linear_lazy_module_dir` where this release's `__dir__` is exactly the known one.
+
+    Exact by construction: the original is compared by bytecode (compiled here, by this very
+    interpreter) and its class must derive from ModuleType directly, so `dir()` returns the same
+    list and nothing that reads it can tell. Anything else is left as it is. Returns which
+    `__dir__` the process now runs (LAZY_DIR_LINEAR or LAZY_DIR_OWN, with why).
+    """
+    from transformers.utils import import_utils
+
+    cls = getattr(import_utils, "_LazyModule", None)
+    current = getattr(getattr(cls, "__dir__", None), "__code__", None)
+    if current is _linear_lazy_module_dir.__code__:
+        return LAZY_DIR_LINEAR
+    if not isinstance(cls, type) or cls.__mro__[1:2] != (ModuleType,) or not isinstance(current, CodeType):
+        return f"{LAZY_DIR_OWN} (_LazyModule is not the known ModuleType subclass)"
+    namespace: dict[str, Any] = {"ModuleType": ModuleType}
+    exec(compile(_QUADRATIC_LAZY_DIR, "<known _LazyModule>", "exec", dont_inherit=True), namespace)
+    if _code_identity(current) != _code_identity(namespace["_LazyModule"].__dir__.__code__):
+        return f"{LAZY_DIR_OWN} (its __dir__ differs from the known one)"
+    cls.__dir__ = _linear_lazy_module_dir  # type: ignore[method-assign]
+    return LAZY_DIR_LINEAR
