@@ -100,7 +100,7 @@ def test_a_probe_forked_from_the_host_judges_as_a_fresh_one(recorded, tmp_path):
         forked = _probe(launcher, env, inputs, tmp_path / "forked")
         assert launcher.forked == [env.path.name] and not launcher.refused
 
-    assert forked["started"].startswith("forked from the probe host")
+    assert forked["started"].startswith(probe_launch.FORKED)
     assert forked["cells"] == fresh["cells"]
     assert forked["cells"]["config"]["outcome"] == "safe"
     assert (forked["failures"], forked["transformers"], forked["torch"]) == (

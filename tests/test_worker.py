@@ -83,7 +83,7 @@ def test_linear_lazy_dir_matches_transformers(tmp_path):
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
 
 
-def test_a_lazy_dir_that_is_not_the_known_one_is_left_alone(tmp_path):
+def test_a_lazy_dir_that_is_not_the_known_one_is_left_alone():
     """A release whose `__dir__` differs in any way (here: sorted) keeps its own."""
     import subprocess
 

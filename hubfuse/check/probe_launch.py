@@ -43,7 +43,8 @@ SHARED_MODULES_RECORD = "hubfuse-shared-modules.json"
 HOST_READY_TIMEOUT_S = 300.0
 FRESH = "a fresh interpreter"
 ROOT_PRELOAD = ["torch"]
-FORKED_AFTER_ROOT = "forked from the probe host after `import torch` alone"
+FORKED = "forked from the probe host"
+FORKED_AFTER_ROOT = f"{FORKED} after `import torch` alone"
 
 
 def shared_modules_record(env: envs.Env) -> list[str] | None:
@@ -291,7 +292,7 @@ class ProbeLauncher:
                 "request": str(request_file),
                 "result": str(result_file),
                 "log": str(log_file),
-                "started": (FORKED_AFTER_ROOT if self._root_only else "forked from the probe host")
+                "started": (FORKED_AFTER_ROOT if self._root_only else FORKED)
                 + f" (started in {host.reference.path.name})",
             }
             outcome = host.run(job, timeout)
